@@ -1,0 +1,745 @@
+//! The handler logic: `$connect`, `$disconnect`, every client action, the fan-out of room events
+//! and the presence sweep. Both the Lambda binaries and the local gateway call these entry points;
+//! only the ports behind them differ.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use futures_util::stream;
+use serde::Serialize;
+use tracing::{debug, warn};
+
+use crate::domain::{
+    ClientMsgId, Connection, ConnectionId, MemberState, Message, MessageId, PresenceChange, Recall,
+    RoomName, UserName,
+};
+use crate::policy::{ChatConfig, RateLimiter};
+use crate::ports::{
+    AppendOutcome, Clock, ConnectionSender, ConnectionStore, IdSource, MessageStore, PortError,
+    PostError, RecallOutcome, RoomEvent, Topic,
+};
+use crate::protocol::{
+    ClientFrame, ErrorCode, FrameError, HistoryItem, ServerFrame, client_ref, parse_client_frame,
+};
+use crate::token::{Claims, TokenError, TokenKey};
+
+/// The adapters the logic runs on.
+#[derive(Clone)]
+pub struct Ports {
+    pub messages: Arc<dyn MessageStore>,
+    pub connections: Arc<dyn ConnectionStore>,
+    pub topic: Arc<dyn Topic>,
+    pub sender: Arc<dyn ConnectionSender>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdSource>,
+}
+
+impl std::fmt::Debug for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ports { .. }")
+    }
+}
+
+/// Who may connect.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The secret tokens are checked against; `None` accepts no token.
+    pub key: Option<TokenKey>,
+    /// Accept `?user=NAME` without a token (local development only).
+    pub allow_anonymous: bool,
+}
+
+/// What the client put in the `$connect` query string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectParams {
+    pub room: Option<String>,
+    pub token: Option<String>,
+    pub user: Option<String>,
+}
+
+/// A refused upgrade: the HTTP status and a body for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ConnectRefusal {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ConnectRefusal {
+    fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// What one fan-out did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FanoutReport {
+    pub recipients: usize,
+    pub delivered: usize,
+    /// Connections that answered 410 and were removed.
+    pub removed: Vec<ConnectionId>,
+    /// Connections that answered 410 inside the upgrade grace period and were kept.
+    pub kept_young: usize,
+    pub failed: usize,
+}
+
+/// The chat backend's logic over its ports.
+#[derive(Debug)]
+pub struct ChatService {
+    ports: Ports,
+    config: ChatConfig,
+    auth: AuthConfig,
+    limiter: RateLimiter,
+}
+
+/// What a client action produced: frames for the caller, then events for its rooms. Replies are
+/// posted before events are published, so a sender sees its `ack` before its own `message`.
+#[derive(Debug, Default)]
+struct Outcome {
+    replies: Vec<ServerFrame>,
+    events: Vec<RoomEvent>,
+}
+
+impl Outcome {
+    fn reply(frame: ServerFrame) -> Self {
+        Self {
+            replies: vec![frame],
+            events: vec![],
+        }
+    }
+
+    fn then(mut self, event: RoomEvent) -> Self {
+        self.events.push(event);
+        self
+    }
+}
+
+type Reply = Result<Outcome, FrameError>;
+
+impl ChatService {
+    pub fn new(ports: Ports, config: ChatConfig, auth: AuthConfig) -> Self {
+        Self {
+            ports,
+            config,
+            auth,
+            limiter: RateLimiter::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ChatConfig {
+        &self.config
+    }
+
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    fn now(&self) -> i64 {
+        self.ports.clock.now_ms()
+    }
+
+    /// `$connect`: authenticate, register the connection in its first room, announce the user.
+    pub async fn connect(
+        &self,
+        id: ConnectionId,
+        params: &ConnectParams,
+    ) -> Result<Connection, ConnectRefusal> {
+        let now = self.now();
+        let room_raw = params.room.as_deref().ok_or_else(|| {
+            ConnectRefusal::new(400, "the `room` query parameter is required, e.g. ?room=lobby")
+        })?;
+        let room = RoomName::parse(room_raw)
+            .map_err(|e| ConnectRefusal::new(400, format!("room: {e}")))?;
+        let (user, allowed_rooms, operator) = self.authenticate(params, now)?;
+        if let Some(allowed) = &allowed_rooms
+            && !allowed.contains(&room)
+        {
+            return Err(ConnectRefusal::new(
+                403,
+                format!("the token does not allow room {room}"),
+            ));
+        }
+        let connection = Connection {
+            id,
+            user,
+            rooms: [room.clone()].into(),
+            allowed_rooms,
+            connected_at: now,
+            last_seen: now,
+            operator,
+        };
+        let already_present = self
+            .user_connections_in(&room, &connection.user, Some(&connection.id))
+            .await
+            .map_err(internal_refusal)?;
+        self.ports
+            .connections
+            .put(&connection)
+            .await
+            .map_err(internal_refusal)?;
+        if !already_present {
+            self.announce(&room, &connection.user, PresenceChange::Joined, now)
+                .await;
+        }
+        debug!(connection = %connection.id, user = %connection.user, %room, "connected");
+        Ok(connection)
+    }
+
+    fn authenticate(
+        &self,
+        params: &ConnectParams,
+        now: i64,
+    ) -> Result<(UserName, Option<BTreeSet<RoomName>>, bool), ConnectRefusal> {
+        match (&params.token, &self.auth.key) {
+            (Some(token), Some(key)) => {
+                let Claims { sub, rooms, op, .. } =
+                    key.verify(token, now.div_euclid(1000)).map_err(|e| match e {
+                        TokenError::Malformed(_) => ConnectRefusal::new(401, e.to_string()),
+                        TokenError::BadSignature | TokenError::Expired { .. } => {
+                            ConnectRefusal::new(403, e.to_string())
+                        }
+                    })?;
+                Ok((sub, rooms, op))
+            }
+            (Some(_), None) => Err(ConnectRefusal::new(
+                403,
+                "this server has no token secret configured, so no token is valid",
+            )),
+            (None, _) if self.auth.allow_anonymous => {
+                let raw = params.user.as_deref().ok_or_else(|| {
+                    ConnectRefusal::new(
+                        401,
+                        "pass ?token=TOKEN (mint one with `chatctl token --user NAME`) or ?user=NAME",
+                    )
+                })?;
+                let user = UserName::parse(raw)
+                    .map_err(|e| ConnectRefusal::new(400, format!("user: {e}")))?;
+                Ok((user, None, false))
+            }
+            (None, _) => Err(ConnectRefusal::new(
+                401,
+                "a token is required: pass ?token=TOKEN (mint one with `chatctl token --user NAME`)",
+            )),
+        }
+    }
+
+    /// `$disconnect`: forget the connection; announce users who left their last connection in a room.
+    pub async fn disconnect(&self, id: &ConnectionId) -> Result<(), PortError> {
+        self.limiter.forget(id);
+        let Some(connection) = self.ports.connections.remove(id).await? else {
+            return Ok(());
+        };
+        let now = self.now();
+        for room in &connection.rooms {
+            if !self
+                .user_connections_in(room, &connection.user, Some(id))
+                .await?
+            {
+                self.announce(room, &connection.user, PresenceChange::Left, now)
+                    .await;
+            }
+        }
+        debug!(connection = %id, user = %connection.user, "disconnected");
+        Ok(())
+    }
+
+    /// A frame on any other route: parse it, act, and reply to the sender through the sender port.
+    /// Returns the frames posted back, for logs and tests.
+    pub async fn frame(&self, id: &ConnectionId, body: &str) -> Vec<ServerFrame> {
+        let outcome = match self.handle_frame(id, body).await {
+            Ok(outcome) => outcome,
+            Err(err) => Outcome::reply(err.to_frame()),
+        };
+        let mut sent = outcome.replies;
+        for frame in &sent {
+            self.reply(id, frame).await;
+        }
+        for event in outcome.events {
+            if let Err(err) = self.publish(event).await {
+                let frame = err.to_frame();
+                self.reply(id, &frame).await;
+                sent.push(frame);
+            }
+        }
+        sent
+    }
+
+    async fn handle_frame(&self, id: &ConnectionId, body: &str) -> Reply {
+        let now = self.now();
+        if !self.limiter.allow(&self.config.rate_limit, id, now) {
+            return Err(FrameError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} frames per second; slow down and retry",
+                    self.config.rate_limit.per_second
+                ),
+            )
+            .with_ref(client_ref(body)));
+        }
+        let frame = parse_client_frame(body, &self.config.frames)?;
+        let reference = match &frame {
+            ClientFrame::Send { client_msg_id, .. } => {
+                client_msg_id.as_ref().map(|c| c.as_str().to_owned())
+            }
+            _ => None,
+        };
+        let connection = self
+            .ports
+            .connections
+            .get(id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                FrameError::new(
+                    ErrorCode::Forbidden,
+                    "this connection is not registered (it may have been removed); reconnect",
+                )
+            })?;
+        match frame {
+            ClientFrame::Send {
+                room,
+                text,
+                client_msg_id,
+            } => self.send(&connection, room, text, client_msg_id, now).await,
+            ClientFrame::History {
+                room,
+                before,
+                limit,
+            } => self.history(&connection, room, before, limit).await,
+            ClientFrame::Recall { id } => self.recall(&connection, id, now).await,
+            ClientFrame::Join { room } => self.join(&connection, room, now).await,
+            ClientFrame::Leave { room } => self.leave(&connection, room, now).await,
+            ClientFrame::Presence { room } => self.presence(&connection, room, now).await,
+            ClientFrame::Ping => self.ping(&connection, now).await,
+        }
+        .map_err(|e| e.with_ref(reference))
+    }
+
+    async fn send(
+        &self,
+        connection: &Connection,
+        room: RoomName,
+        text: String,
+        client_msg_id: Option<ClientMsgId>,
+        now: i64,
+    ) -> Reply {
+        if !connection.rooms.contains(&room) {
+            return Err(FrameError::new(
+                ErrorCode::Forbidden,
+                format!("join room {room} before sending to it"),
+            ));
+        }
+        // A retried send usually finds its first copy here, before spending an id.
+        if let Some(key) = &client_msg_id
+            && let Some(existing) = self
+                .ports
+                .messages
+                .find_by_client_id(&room, &connection.user, key)
+                .await
+                .map_err(internal)?
+        {
+            return Ok(Outcome::reply(ack(&existing, true)));
+        }
+        let message = Message {
+            id: self.ports.ids.next_id(now),
+            room: room.clone(),
+            user: connection.user.clone(),
+            text: Some(text),
+            ts: now,
+            client_msg_id,
+            version: 1,
+            recall: None,
+        };
+        match self.ports.messages.append(&message).await.map_err(internal)? {
+            AppendOutcome::Duplicate(existing) => Ok(Outcome::reply(ack(&existing, true))),
+            AppendOutcome::Stored => {
+                // Sending is a sign of life as good as a ping; a failed touch only ages presence.
+                if let Err(e) = self.ports.connections.touch(&connection.id, now).await {
+                    warn!(connection = %connection.id, error = %e, "heartbeat update failed");
+                }
+                let mut outcome = Outcome::reply(ack(&message, false));
+                if let Some(frame) = ServerFrame::message(&message) {
+                    outcome = outcome.then(RoomEvent::new(room, frame));
+                }
+                Ok(outcome)
+            }
+        }
+    }
+
+    async fn history(
+        &self,
+        connection: &Connection,
+        room: RoomName,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Reply {
+        self.check_may_read(connection, &room)?;
+        let page = self
+            .ports
+            .messages
+            .history(&room, before, limit)
+            .await
+            .map_err(internal)?;
+        Ok(Outcome::reply(ServerFrame::History {
+            room,
+            messages: page.messages.iter().map(HistoryItem::from).collect(),
+            more: page.more,
+        }))
+    }
+
+    async fn recall(&self, connection: &Connection, id: MessageId, now: i64) -> Reply {
+        let recall = Recall {
+            by: connection.user.clone(),
+            at: now,
+            operator: connection.operator,
+            reason: None,
+        };
+        let message = self.recall_message(id, recall, |message| {
+            if connection.operator {
+                return Ok(());
+            }
+            if message.user != connection.user {
+                return Err(FrameError::new(
+                    ErrorCode::Forbidden,
+                    "only the sender or an operator may recall a message",
+                ));
+            }
+            let age = now.saturating_sub(message.ts);
+            if age > self.config.recall_window_ms {
+                return Err(FrameError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "the recall window of {} s has passed (message is {} s old)",
+                        self.config.recall_window_ms / 1000,
+                        age / 1000
+                    ),
+                ));
+            }
+            Ok(())
+        });
+        message.await.map(|_| Outcome::default())
+    }
+
+    /// Recall a message after `permit` allowed it: a conditional update on its version, then a
+    /// `recalled` event to its room. Operators' tools call this too.
+    pub async fn recall_message(
+        &self,
+        id: MessageId,
+        recall: Recall,
+        permit: impl Fn(&Message) -> Result<(), FrameError>,
+    ) -> Result<Message, FrameError> {
+        // Two attempts: a lost race is retried once against the fresh version, which then tells
+        // whether the winner already recalled it.
+        for _ in 0..2 {
+            let message = self
+                .ports
+                .messages
+                .get(id)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| FrameError::new(ErrorCode::NotFound, format!("no message {id}")))?;
+            if message.is_recalled() {
+                return Err(FrameError::new(
+                    ErrorCode::BadRequest,
+                    format!("message {id} is already recalled"),
+                ));
+            }
+            permit(&message)?;
+            match self
+                .ports
+                .messages
+                .recall(id, message.version, recall.clone())
+                .await
+                .map_err(internal)?
+            {
+                RecallOutcome::Recalled(tombstone) => {
+                    let frame = ServerFrame::Recalled {
+                        room: tombstone.room.clone(),
+                        id,
+                        by: recall.by.clone(),
+                        ts: recall.at,
+                    };
+                    self.publish(RoomEvent::new(tombstone.room.clone(), frame))
+                        .await?;
+                    return Ok(tombstone);
+                }
+                RecallOutcome::NotFound => {
+                    return Err(FrameError::new(
+                        ErrorCode::NotFound,
+                        format!("no message {id}"),
+                    ));
+                }
+                RecallOutcome::VersionConflict => continue,
+            }
+        }
+        Err(FrameError::new(
+            ErrorCode::Internal,
+            format!("message {id} kept changing while it was being recalled; retry"),
+        ))
+    }
+
+    async fn join(&self, connection: &Connection, room: RoomName, now: i64) -> Reply {
+        if !connection.may_enter(&room) {
+            return Err(FrameError::new(
+                ErrorCode::Forbidden,
+                format!("your token does not allow room {room}"),
+            ));
+        }
+        let mut announce = false;
+        if !connection.rooms.contains(&room) {
+            announce = !self
+                .user_connections_in(&room, &connection.user, Some(&connection.id))
+                .await
+                .map_err(internal)?;
+            self.ports
+                .connections
+                .join(&connection.id, &room)
+                .await
+                .map_err(internal)?;
+        }
+        let outcome = self.presence(connection, room.clone(), now).await?;
+        Ok(if announce {
+            outcome.then(presence_event(&room, &connection.user, PresenceChange::Joined, now))
+        } else {
+            outcome
+        })
+    }
+
+    async fn leave(&self, connection: &Connection, room: RoomName, now: i64) -> Reply {
+        if !connection.rooms.contains(&room) {
+            return Err(FrameError::new(
+                ErrorCode::NotFound,
+                format!("this connection is not in room {room}"),
+            ));
+        }
+        self.ports
+            .connections
+            .leave(&connection.id, &room)
+            .await
+            .map_err(internal)?;
+        let still_present = self
+            .user_connections_in(&room, &connection.user, Some(&connection.id))
+            .await
+            .map_err(internal)?;
+        // The leaver no longer receives the room's events, so it is told directly.
+        let mut outcome = Outcome::reply(presence_frame(
+            &room,
+            &connection.user,
+            PresenceChange::Left,
+            now,
+        ));
+        if !still_present {
+            outcome = outcome.then(presence_event(&room, &connection.user, PresenceChange::Left, now));
+        }
+        Ok(outcome)
+    }
+
+    async fn presence(&self, connection: &Connection, room: RoomName, now: i64) -> Reply {
+        self.check_may_read(connection, &room)?;
+        let connections = self
+            .ports
+            .connections
+            .in_room(&room)
+            .await
+            .map_err(internal)?;
+        Ok(Outcome::reply(ServerFrame::Members {
+            members: self.config.presence.members(&connections, now),
+            room,
+        }))
+    }
+
+    async fn ping(&self, connection: &Connection, now: i64) -> Reply {
+        let previous = self
+            .ports
+            .connections
+            .touch(&connection.id, now)
+            .await
+            .map_err(internal)?
+            .unwrap_or(now);
+        let policy = self.config.presence;
+        let mut outcome = Outcome::reply(ServerFrame::Pong { ts: now });
+        if policy.state(previous, now) != Some(MemberState::Online) {
+            // This connection was idle (or gone); the user is back online unless another of its
+            // connections already kept it online.
+            for room in &connection.rooms {
+                let others = self
+                    .ports
+                    .connections
+                    .in_room(room)
+                    .await
+                    .map_err(internal)?;
+                let online_elsewhere = others.iter().any(|c| {
+                    c.user == connection.user
+                        && c.id != connection.id
+                        && policy.state(c.last_seen, now) == Some(MemberState::Online)
+                });
+                if !online_elsewhere {
+                    outcome = outcome.then(presence_event(
+                        room,
+                        &connection.user,
+                        PresenceChange::Online,
+                        now,
+                    ));
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Announce users whose freshest heartbeat crossed the online or idle threshold in
+    /// `(since, now]`: `idle`, then (after the idle threshold) `left`. Run it periodically.
+    pub async fn sweep_presence(&self, since: i64, now: i64) -> Result<usize, PortError> {
+        let policy = self.config.presence;
+        let connections = self.ports.connections.all().await?;
+        let mut freshest: std::collections::BTreeMap<(&RoomName, &UserName), i64> =
+            std::collections::BTreeMap::new();
+        for c in &connections {
+            for room in &c.rooms {
+                let seen = freshest.entry((room, &c.user)).or_insert(c.last_seen);
+                *seen = (*seen).max(c.last_seen);
+            }
+        }
+        let mut announced = 0;
+        for ((room, user), last_seen) in freshest {
+            let before = policy.state(last_seen, since);
+            let after = policy.state(last_seen, now);
+            let change = match (before, after) {
+                (Some(a), Some(b)) if a != b => Some(PresenceChange::from(b)),
+                (Some(_), None) => Some(PresenceChange::Left),
+                _ => None,
+            };
+            if let Some(change) = change {
+                self.announce(room, user, change, now).await;
+                announced += 1;
+            }
+        }
+        Ok(announced)
+    }
+
+    /// Deliver one room event to every connection in the room, with bounded concurrency. A 410
+    /// removes that connection (never another), unless it is still inside its upgrade grace.
+    pub async fn fanout(&self, event: &RoomEvent) -> Result<FanoutReport, PortError> {
+        let recipients = self.ports.connections.in_room(&event.room).await?;
+        let data = event.frame.to_json();
+        let now = self.now();
+        let results: Vec<(Connection, Result<(), PostError>)> = stream::iter(recipients)
+            .map(|c| {
+                let data = &data;
+                async move {
+                    let result = self.ports.sender.post(&c.id, data).await;
+                    (c, result)
+                }
+            })
+            .buffer_unordered(self.config.fanout_concurrency.max(1))
+            .collect()
+            .await;
+        let mut report = FanoutReport {
+            recipients: results.len(),
+            ..FanoutReport::default()
+        };
+        for (connection, result) in results {
+            match result {
+                Ok(()) => report.delivered += 1,
+                Err(PostError::Gone) if now - connection.connected_at < self.config.gone_grace_ms => {
+                    report.kept_young += 1;
+                }
+                Err(PostError::Gone) => {
+                    self.ports.connections.remove(&connection.id).await?;
+                    self.limiter.forget(&connection.id);
+                    report.removed.push(connection.id);
+                }
+                Err(PostError::Other(e)) => {
+                    warn!(connection = %connection.id, error = %e, "fan-out post failed");
+                    report.failed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn reply(&self, id: &ConnectionId, frame: &ServerFrame) {
+        match self.ports.sender.post(id, &frame.to_json()).await {
+            Ok(()) | Err(PostError::Gone) => {}
+            Err(PostError::Other(e)) => {
+                warn!(connection = %id, error = %e, kind = frame.kind(), "reply failed");
+            }
+        }
+    }
+
+    async fn publish(&self, event: RoomEvent) -> Result<(), FrameError> {
+        self.ports.topic.publish(&event).await.map_err(|e| {
+            warn!(room = %event.room, kind = event.kind(), error = %e, "publish failed");
+            FrameError::new(
+                ErrorCode::Internal,
+                format!("stored, but the broadcast failed: {e}"),
+            )
+        })
+    }
+
+    /// Presence changes are best effort: a failed announcement is logged, never fatal.
+    async fn announce(&self, room: &RoomName, user: &UserName, state: PresenceChange, now: i64) {
+        let _ = self.publish(presence_event(room, user, state, now)).await;
+    }
+
+    async fn user_connections_in(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        except: Option<&ConnectionId>,
+    ) -> Result<bool, PortError> {
+        Ok(self
+            .ports
+            .connections
+            .in_room(room)
+            .await?
+            .iter()
+            .any(|c| &c.user == user && Some(&c.id) != except))
+    }
+
+    fn check_may_read(&self, connection: &Connection, room: &RoomName) -> Result<(), FrameError> {
+        if connection.rooms.contains(room) || connection.may_enter(room) {
+            Ok(())
+        } else {
+            Err(FrameError::new(
+                ErrorCode::Forbidden,
+                format!("your token does not allow room {room}"),
+            ))
+        }
+    }
+}
+
+fn presence_frame(room: &RoomName, user: &UserName, state: PresenceChange, ts: i64) -> ServerFrame {
+    ServerFrame::Presence {
+        room: room.clone(),
+        user: user.clone(),
+        state,
+        ts,
+    }
+}
+
+fn presence_event(room: &RoomName, user: &UserName, state: PresenceChange, ts: i64) -> RoomEvent {
+    RoomEvent::new(room.clone(), presence_frame(room, user, state, ts))
+}
+
+fn ack(message: &Message, duplicate: bool) -> ServerFrame {
+    ServerFrame::Ack {
+        client_msg_id: message.client_msg_id.clone(),
+        id: message.id,
+        ts: message.ts,
+        duplicate,
+    }
+}
+
+fn internal(e: PortError) -> FrameError {
+    warn!(error = %e, "storage failure");
+    FrameError::new(ErrorCode::Internal, "the server could not complete this; retry")
+}
+
+fn internal_refusal(e: PortError) -> ConnectRefusal {
+    warn!(error = %e, "storage failure during $connect");
+    ConnectRefusal::new(500, "the server could not register the connection; retry")
+}

@@ -1,0 +1,248 @@
+//! The ports the handler logic talks through. Cloud and local differ only in which adapters are
+//! wired here: DynamoDB/SNS/Management API on AWS, SQLite/in-process topic/local gateway on one
+//! machine, plain memory in unit tests.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use crate::domain::{
+    ClientMsgId, Connection, ConnectionId, Message, MessageId, Recall, RoomName, UserName,
+};
+use crate::protocol::ServerFrame;
+
+/// A storage or transport failure in an adapter. The text names what failed; the handler turns it
+/// into an `internal` error frame and a log line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PortError(pub String);
+
+impl PortError {
+    pub fn new(context: impl std::fmt::Display) -> Self {
+        Self(context.to_string())
+    }
+}
+
+pub type PortResult<T> = Result<T, PortError>;
+
+/// What [`MessageStore::append`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// The message is durably stored.
+    Stored,
+    /// A message with the same room, user and client message id was stored before; here it is.
+    Duplicate(Message),
+}
+
+/// What [`MessageStore::recall`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecallOutcome {
+    /// The message is now the given tombstone; the previous version is kept for audit.
+    Recalled(Message),
+    /// The stored version is not the expected one: someone changed it first.
+    VersionConflict,
+    NotFound,
+}
+
+/// One page of a room's history, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryPage {
+    pub messages: Vec<Message>,
+    /// True when older messages exist before the first one of this page.
+    pub more: bool,
+}
+
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Store a new message (version 1). Idempotent on (room, user, client message id) when the
+    /// message carries one.
+    async fn append(&self, message: &Message) -> PortResult<AppendOutcome>;
+
+    /// Up to `limit` messages of `room` with ids below `before` (or the latest), oldest first.
+    async fn history(
+        &self,
+        room: &RoomName,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> PortResult<HistoryPage>;
+
+    /// A message by its id alone.
+    async fn get(&self, id: MessageId) -> PortResult<Option<Message>>;
+
+    /// Replace version `expected_version` of message `id` by its tombstone, atomically.
+    async fn recall(
+        &self,
+        id: MessageId,
+        expected_version: u32,
+        recall: Recall,
+    ) -> PortResult<RecallOutcome>;
+
+    /// Every stored version of a message, oldest first (empty when unknown).
+    async fn versions(&self, id: MessageId) -> PortResult<Vec<Message>>;
+
+    /// The message that (room, user, client message id) produced, if any.
+    async fn find_by_client_id(
+        &self,
+        room: &RoomName,
+        user: &UserName,
+        client_msg_id: &ClientMsgId,
+    ) -> PortResult<Option<Message>>;
+}
+
+#[async_trait]
+pub trait ConnectionStore: Send + Sync {
+    async fn put(&self, connection: &Connection) -> PortResult<()>;
+    async fn get(&self, id: &ConnectionId) -> PortResult<Option<Connection>>;
+    /// Remove a connection and return what it was.
+    async fn remove(&self, id: &ConnectionId) -> PortResult<Option<Connection>>;
+    /// Add a room to a connection; false when the connection is unknown.
+    async fn join(&self, id: &ConnectionId, room: &RoomName) -> PortResult<bool>;
+    /// Remove a room from a connection; false when the connection is unknown.
+    async fn leave(&self, id: &ConnectionId, room: &RoomName) -> PortResult<bool>;
+    /// Record a heartbeat; returns the previous `last_seen`, `None` when the connection is unknown.
+    async fn touch(&self, id: &ConnectionId, now: i64) -> PortResult<Option<i64>>;
+    /// The connections that are members of `room` (by key or index, never a scan).
+    async fn in_room(&self, room: &RoomName) -> PortResult<Vec<Connection>>;
+    /// Every connection: for maintenance sweeps and operator tools, not the message path.
+    async fn all(&self) -> PortResult<Vec<Connection>>;
+}
+
+/// A room event as it travels through the topic to the fan-out: the frame every member receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomEvent {
+    pub room: RoomName,
+    pub frame: ServerFrame,
+}
+
+impl RoomEvent {
+    pub fn new(room: RoomName, frame: ServerFrame) -> Self {
+        Self { room, frame }
+    }
+
+    /// The event type used as a message attribute (`message`, `recalled`, `presence` …).
+    pub fn kind(&self) -> &'static str {
+        self.frame.kind()
+    }
+}
+
+#[async_trait]
+pub trait Topic: Send + Sync {
+    async fn publish(&self, event: &RoomEvent) -> PortResult<()>;
+}
+
+/// Why a post to a connection failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostError {
+    /// The connection is gone (HTTP 410): remove it.
+    #[error("connection is gone")]
+    Gone,
+    #[error("post failed: {0}")]
+    Other(String),
+}
+
+/// Posts data to one connection: the API Gateway Management API's `PostToConnection`.
+#[async_trait]
+pub trait ConnectionSender: Send + Sync {
+    async fn post(&self, id: &ConnectionId, data: &str) -> Result<(), PostError>;
+}
+
+/// Milliseconds since the epoch.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A clock that moves only when told to: for tests of presence thresholds and recall windows.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(start_ms: i64) -> Self {
+        Self(AtomicI64::new(start_ms))
+    }
+
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Source of message ids.
+pub trait IdSource: Send + Sync {
+    fn next_id(&self, now_ms: i64) -> MessageId;
+}
+
+/// ULIDs that never go backwards within one process, even within one millisecond or when the clock
+/// steps back, so that a room's messages sort in the order they were accepted.
+#[derive(Debug, Default)]
+pub struct MonotonicUlids {
+    last: Mutex<Ulid>,
+}
+
+impl IdSource for MonotonicUlids {
+    fn next_id(&self, now_ms: i64) -> MessageId {
+        let fresh = Ulid::from_parts(u64::try_from(now_ms).unwrap_or(0), Ulid::generate().random());
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = if fresh > *last {
+            fresh
+        } else {
+            last.increment().unwrap_or_else(|max| max)
+        };
+        *last = next;
+        MessageId::from_ulid(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_monotonic_within_a_millisecond_and_when_time_steps_back() {
+        let ids = MonotonicUlids::default();
+        let mut prev = ids.next_id(1_000);
+        for now in [1_000, 1_000, 999, 500, 1_000, 2_000] {
+            let next = ids.next_id(now);
+            assert!(next > prev, "{next} after {prev}");
+            prev = next;
+        }
+        assert_eq!(prev.timestamp_ms(), 2_000);
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let clock = ManualClock::new(10);
+        assert_eq!(clock.now_ms(), 10);
+        clock.advance(5);
+        assert_eq!(clock.now_ms(), 15);
+        clock.set(1);
+        assert_eq!(clock.now_ms(), 1);
+    }
+}
