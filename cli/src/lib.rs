@@ -1,1 +1,40 @@
+//! The `chatctl` command line: argument parsing and dispatch. Logic lives in the library crates
+//! (`chat-local`, later `chatctl-infra` and `chat-aws`); each command here turns flags into their
+//! configuration and renders the result as text or JSON.
 
+pub mod args;
+pub mod commands;
+pub mod error;
+pub mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::error::CliError;
+
+/// Run the command line of this process.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let output = cli.output;
+    let result = match cli.command {
+        Command::Dev(args) => commands::dev::run(args, output),
+        Command::Token(args) => commands::token::run(args, output),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            output::error(output, &err);
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// Build a runtime for a command; failing to is an environment problem worth a clear message.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Environment(format!("cannot start the async runtime: {e}")))
+}

@@ -150,7 +150,10 @@ impl ChatService {
     ) -> Result<Connection, ConnectRefusal> {
         let now = self.now();
         let room_raw = params.room.as_deref().ok_or_else(|| {
-            ConnectRefusal::new(400, "the `room` query parameter is required, e.g. ?room=lobby")
+            ConnectRefusal::new(
+                400,
+                "the `room` query parameter is required, e.g. ?room=lobby",
+            )
         })?;
         let room = RoomName::parse(room_raw)
             .map_err(|e| ConnectRefusal::new(400, format!("room: {e}")))?;
@@ -196,8 +199,9 @@ impl ChatService {
     ) -> Result<(UserName, Option<BTreeSet<RoomName>>, bool), ConnectRefusal> {
         match (&params.token, &self.auth.key) {
             (Some(token), Some(key)) => {
-                let Claims { sub, rooms, op, .. } =
-                    key.verify(token, now.div_euclid(1000)).map_err(|e| match e {
+                let Claims { sub, rooms, op, .. } = key
+                    .verify(token, now.div_euclid(1000))
+                    .map_err(|e| match e {
                         TokenError::Malformed(_) => ConnectRefusal::new(401, e.to_string()),
                         TokenError::BadSignature | TokenError::Expired { .. } => {
                             ConnectRefusal::new(403, e.to_string())
@@ -354,7 +358,13 @@ impl ChatService {
             version: 1,
             recall: None,
         };
-        match self.ports.messages.append(&message).await.map_err(internal)? {
+        match self
+            .ports
+            .messages
+            .append(&message)
+            .await
+            .map_err(internal)?
+        {
             AppendOutcome::Duplicate(existing) => Ok(Outcome::reply(ack(&existing, true))),
             AppendOutcome::Stored => {
                 // Sending is a sign of life as good as a ping; a failed touch only ages presence.
@@ -503,7 +513,12 @@ impl ChatService {
         }
         let outcome = self.presence(connection, room.clone(), now).await?;
         Ok(if announce {
-            outcome.then(presence_event(&room, &connection.user, PresenceChange::Joined, now))
+            outcome.then(presence_event(
+                &room,
+                &connection.user,
+                PresenceChange::Joined,
+                now,
+            ))
         } else {
             outcome
         })
@@ -533,7 +548,12 @@ impl ChatService {
             now,
         ));
         if !still_present {
-            outcome = outcome.then(presence_event(&room, &connection.user, PresenceChange::Left, now));
+            outcome = outcome.then(presence_event(
+                &room,
+                &connection.user,
+                PresenceChange::Left,
+                now,
+            ));
         }
         Ok(outcome)
     }
@@ -644,7 +664,9 @@ impl ChatService {
         for (connection, result) in results {
             match result {
                 Ok(()) => report.delivered += 1,
-                Err(PostError::Gone) if now - connection.connected_at < self.config.gone_grace_ms => {
+                Err(PostError::Gone)
+                    if now - connection.connected_at < self.config.gone_grace_ms =>
+                {
                     report.kept_young += 1;
                 }
                 Err(PostError::Gone) => {
@@ -736,7 +758,10 @@ fn ack(message: &Message, duplicate: bool) -> ServerFrame {
 
 fn internal(e: PortError) -> FrameError {
     warn!(error = %e, "storage failure");
-    FrameError::new(ErrorCode::Internal, "the server could not complete this; retry")
+    FrameError::new(
+        ErrorCode::Internal,
+        "the server could not complete this; retry",
+    )
 }
 
 fn internal_refusal(e: PortError) -> ConnectRefusal {

@@ -151,7 +151,7 @@ pub trait ConnectionSender: Send + Sync {
 }
 
 /// Milliseconds since the epoch.
-pub trait Clock: Send + Sync {
+pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now_ms(&self) -> i64;
 }
 
@@ -205,7 +205,10 @@ pub struct MonotonicUlids {
 
 impl IdSource for MonotonicUlids {
     fn next_id(&self, now_ms: i64) -> MessageId {
-        let fresh = Ulid::from_parts(u64::try_from(now_ms).unwrap_or(0), Ulid::generate().random());
+        let fresh = Ulid::from_parts(
+            u64::try_from(now_ms).unwrap_or(0),
+            Ulid::generate().random(),
+        );
         let mut last = self
             .last
             .lock()

@@ -68,7 +68,9 @@ impl FrameError {
 }
 
 /// The actions a client may send; the route key API Gateway selects by `$request.body.action`.
-pub const ACTIONS: [&str; 7] = ["send", "history", "recall", "join", "leave", "presence", "ping"];
+pub const ACTIONS: [&str; 7] = [
+    "send", "history", "recall", "join", "leave", "presence", "ping",
+];
 
 /// A client frame, parsed and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -449,8 +451,14 @@ mod tests {
             }
         );
         assert!(matches!(
-            parse(r#"{"action":"history","room":"r","before":"01ARZ3NDEKTSV4RRFFQ69G5FAV","limit":100}"#),
-            Ok(ClientFrame::History { limit: 100, before: Some(_), .. })
+            parse(
+                r#"{"action":"history","room":"r","before":"01ARZ3NDEKTSV4RRFFQ69G5FAV","limit":100}"#
+            ),
+            Ok(ClientFrame::History {
+                limit: 100,
+                before: Some(_),
+                ..
+            })
         ));
         assert!(matches!(
             parse(r#"{"action":"recall","id":"01ARZ3NDEKTSV4RRFFQ69G5FAV"}"#),

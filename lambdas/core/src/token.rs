@@ -155,7 +155,10 @@ mod tests {
         let token = key().mint(&claims(100));
         assert!(matches!(
             key().verify(&token, 100),
-            Err(TokenError::Expired { expired_at: 100, .. })
+            Err(TokenError::Expired {
+                expired_at: 100,
+                ..
+            })
         ));
     }
 

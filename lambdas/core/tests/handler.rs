@@ -1,10 +1,14 @@
 //! The handler logic on the in-memory adapters: every action, every error code, the presence and
 //! recall policies under a manual clock, and the fan-out's 410 handling.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 
 use chat_core::domain::{ConnectionId, RoomName, UserName};
-use chat_core::memory::{MemoryConnectionStore, MemoryMessageStore, RecordingSender, RecordingTopic};
+use chat_core::memory::{
+    MemoryConnectionStore, MemoryMessageStore, RecordingSender, RecordingTopic,
+};
 use chat_core::policy::RateLimit;
 use chat_core::ports::{ConnectionStore, ManualClock, MonotonicUlids};
 use chat_core::protocol::ServerFrame;
@@ -139,7 +143,11 @@ async fn connect_requires_a_valid_token_unless_anonymous() {
     assert_eq!(conn.user.as_str(), "ann");
 
     let expired = f.token("ann", secs - 1, None, false);
-    let refusal = f.chat.connect(cid("b"), &with_token(&expired)).await.unwrap_err();
+    let refusal = f
+        .chat
+        .connect(cid("b"), &with_token(&expired))
+        .await
+        .unwrap_err();
     assert_eq!(refusal.status, 403);
     assert!(refusal.message.contains("expired"), "{}", refusal.message);
 
@@ -153,18 +161,65 @@ async fn connect_requires_a_valid_token_unless_anonymous() {
             op: true,
         })
     };
-    assert_eq!(f.chat.connect(cid("c"), &with_token(&forged)).await.unwrap_err().status, 403);
-    assert_eq!(f.chat.connect(cid("d"), &with_token("garbage")).await.unwrap_err().status, 401);
+    assert_eq!(
+        f.chat
+            .connect(cid("c"), &with_token(&forged))
+            .await
+            .unwrap_err()
+            .status,
+        403
+    );
+    assert_eq!(
+        f.chat
+            .connect(cid("d"), &with_token("garbage"))
+            .await
+            .unwrap_err()
+            .status,
+        401
+    );
 
     let only_other = f.token("ann", secs + 60, Some(&["other"]), false);
-    assert_eq!(f.chat.connect(cid("e"), &with_token(&only_other)).await.unwrap_err().status, 403);
+    assert_eq!(
+        f.chat
+            .connect(cid("e"), &with_token(&only_other))
+            .await
+            .unwrap_err()
+            .status,
+        403
+    );
 
-    let no_room = ConnectParams { room: None, ..anon("x", "ann") };
-    assert_eq!(f.chat.connect(cid("f"), &no_room).await.unwrap_err().status, 400);
-    assert_eq!(f.chat.connect(cid("g"), &anon("bad room", "ann")).await.unwrap_err().status, 400);
-    assert_eq!(f.chat.connect(cid("h"), &anon("lobby", "")).await.unwrap_err().status, 400);
-    let nobody = ConnectParams { user: None, ..anon("lobby", "x") };
-    assert_eq!(f.chat.connect(cid("i"), &nobody).await.unwrap_err().status, 401);
+    let no_room = ConnectParams {
+        room: None,
+        ..anon("x", "ann")
+    };
+    assert_eq!(
+        f.chat.connect(cid("f"), &no_room).await.unwrap_err().status,
+        400
+    );
+    assert_eq!(
+        f.chat
+            .connect(cid("g"), &anon("bad room", "ann"))
+            .await
+            .unwrap_err()
+            .status,
+        400
+    );
+    assert_eq!(
+        f.chat
+            .connect(cid("h"), &anon("lobby", ""))
+            .await
+            .unwrap_err()
+            .status,
+        400
+    );
+    let nobody = ConnectParams {
+        user: None,
+        ..anon("lobby", "x")
+    };
+    assert_eq!(
+        f.chat.connect(cid("i"), &nobody).await.unwrap_err().status,
+        401
+    );
     // Refused connections are never registered.
     assert_eq!(f.connections.all().await.unwrap().len(), 1);
 }
@@ -176,11 +231,22 @@ async fn anonymous_is_refused_when_not_allowed() {
     f.chat = ChatService::new(
         ports,
         ChatConfig::default(),
-        AuthConfig { key: Some(f.key.clone()), allow_anonymous: false },
+        AuthConfig {
+            key: Some(f.key.clone()),
+            allow_anonymous: false,
+        },
     );
-    let refusal = f.chat.connect(cid("a"), &anon("lobby", "ann")).await.unwrap_err();
+    let refusal = f
+        .chat
+        .connect(cid("a"), &anon("lobby", "ann"))
+        .await
+        .unwrap_err();
     assert_eq!(refusal.status, 401);
-    assert!(refusal.message.contains("chatctl token"), "{}", refusal.message);
+    assert!(
+        refusal.message.contains("chatctl token"),
+        "{}",
+        refusal.message
+    );
 }
 
 #[tokio::test]
@@ -194,7 +260,10 @@ async fn send_acks_then_broadcasts_to_the_room_only() {
     f.inbox("c");
 
     let replies = f
-        .frame("a", serde_json::json!({"action":"send","room":"lobby","text":"hello","clientMsgId":"m1"}))
+        .frame(
+            "a",
+            serde_json::json!({"action":"send","room":"lobby","text":"hello","clientMsgId":"m1"}),
+        )
         .await;
     assert_eq!(replies.len(), 1);
     let ack = &replies[0];
@@ -223,7 +292,8 @@ async fn a_retried_send_is_stored_and_broadcast_once() {
     f.join("a", "lobby", "ann").await;
     f.join("b", "lobby", "bob").await;
     f.inbox("b");
-    let send = serde_json::json!({"action":"send","room":"lobby","text":"once","clientMsgId":"same"});
+    let send =
+        serde_json::json!({"action":"send","room":"lobby","text":"once","clientMsgId":"same"});
     let first = f.frame("a", send.clone()).await;
     f.clock.advance(10);
     let second = f.frame("a", send).await;
@@ -233,7 +303,10 @@ async fn a_retried_send_is_stored_and_broadcast_once() {
     // Another user may reuse the same client id: the key is per sender.
     f.inbox("a");
     let bobs = f
-        .frame("b", serde_json::json!({"action":"send","room":"lobby","text":"mine","clientMsgId":"same"}))
+        .frame(
+            "b",
+            serde_json::json!({"action":"send","room":"lobby","text":"mine","clientMsgId":"same"}),
+        )
         .await;
     assert_ne!(bobs[0]["id"], first[0]["id"]);
 }
@@ -245,31 +318,56 @@ async fn history_pages_backwards_with_tombstones() {
     let mut ids = vec![];
     for i in 0..7 {
         let r = f
-            .frame("a", serde_json::json!({"action":"send","room":"lobby","text":format!("m{i}")}))
+            .frame(
+                "a",
+                serde_json::json!({"action":"send","room":"lobby","text":format!("m{i}")}),
+            )
             .await;
         ids.push(r[0]["id"].as_str().unwrap().to_owned());
         f.clock.advance(1);
     }
-    f.frame("a", serde_json::json!({"action":"recall","id":ids[5]})).await;
+    f.frame("a", serde_json::json!({"action":"recall","id":ids[5]}))
+        .await;
 
-    let page = f.frame("a", serde_json::json!({"action":"history","room":"lobby","limit":3})).await;
+    let page = f
+        .frame(
+            "a",
+            serde_json::json!({"action":"history","room":"lobby","limit":3}),
+        )
+        .await;
     let h = &page[0];
     assert_eq!(h["type"], "history");
     assert_eq!(h["more"], true);
-    let texts: Vec<_> = h["messages"].as_array().unwrap().iter().map(|m| m["text"].clone()).collect();
+    let texts: Vec<_> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].clone())
+        .collect();
     assert_eq!(texts, [Value::from("m4"), Value::Null, Value::from("m6")]);
     let tomb = &h["messages"][1];
     assert_eq!(tomb["recalled"], true);
     assert_eq!(tomb["id"], ids[5]);
 
     let older = f
-        .frame("a", serde_json::json!({"action":"history","room":"lobby","limit":3,"before":ids[4]}))
+        .frame(
+            "a",
+            serde_json::json!({"action":"history","room":"lobby","limit":3,"before":ids[4]}),
+        )
         .await;
-    let texts: Vec<_> = older[0]["messages"].as_array().unwrap().iter().map(|m| m["text"].clone()).collect();
+    let texts: Vec<_> = older[0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].clone())
+        .collect();
     assert_eq!(texts, ["m1", "m2", "m3"]);
     assert_eq!(older[0]["more"], true);
     let oldest = f
-        .frame("a", serde_json::json!({"action":"history","room":"lobby","before":ids[1]}))
+        .frame(
+            "a",
+            serde_json::json!({"action":"history","room":"lobby","before":ids[1]}),
+        )
         .await;
     assert_eq!(oldest[0]["messages"].as_array().unwrap().len(), 1);
     assert_eq!(oldest[0]["more"], false);
@@ -280,16 +378,25 @@ async fn recall_follows_the_window_and_the_sender() {
     let f = fixture();
     f.join("a", "lobby", "ann").await;
     f.join("b", "lobby", "bob").await;
-    let sent = f.frame("a", serde_json::json!({"action":"send","room":"lobby","text":"oops"})).await;
+    let sent = f
+        .frame(
+            "a",
+            serde_json::json!({"action":"send","room":"lobby","text":"oops"}),
+        )
+        .await;
     let id = sent[0]["id"].as_str().unwrap().to_owned();
     f.inbox("a");
     f.inbox("b");
 
-    let by_bob = f.frame("b", serde_json::json!({"action":"recall","id":id})).await;
+    let by_bob = f
+        .frame("b", serde_json::json!({"action":"recall","id":id}))
+        .await;
     assert_eq!(error_code(&by_bob), "forbidden");
 
     f.clock.advance(120_000);
-    let in_window = f.frame("a", serde_json::json!({"action":"recall","id":id})).await;
+    let in_window = f
+        .frame("a", serde_json::json!({"action":"recall","id":id}))
+        .await;
     assert!(in_window.is_empty(), "{in_window:?}");
     for inbox in [f.inbox("a"), f.inbox("b")] {
         let recalled = of_type(&inbox, "recalled");
@@ -297,19 +404,32 @@ async fn recall_follows_the_window_and_the_sender() {
         assert_eq!(recalled[0]["id"], id);
         assert_eq!(recalled[0]["by"], "ann");
     }
-    let again = f.frame("a", serde_json::json!({"action":"recall","id":id})).await;
+    let again = f
+        .frame("a", serde_json::json!({"action":"recall","id":id}))
+        .await;
     assert_eq!(error_code(&again), "bad_request");
 
-    let late = f.frame("a", serde_json::json!({"action":"send","room":"lobby","text":"late"})).await;
+    let late = f
+        .frame(
+            "a",
+            serde_json::json!({"action":"send","room":"lobby","text":"late"}),
+        )
+        .await;
     f.clock.advance(120_001);
     let too_late = f
-        .frame("a", serde_json::json!({"action":"recall","id":late[0]["id"]}))
+        .frame(
+            "a",
+            serde_json::json!({"action":"recall","id":late[0]["id"]}),
+        )
         .await;
     assert_eq!(error_code(&too_late), "forbidden");
     assert!(too_late[0]["message"].as_str().unwrap().contains("window"));
 
     let unknown = f
-        .frame("a", serde_json::json!({"action":"recall","id":"01ARZ3NDEKTSV4RRFFQ69G5FAV"}))
+        .frame(
+            "a",
+            serde_json::json!({"action":"recall","id":"01ARZ3NDEKTSV4RRFFQ69G5FAV"}),
+        )
         .await;
     assert_eq!(error_code(&unknown), "not_found");
 
@@ -331,14 +451,31 @@ async fn recall_follows_the_window_and_the_sender() {
 async fn operators_recall_anything_at_any_time() {
     let f = fixture();
     f.join("a", "lobby", "ann").await;
-    let sent = f.frame("a", serde_json::json!({"action":"send","room":"lobby","text":"rude"})).await;
+    let sent = f
+        .frame(
+            "a",
+            serde_json::json!({"action":"send","room":"lobby","text":"rude"}),
+        )
+        .await;
     f.clock.advance(3_600_000);
     let op_token = f.token("mod", T0 / 1000 + 7200, None, true);
     f.chat
-        .connect(cid("op"), &ConnectParams { room: Some("lobby".into()), token: Some(op_token), user: None })
+        .connect(
+            cid("op"),
+            &ConnectParams {
+                room: Some("lobby".into()),
+                token: Some(op_token),
+                user: None,
+            },
+        )
         .await
         .unwrap();
-    let r = f.frame("op", serde_json::json!({"action":"recall","id":sent[0]["id"]})).await;
+    let r = f
+        .frame(
+            "op",
+            serde_json::json!({"action":"recall","id":sent[0]["id"]}),
+        )
+        .await;
     assert!(r.is_empty(), "{r:?}");
     let recalled = f.inbox("a");
     assert_eq!(of_type(&recalled, "recalled")[0]["by"], "mod");
@@ -358,7 +495,9 @@ async fn presence_joined_left_online_idle() {
     f.join("b2", "lobby", "bob").await;
     assert!(of_type(&f.inbox("a"), "presence").is_empty());
 
-    let members = f.frame("a", serde_json::json!({"action":"presence","room":"lobby"})).await;
+    let members = f
+        .frame("a", serde_json::json!({"action":"presence","room":"lobby"}))
+        .await;
     let list = members[0]["members"].as_array().unwrap();
     assert_eq!(list.len(), 2);
     assert!(list.iter().all(|m| m["state"] == "online"));
@@ -371,11 +510,25 @@ async fn presence_joined_left_online_idle() {
     let announced = f.chat.sweep_presence(T0, T0 + 61_000).await.unwrap();
     f.deliver().await;
     assert_eq!(announced, 1);
-    let idle = of_type(&f.inbox("a"), "presence").into_iter().cloned().collect::<Vec<_>>();
+    let idle = of_type(&f.inbox("a"), "presence")
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
     assert_eq!(idle.len(), 1);
-    assert_eq!((idle[0]["user"].as_str(), idle[0]["state"].as_str()), (Some("bob"), Some("idle")));
-    let members = f.frame("a", serde_json::json!({"action":"presence","room":"lobby"})).await;
-    let bob = members[0]["members"].as_array().unwrap().iter().find(|m| m["user"] == "bob").cloned().unwrap();
+    assert_eq!(
+        (idle[0]["user"].as_str(), idle[0]["state"].as_str()),
+        (Some("bob"), Some("idle"))
+    );
+    let members = f
+        .frame("a", serde_json::json!({"action":"presence","room":"lobby"}))
+        .await;
+    let bob = members[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user"] == "bob")
+        .cloned()
+        .unwrap();
     assert_eq!(bob["state"], "idle");
 
     // A ping brings bob back online.
@@ -399,23 +552,47 @@ async fn join_and_leave_more_rooms_on_one_connection() {
     f.join("a", "lobby", "ann").await;
     f.join("b", "side", "bob").await;
     f.inbox("b");
-    let joined = f.frame("a", serde_json::json!({"action":"join","room":"side"})).await;
+    let joined = f
+        .frame("a", serde_json::json!({"action":"join","room":"side"}))
+        .await;
     assert_eq!(joined[0]["type"], "members");
-    let users: Vec<_> = joined[0]["members"].as_array().unwrap().iter().map(|m| m["user"].clone()).collect();
+    let users: Vec<_> = joined[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].clone())
+        .collect();
     assert_eq!(users, ["ann", "bob"]);
     assert_eq!(of_type(&f.inbox("b"), "presence")[0]["state"], "joined");
 
-    f.frame("b", serde_json::json!({"action":"send","room":"side","text":"hi side"})).await;
+    f.frame(
+        "b",
+        serde_json::json!({"action":"send","room":"side","text":"hi side"}),
+    )
+    .await;
     assert_eq!(of_type(&f.inbox("a"), "message").len(), 1);
 
-    let left = f.frame("a", serde_json::json!({"action":"leave","room":"side"})).await;
+    let left = f
+        .frame("a", serde_json::json!({"action":"leave","room":"side"}))
+        .await;
     assert_eq!(left[0]["state"], "left");
     f.inbox("a");
-    f.frame("b", serde_json::json!({"action":"send","room":"side","text":"gone?"})).await;
+    f.frame(
+        "b",
+        serde_json::json!({"action":"send","room":"side","text":"gone?"}),
+    )
+    .await;
     assert!(of_type(&f.inbox("a"), "message").is_empty());
-    let not_member = f.frame("a", serde_json::json!({"action":"send","room":"side","text":"x"})).await;
+    let not_member = f
+        .frame(
+            "a",
+            serde_json::json!({"action":"send","room":"side","text":"x"}),
+        )
+        .await;
     assert_eq!(error_code(&not_member), "forbidden");
-    let not_in = f.frame("a", serde_json::json!({"action":"leave","room":"side"})).await;
+    let not_in = f
+        .frame("a", serde_json::json!({"action":"leave","room":"side"}))
+        .await;
     assert_eq!(error_code(&not_in), "not_found");
 }
 
@@ -424,34 +601,65 @@ async fn token_room_lists_are_enforced_on_join() {
     let f = fixture();
     let t = f.token("ann", T0 / 1000 + 60, Some(&["lobby"]), false);
     f.chat
-        .connect(cid("a"), &ConnectParams { room: Some("lobby".into()), token: Some(t), user: None })
+        .connect(
+            cid("a"),
+            &ConnectParams {
+                room: Some("lobby".into()),
+                token: Some(t),
+                user: None,
+            },
+        )
         .await
         .unwrap();
-    let r = f.frame("a", serde_json::json!({"action":"join","room":"secret"})).await;
+    let r = f
+        .frame("a", serde_json::json!({"action":"join","room":"secret"}))
+        .await;
     assert_eq!(error_code(&r), "forbidden");
-    let r = f.frame("a", serde_json::json!({"action":"history","room":"secret"})).await;
+    let r = f
+        .frame("a", serde_json::json!({"action":"history","room":"secret"}))
+        .await;
     assert_eq!(error_code(&r), "forbidden");
 }
 
 #[tokio::test]
 async fn every_error_code_reaches_the_client() {
     let f = fixture_with(ChatConfig {
-        rate_limit: RateLimit { per_second: 1.0, burst: 12.0 },
+        rate_limit: RateLimit {
+            per_second: 1.0,
+            burst: 12.0,
+        },
         ..ChatConfig::default()
     });
     f.join("a", "lobby", "ann").await;
     let cases = [
         (Value::from("{not json"), "bad_request"),
         (serde_json::json!({"action":"fly"}), "unknown_action"),
-        (serde_json::json!({"action":"send","room":"no spaces","text":"x"}), "bad_request"),
-        (serde_json::json!({"action":"send","room":"lobby","text":"x".repeat(4097),"clientMsgId":"big"}), "too_large"),
-        (serde_json::json!({"action":"recall","id":"01ARZ3NDEKTSV4RRFFQ69G5FAV"}), "not_found"),
-        (serde_json::json!({"action":"send","room":"other","text":"x"}), "forbidden"),
+        (
+            serde_json::json!({"action":"send","room":"no spaces","text":"x"}),
+            "bad_request",
+        ),
+        (
+            serde_json::json!({"action":"send","room":"lobby","text":"x".repeat(4097),"clientMsgId":"big"}),
+            "too_large",
+        ),
+        (
+            serde_json::json!({"action":"recall","id":"01ARZ3NDEKTSV4RRFFQ69G5FAV"}),
+            "not_found",
+        ),
+        (
+            serde_json::json!({"action":"send","room":"other","text":"x"}),
+            "forbidden",
+        ),
     ];
     for (body, code) in cases {
-        let raw = body.as_str().map_or_else(|| body.to_string(), str::to_owned);
+        let raw = body
+            .as_str()
+            .map_or_else(|| body.to_string(), str::to_owned);
         let replies = f.chat.frame(&cid("a"), &raw).await;
-        let values: Vec<Value> = replies.iter().map(|r| serde_json::to_value(r).unwrap()).collect();
+        let values: Vec<Value> = replies
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect();
         assert_eq!(error_code(&values), code, "{raw}");
     }
     let big = f
@@ -491,13 +699,23 @@ async fn fanout_removes_gone_connections_only() {
     let frame = ServerFrame::Pong { ts: 1 };
     let report = f
         .chat
-        .fanout(&chat_core::ports::RoomEvent::new(RoomName::parse("lobby").unwrap(), frame))
+        .fanout(&chat_core::ports::RoomEvent::new(
+            RoomName::parse("lobby").unwrap(),
+            frame,
+        ))
         .await
         .unwrap();
     assert_eq!(report.recipients, 3);
     assert_eq!(report.delivered, 2);
     assert_eq!(report.removed, [cid("b")]);
-    let left: Vec<_> = f.connections.all().await.unwrap().into_iter().map(|c| c.id).collect();
+    let left: Vec<_> = f
+        .connections
+        .all()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     assert_eq!(left, [cid("a"), cid("c")]);
 }
 

@@ -1,0 +1,143 @@
+//! The command-line surface: every flag's `///` comment is its `--help` text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chatctl",
+    version,
+    about = "Build, deploy and operate a serverless real-time chat backend on AWS — or run it on this machine",
+    long_about = None,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// How to print results: `text` for people, `json` for scripts (one JSON object per line).
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text, env = "CHATCTL_OUTPUT")]
+    pub output: OutputFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole chat backend on this machine: WebSocket gateway, storage, fan-out, web page.
+    Dev(DevArgs),
+    /// Mint a connection token for a user (signed with the local data directory's secret).
+    Token(TokenArgs),
+}
+
+/// Where local state lives; shared by `dev` and `token` so both use one secret.
+#[derive(Debug, Clone, Args)]
+pub struct DataDirArg {
+    /// Directory for the message database, the connection table and the token secret.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".chatctl/dev",
+        env = "CHATCTL_DATA_DIR"
+    )]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Port to listen on [default: 8080, or the next free one up to 8099]. 0 picks any free port.
+    #[arg(long, short, value_name = "N", env = "CHATCTL_PORT")]
+    pub port: Option<u16>,
+
+    /// Address to listen on. The default keeps the backend private to this machine.
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+
+    #[command(flatten)]
+    pub data: DataDirArg,
+
+    /// Also accept `?room=ROOM&user=NAME` without a token (for trying things out; never on AWS).
+    #[arg(long)]
+    pub allow_anonymous: bool,
+
+    /// How long senders may recall their own messages.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub recall_window: Duration,
+
+    /// A member seen within this long is `online`.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub online_within: Duration,
+
+    /// A member seen within this long (but not online) is `idle`; after it, gone.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub idle_within: Duration,
+
+    /// Close connections that sent nothing for this long (API Gateway: 10m).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Close every connection after this long (API Gateway: 2h).
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = parse_duration)]
+    pub max_lifetime: Duration,
+
+    /// Longest message text in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    pub max_text: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user name the token speaks for (1-64 printable characters).
+    #[arg(long, short, value_name = "NAME")]
+    pub user: String,
+
+    /// Limit the token to this room; repeat for several. Without it the token opens any room.
+    #[arg(long, short, value_name = "ROOM")]
+    pub room: Vec<String>,
+
+    /// How long the token is valid, e.g. 30m, 1h, 7d.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+
+    /// Mint an operator token: may recall any message at any time.
+    #[arg(long)]
+    pub operator: bool,
+
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+/// Durations like `90s`, `2m`, `1h 30m`.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(raw)
+        .map_err(|e| format!("{e}; write a duration like 90s, 2m or 1h"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_need_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("90").unwrap_err().contains("like 90s"));
+        assert!(parse_duration("0s").is_err());
+    }
+}

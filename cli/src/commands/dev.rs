@@ -1,0 +1,167 @@
+//! `chatctl dev`: run the local backend until Ctrl-C (or SIGTERM).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use chat_core::ChatConfig;
+use chat_core::policy::PresencePolicy;
+use chat_local::{GatewayLimits, LocalConfig, LocalServer};
+use serde::Serialize;
+use tracing::info;
+
+use crate::args::{DevArgs, OutputFormat};
+use crate::error::CliError;
+use crate::output;
+
+/// Printed once the backend listens.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevReady {
+    pub event: &'static str,
+    pub page_url: String,
+    pub websocket_url: String,
+    pub management_url: String,
+    pub data_dir: PathBuf,
+    pub allow_anonymous: bool,
+}
+
+impl fmt::Display for DevReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dir = self.data_dir.display();
+        writeln!(
+            f,
+            "chatctl dev: the chat backend is running (Ctrl-C to stop)"
+        )?;
+        writeln!(f, "  page        {}", self.page_url)?;
+        if self.allow_anonymous {
+            writeln!(
+                f,
+                "  websocket   {}?room=lobby&user=NAME",
+                self.websocket_url
+            )?;
+        } else {
+            writeln!(
+                f,
+                "  websocket   {}?room=lobby&token=TOKEN",
+                self.websocket_url
+            )?;
+        }
+        writeln!(
+            f,
+            "  management  {}/@connections/{{connectionId}}",
+            self.management_url
+        )?;
+        writeln!(f, "  data        {dir}")?;
+        write!(
+            f,
+            "  token       chatctl token --user NAME --data-dir {dir}{}",
+            if self.allow_anonymous {
+                ""
+            } else {
+                "   (anonymous access is off: --allow-anonymous)"
+            }
+        )
+    }
+}
+
+/// Printed when the backend stopped.
+#[derive(Debug, Clone, Serialize)]
+pub struct DevStopped {
+    pub event: &'static str,
+}
+
+impl fmt::Display for DevStopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("chatctl dev: stopped")
+    }
+}
+
+/// The local backend's configuration from the flags.
+pub fn config(args: &DevArgs) -> Result<LocalConfig, CliError> {
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    if args.online_within >= args.idle_within {
+        return Err(CliError::Usage(format!(
+            "--online-within ({}) must be shorter than --idle-within ({})",
+            humantime::format_duration(args.online_within),
+            humantime::format_duration(args.idle_within)
+        )));
+    }
+    let mut config = LocalConfig::new(&args.data.data_dir);
+    config.bind = SocketAddr::new(args.bind, args.port.unwrap_or(8080));
+    // Only the default port falls back: an explicit --port that is taken is an error to see.
+    config.port_fallbacks = if args.port.is_none() { 19 } else { 0 };
+    config.allow_anonymous = args.allow_anonymous;
+    config.chat = ChatConfig {
+        recall_window_ms: ms(args.recall_window),
+        presence: PresencePolicy {
+            online_ms: ms(args.online_within),
+            idle_ms: ms(args.idle_within),
+        },
+        ..ChatConfig::default()
+    };
+    config.chat.frames.max_text_bytes = args.max_text;
+    config.limits = GatewayLimits {
+        idle_timeout: args.idle_timeout,
+        max_lifetime: args.max_lifetime,
+        ..GatewayLimits::default()
+    };
+    Ok(config)
+}
+
+pub fn run(args: DevArgs, format: OutputFormat) -> Result<(), CliError> {
+    init_logging();
+    let config = config(&args)?;
+    let runtime = crate::runtime()?;
+    runtime.block_on(async move {
+        let server = LocalServer::start(config).await?;
+        output::emit(
+            format,
+            &DevReady {
+                event: "ready",
+                page_url: server.page_url(),
+                websocket_url: server.websocket_url(),
+                management_url: server.management_url(),
+                data_dir: args.data.data_dir.clone(),
+                allow_anonymous: args.allow_anonymous,
+            },
+        );
+        wait_for_stop().await?;
+        info!("stopping: closing connections");
+        server.shutdown().await;
+        output::emit(format, &DevStopped { event: "stopped" });
+        Ok(())
+    })
+}
+
+async fn wait_for_stop() -> Result<(), CliError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| CliError::Environment(format!("cannot watch for SIGTERM: {e}")))?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(|e| CliError::Environment(format!("cannot watch for Ctrl-C: {e}"))),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| CliError::Environment(format!("cannot watch for Ctrl-C: {e}")))
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default: this project's info lines and others' warnings).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "warn,chatctl=info,chat_local=info,chat_core=info,chat_handlers=info",
+        )
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

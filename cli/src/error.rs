@@ -1,0 +1,40 @@
+//! The CLI's error: what went wrong, what to do, and the exit code scripts can branch on.
+
+use chat_core::domain::InvalidValue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad input on the command line (beyond what clap checks).
+    #[error("{0}")]
+    Usage(String),
+    /// The local backend could not start.
+    #[error(transparent)]
+    Start(#[from] chat_local::StartError),
+    #[error(transparent)]
+    Secret(#[from] chat_local::secret::SecretError),
+    /// The machine or process environment is not usable.
+    #[error("{0}")]
+    Environment(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CliError::Usage(_) => "usage",
+            CliError::Start(_) => "start",
+            CliError::Secret(_) => "secret",
+            CliError::Environment(_) => "environment",
+        }
+    }
+
+    pub fn invalid(flag: &str, e: InvalidValue) -> Self {
+        CliError::Usage(format!("{flag}: {e}"))
+    }
+}

@@ -1,0 +1,504 @@
+//! The WebSocket gateway with API Gateway's semantics: `$connect` sees the query string and headers
+//! and may refuse the upgrade; frames are routed by `action` (else `$default`); `$disconnect` runs
+//! on every close; frame/message size limits close with 1009; idle and lifetime limits close with
+//! 1001. Also the Management API at `/@connections/{id}` (and under `/{stage}/`), and the page.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chat_core::ChatService;
+use chat_core::domain::ConnectionId;
+use chat_core::ports::{Clock, PostError};
+use chat_core::protocol::{ACTIONS, route_key};
+use chat_handlers::events::{WsContext, WsEvent, WsEventKind};
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, info};
+
+use crate::page;
+use crate::registry::{Entry, OUTBOX, Outbound, Registry};
+
+/// API Gateway's WebSocket limits, enforced locally too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayLimits {
+    /// Largest frame, in bytes (API Gateway: 32 KB).
+    pub max_frame_bytes: usize,
+    /// Largest message, possibly fragmented, in bytes (API Gateway: 128 KB).
+    pub max_message_bytes: usize,
+    /// Close a connection that sent nothing for this long (API Gateway: 10 minutes).
+    pub idle_timeout: Duration,
+    /// Close every connection after this long (API Gateway: 2 hours).
+    pub max_lifetime: Duration,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 32 * 1024,
+            max_message_bytes: 128 * 1024,
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+/// Close codes the gateway uses.
+pub mod close {
+    /// Normal closure (`DeleteConnection`).
+    pub const NORMAL: u16 = 1000;
+    /// Going away: idle timeout, lifetime reached, server shutdown.
+    pub const GOING_AWAY: u16 = 1001;
+    /// No status received: the peer closed without a close frame.
+    pub const ABNORMAL: u16 = 1006;
+    /// Message too big.
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// Shared state of the gateway's routes.
+#[derive(Debug)]
+pub struct Gateway {
+    pub chat: Arc<ChatService>,
+    pub clock: Arc<dyn Clock>,
+    pub registry: Arc<Registry>,
+    pub limits: GatewayLimits,
+    pub api_id: String,
+    pub allow_anonymous: bool,
+    pub recall_window_ms: i64,
+    /// Where the gateway is reachable, for the page's configuration.
+    pub public_addr: SocketAddr,
+}
+
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/app.js", get(page::app_js))
+        .route("/style.css", get(page::style_css))
+        .route("/config.json", get(config_json))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/@connections/{id}",
+            get(describe_connection)
+                .post(post_to_connection)
+                .delete(delete_connection),
+        )
+        .route("/{stage}", get(stage_root))
+        .route(
+            "/{stage}/@connections/{id}",
+            get(describe_staged).post(post_staged).delete(delete_staged),
+        )
+        .with_state(gateway)
+}
+
+async fn root(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match ws {
+        Ok(ws) => upgrade(gw, "local".to_owned(), peer, query, headers, ws).await,
+        Err(_) => page::index().into_response(),
+    }
+}
+
+async fn stage_root(
+    State(gw): State<Arc<Gateway>>,
+    Path(stage): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match ws {
+        Ok(ws) => upgrade(gw, stage, peer, query, headers, ws).await,
+        Err(rejection) => (
+            StatusCode::UPGRADE_REQUIRED,
+            format!(
+                "/{stage} is a WebSocket endpoint ({rejection}); connect with a WebSocket client, \
+                 or open / for the chat page\n"
+            ),
+        )
+            .into_response(),
+    }
+}
+
+async fn config_json(State(gw): State<Arc<Gateway>>) -> Response {
+    axum::Json(serde_json::json!({
+        "websocketUrl": format!("ws://{}/", gw.public_addr),
+        "allowAnonymous": gw.allow_anonymous,
+        "recallWindowMs": gw.recall_window_ms,
+    }))
+    .into_response()
+}
+
+/// A connection id in API Gateway's shape: 12 random bytes, base64 (16 characters).
+fn new_connection_id() -> ConnectionId {
+    let mut bytes = [0u8; 12];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: fall back to a ULID's random part, still unique per process.
+        bytes.copy_from_slice(&ulid::Ulid::generate().to_bytes()[4..]);
+    }
+    ConnectionId::new(STANDARD.encode(bytes))
+}
+
+fn context(gw: &Gateway, stage: &str) -> WsContext {
+    WsContext {
+        api_id: gw.api_id.clone(),
+        stage: stage.to_owned(),
+        domain_name: gw.public_addr.to_string(),
+    }
+}
+
+fn request_id() -> String {
+    ulid::Ulid::generate().to_string()
+}
+
+async fn upgrade(
+    gw: Arc<Gateway>,
+    stage: String,
+    peer: SocketAddr,
+    query: Vec<(String, String)>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let id = new_connection_id();
+    let connected_at = gw.clock.now_ms();
+    let ctx = context(&gw, &stage);
+    let header_pairs: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let event = WsEvent {
+        context: &ctx,
+        kind: WsEventKind::Connect,
+        connection_id: id.as_str(),
+        connected_at_ms: connected_at,
+        request_time_ms: connected_at,
+        request_id: request_id(),
+        query,
+        headers: header_pairs,
+        source_ip: Some(peer.ip().to_string()),
+        body: None,
+        is_base64_encoded: false,
+    };
+    let answer = chat_handlers::ws::handle(&gw.chat, event.to_request()).await;
+    if !(200..300).contains(&answer.status_code) {
+        let status = u16::try_from(answer.status_code)
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = match answer.body {
+            Some(aws_lambda_events::encodings::Body::Text(t)) => t,
+            _ => status.canonical_reason().unwrap_or("refused").to_owned(),
+        };
+        debug!(connection = %id, status = status.as_u16(), %body, "upgrade refused");
+        return (status, format!("{body}\n")).into_response();
+    }
+    let limits = gw.limits;
+    let failed_gw = Arc::clone(&gw);
+    let failed_ctx = ctx.clone();
+    let failed_id = id.clone();
+    ws.max_frame_size(limits.max_frame_bytes)
+        .max_message_size(limits.max_message_bytes)
+        .on_failed_upgrade(move |e| {
+            debug!(connection = %failed_id, error = %e, "upgrade failed after $connect");
+            tokio::spawn(async move {
+                disconnect(
+                    &failed_gw,
+                    &failed_ctx,
+                    &failed_id,
+                    connected_at,
+                    close::ABNORMAL,
+                    "upgrade failed",
+                )
+                .await;
+            });
+        })
+        .on_upgrade(move |socket| serve_socket(gw, ctx, id, connected_at, peer, user_agent, socket))
+}
+
+async fn serve_socket(
+    gw: Arc<Gateway>,
+    ctx: WsContext,
+    id: ConnectionId,
+    connected_at: i64,
+    peer: SocketAddr,
+    user_agent: Option<String>,
+    socket: WebSocket,
+) {
+    let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOX);
+    let last_active = Arc::new(AtomicI64::new(connected_at));
+    gw.registry.insert(
+        id.clone(),
+        Entry {
+            tx,
+            connected_at,
+            last_active: Arc::clone(&last_active),
+            source_ip: peer.ip().to_string(),
+            user_agent,
+        },
+    );
+    let (mut sink, mut stream) = socket.split();
+    // Set when the writer sent a close frame: the reader stops waiting for the client then.
+    let closed_by_server = Arc::new(Notify::new());
+    let writer_closed = Arc::clone(&closed_by_server);
+    let writer = tokio::spawn(async move {
+        let mut sent_close = None;
+        while let Some(out) = rx.recv().await {
+            let msg = match out {
+                Outbound::Text(t) => WsMessage::Text(t.into()),
+                Outbound::Binary(b) => WsMessage::Binary(b.into()),
+                Outbound::Close { code, reason } => {
+                    sent_close = Some(code);
+                    WsMessage::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    }))
+                }
+            };
+            let failed = sink.send(msg).await.is_err();
+            if failed || sent_close.is_some() {
+                break;
+            }
+        }
+        writer_closed.notify_one();
+        sent_close
+    });
+
+    let started = tokio::time::Instant::now();
+    let lifetime_end = started + gw.limits.max_lifetime;
+    let mut idle_end = started + gw.limits.idle_timeout;
+    let (status, reason) = loop {
+        let deadline = idle_end.min(lifetime_end);
+        tokio::select! {
+            next = stream.next() => {
+                let now = gw.clock.now_ms();
+                match next {
+                    None => break (close::ABNORMAL, "client went away".to_owned()),
+                    Some(Ok(WsMessage::Close(frame))) => {
+                        break frame.map_or((1005, String::new()), |f| (f.code, f.reason.to_string()));
+                    }
+                    Some(Ok(msg)) => {
+                        idle_end = tokio::time::Instant::now() + gw.limits.idle_timeout;
+                        last_active.store(now, Ordering::Relaxed);
+                        let (body, binary) = match msg {
+                            WsMessage::Text(t) => (t.to_string(), false),
+                            WsMessage::Binary(b) => (STANDARD.encode(&b), true),
+                            // Protocol pings are answered by the WebSocket layer and, as on API
+                            // Gateway, never reach the backend; they do count as activity.
+                            _ => continue,
+                        };
+                        route(&gw, &ctx, &id, connected_at, body, binary).await;
+                    }
+                    Some(Err(e)) => {
+                        if is_too_big(e) {
+                            let _ = gw.registry.post(&id, Outbound::Close {
+                                code: close::TOO_BIG,
+                                reason: "message too big".into(),
+                            }).await;
+                            break (close::TOO_BIG, "message too big".to_owned());
+                        }
+                        break (close::ABNORMAL, "connection error".to_owned());
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                let why = if deadline >= lifetime_end { "connection lifetime reached" } else { "idle timeout" };
+                let _ = gw.registry.close(&id, close::GOING_AWAY, why).await;
+                break (close::GOING_AWAY, why.to_owned());
+            }
+            () = closed_by_server.notified() => {
+                break (close::NORMAL, "closed by the server".to_owned());
+            }
+        }
+    };
+    // Posts from here on answer 410, as API Gateway does once a connection is closing.
+    gw.registry.remove(&id);
+    // Let the writer flush a queued close frame, but never wait on a client that stopped reading.
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    disconnect(&gw, &ctx, &id, connected_at, status, &reason).await;
+}
+
+fn is_too_big(e: axum::Error) -> bool {
+    let inner = e.into_inner();
+    matches!(
+        inner.downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+async fn route(
+    gw: &Gateway,
+    ctx: &WsContext,
+    id: &ConnectionId,
+    connected_at: i64,
+    body: String,
+    binary: bool,
+) {
+    let route_key = if binary {
+        None
+    } else {
+        route_key(&body).filter(|a| ACTIONS.contains(&a.as_str()))
+    }
+    .unwrap_or_else(|| "$default".to_owned());
+    let now = gw.clock.now_ms();
+    let event = WsEvent {
+        context: ctx,
+        kind: WsEventKind::Message { route_key },
+        connection_id: id.as_str(),
+        connected_at_ms: connected_at,
+        request_time_ms: now,
+        request_id: request_id(),
+        query: vec![],
+        headers: vec![],
+        source_ip: None,
+        body: Some(body),
+        is_base64_encoded: binary,
+    };
+    chat_handlers::ws::handle(&gw.chat, event.to_request()).await;
+}
+
+async fn disconnect(
+    gw: &Gateway,
+    ctx: &WsContext,
+    id: &ConnectionId,
+    connected_at: i64,
+    status: u16,
+    reason: &str,
+) {
+    let now = gw.clock.now_ms();
+    let event = WsEvent {
+        context: ctx,
+        kind: WsEventKind::Disconnect {
+            status_code: i64::from(status),
+            reason: reason.to_owned(),
+        },
+        connection_id: id.as_str(),
+        connected_at_ms: connected_at,
+        request_time_ms: now,
+        request_id: request_id(),
+        query: vec![],
+        headers: vec![],
+        source_ip: None,
+        body: None,
+        is_base64_encoded: false,
+    };
+    let answer = chat_handlers::ws::handle(&gw.chat, event.to_request()).await;
+    info!(connection = %id, status, reason, handler_status = answer.status_code, "disconnected");
+}
+
+// --- Management API -------------------------------------------------------------------------
+
+fn gone(id: &str) -> Response {
+    (
+        StatusCode::GONE,
+        [("x-amzn-errortype", "GoneException")],
+        axum::Json(serde_json::json!({ "message": format!("connection {id} is gone") })),
+    )
+        .into_response()
+}
+
+fn iso(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+async fn post_to_connection(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if body.len() > gw.limits.max_message_bytes {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [("x-amzn-errortype", "PayloadTooLargeException")],
+            axum::Json(serde_json::json!({
+                "message": format!("{} bytes; the limit is {}", body.len(), gw.limits.max_message_bytes)
+            })),
+        )
+            .into_response();
+    }
+    let out = match String::from_utf8(body.to_vec()) {
+        Ok(text) => Outbound::Text(text),
+        Err(e) => Outbound::Binary(e.into_bytes()),
+    };
+    match gw.registry.post(&ConnectionId::new(id.clone()), out).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(PostError::Gone) => gone(&id),
+        Err(PostError::Other(e)) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("x-amzn-errortype", "LimitExceededException")],
+            axum::Json(serde_json::json!({ "message": e })),
+        )
+            .into_response(),
+    }
+}
+
+async fn describe_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+    match gw.registry.describe(&ConnectionId::new(id.clone())) {
+        Some(d) => axum::Json(serde_json::json!({
+            "connectedAt": iso(d.connected_at),
+            "lastActiveAt": iso(d.last_active),
+            "identity": { "sourceIp": d.source_ip, "userAgent": d.user_agent },
+        }))
+        .into_response(),
+        None => gone(&id),
+    }
+}
+
+async fn delete_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+    if gw
+        .registry
+        .close(
+            &ConnectionId::new(id.clone()),
+            close::NORMAL,
+            "closed by DeleteConnection",
+        )
+        .await
+    {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        gone(&id)
+    }
+}
+
+async fn post_staged(
+    gw: State<Arc<Gateway>>,
+    Path((_stage, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    post_to_connection(gw, Path(id), body).await
+}
+
+async fn describe_staged(
+    gw: State<Arc<Gateway>>,
+    Path((_stage, id)): Path<(String, String)>,
+) -> Response {
+    describe_connection(gw, Path(id)).await
+}
+
+async fn delete_staged(
+    gw: State<Arc<Gateway>>,
+    Path((_stage, id)): Path<(String, String)>,
+) -> Response {
+    delete_connection(gw, Path(id)).await
+}

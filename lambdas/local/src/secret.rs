@@ -1,0 +1,73 @@
+//! The local token secret: 32 random bytes kept in the data directory (mode 0600), created on
+//! first use, so `chatctl token` and `chatctl dev` agree without configuration.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chat_core::token::TokenKey;
+
+pub const SECRET_FILE: &str = "token-secret";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "cannot read or create the token secret {path}: {source}; check the data directory's permissions or pass another --data-dir"
+    )]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the token secret {path} is damaged ({reason}); delete it to mint a new one (existing tokens stop working)"
+    )]
+    Damaged { path: PathBuf, reason: String },
+}
+
+/// The secret of `data_dir`, created if missing.
+pub fn load_or_create(data_dir: &Path) -> Result<TokenKey, SecretError> {
+    let path = data_dir.join(SECRET_FILE);
+    let io = |source| SecretError::Io {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let hex = match std::fs::read_to_string(&path) {
+        Ok(hex) => hex,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(&path, &hex).map_err(io)?;
+            hex
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let bytes = decode_hex(hex.trim()).ok_or_else(|| SecretError::Damaged {
+        path: path.clone(),
+        reason: "not hexadecimal".into(),
+    })?;
+    TokenKey::new(bytes).map_err(|e| SecretError::Damaged {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}

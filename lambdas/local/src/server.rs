@@ -1,0 +1,272 @@
+//! Assembles the local backend: opens the data directory, wires the SQLite stores, the in-process
+//! topic and the gateway's sender into `chat-core`, and serves until shut down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_core::ports::{Clock, MonotonicUlids, SystemClock};
+use chat_core::{AuthConfig, ChatConfig, ChatService, Ports};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::gateway::{self, Gateway, GatewayLimits};
+use crate::registry::{LocalSender, Registry};
+use crate::secret::{self, SecretError};
+use crate::sqlite::{OpenError, SqliteConnectionStore, SqliteMessageStore};
+use crate::topic::{self, LocalTopic};
+
+/// Where and how the local backend runs.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// When the port is taken, try the next ones (up to this many) instead of failing.
+    pub port_fallbacks: u16,
+    pub data_dir: PathBuf,
+    pub allow_anonymous: bool,
+    pub chat: ChatConfig,
+    pub limits: GatewayLimits,
+    /// How often presence changes (online → idle → gone) are announced.
+    pub presence_sweep: Duration,
+}
+
+impl LocalConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            port_fallbacks: 0,
+            data_dir: data_dir.into(),
+            allow_anonymous: false,
+            chat: ChatConfig::default(),
+            limits: GatewayLimits::default(),
+            presence_sweep: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the data directory {path}: {source}; pass a writable --data-dir")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("cannot clear the connections of a previous run: {0}")]
+    Clear(chat_core::ports::PortError),
+    #[error("cannot listen on {addr}: {source}; {hint}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+}
+
+/// A running local backend.
+#[derive(Debug)]
+pub struct LocalServer {
+    addr: SocketAddr,
+    chat: Arc<ChatService>,
+    registry: Arc<Registry>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+pub const MESSAGES_DB: &str = "messages.db";
+pub const CONNECTIONS_DB: &str = "connections.db";
+
+impl LocalServer {
+    /// Start on the wall clock.
+    pub async fn start(config: LocalConfig) -> Result<Self, StartError> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Start with a given clock (tests move a manual clock to cross presence and recall limits).
+    pub async fn start_with_clock(
+        config: LocalConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let messages = SqliteMessageStore::open(&config.data_dir.join(MESSAGES_DB))?;
+        let connections = SqliteConnectionStore::open(&config.data_dir.join(CONNECTIONS_DB))?;
+        let stale = connections.clear().await.map_err(StartError::Clear)?;
+        if stale > 0 {
+            info!(count = stale, "cleared connections left by a previous run");
+        }
+        let key = secret::load_or_create(&config.data_dir)?;
+
+        let listener = bind(config.bind, config.port_fallbacks).await?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+            hint: "the socket has no local address",
+        })?;
+
+        let registry = Arc::new(Registry::default());
+        let (topic, events) = LocalTopic::new(
+            format!(
+                "arn:aws:sns:local:000000000000:chatctl-local-events-{}",
+                addr.port()
+            ),
+            Arc::clone(&clock),
+        );
+        let ports = Ports {
+            messages: Arc::new(messages),
+            connections: Arc::new(connections),
+            topic: Arc::new(topic),
+            sender: Arc::new(LocalSender(Arc::clone(&registry))),
+            clock: Arc::clone(&clock),
+            ids: Arc::new(MonotonicUlids::default()),
+        };
+        let auth = AuthConfig {
+            key: Some(key),
+            allow_anonymous: config.allow_anonymous,
+        };
+        let recall_window_ms = config.chat.recall_window_ms;
+        let chat = Arc::new(ChatService::new(ports, config.chat.clone(), auth));
+
+        let mut background = vec![tokio::spawn(topic::run_fanout(Arc::clone(&chat), events))];
+        background.push(tokio::spawn(sweep_presence(
+            Arc::clone(&chat),
+            Arc::clone(&clock),
+            config.presence_sweep,
+        )));
+
+        let gw = Arc::new(Gateway {
+            chat: Arc::clone(&chat),
+            clock,
+            registry: Arc::clone(&registry),
+            limits: config.limits,
+            api_id: "local".to_owned(),
+            allow_anonymous: config.allow_anonymous,
+            recall_window_ms,
+            public_addr: addr,
+        });
+        let app = gateway::router(gw).into_make_service_with_connect_info::<SocketAddr>();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = shutdown_rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                warn!(error = %e, "server stopped with an error");
+            }
+        });
+        info!(%addr, data_dir = %config.data_dir.display(), "local chat backend listening");
+        Ok(Self {
+            addr,
+            chat,
+            registry,
+            shutdown: Some(shutdown_tx),
+            task,
+            background,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The WebSocket URL clients connect to (add `?room=…&token=…`).
+    pub fn websocket_url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// The web chat page.
+    pub fn page_url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// The Management API endpoint (`POST/GET/DELETE {endpoint}/@connections/{id}`).
+    pub fn management_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn chat(&self) -> &Arc<ChatService> {
+        &self.chat
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Close every socket (each runs `$disconnect`), then stop serving.
+    pub async fn shutdown(mut self) {
+        self.registry
+            .close_all(gateway::close::GOING_AWAY, "server shutting down")
+            .await;
+        // Sockets close within moments; a client that never answers is not waited for long.
+        for _ in 0..50 {
+            if self.registry.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+        for task in &self.background {
+            task.abort();
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, fallbacks: u16) -> Result<TcpListener, StartError> {
+    let mut candidate = addr;
+    loop {
+        match TcpListener::bind(candidate).await {
+            Ok(listener) => return Ok(listener),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && candidate.port() != 0
+                    && candidate.port() - addr.port() < fallbacks
+                    && candidate.port() < u16::MAX =>
+            {
+                candidate.set_port(candidate.port() + 1);
+            }
+            Err(source) => {
+                let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+                    "another program uses this port; pass another --port (0 picks a free one)"
+                } else {
+                    "check the address and your permissions"
+                };
+                return Err(StartError::Bind {
+                    addr: candidate,
+                    source,
+                    hint,
+                });
+            }
+        }
+    }
+}
+
+async fn sweep_presence(chat: Arc<ChatService>, clock: Arc<dyn Clock>, every: Duration) {
+    let mut since = clock.now_ms();
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let now = clock.now_ms();
+        if now <= since {
+            continue;
+        }
+        if let Err(e) = chat.sweep_presence(since, now).await {
+            warn!(error = %e, "presence sweep failed");
+        }
+        since = now;
+    }
+}
