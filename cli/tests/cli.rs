@@ -1,0 +1,281 @@
+//! The `chatctl` binary as a user runs it: `dev` serving real sockets, surviving a `kill -9`,
+//! stopping on SIGTERM; `token` opening a tokened `dev`; clear errors for bad flags.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::time::Duration;
+
+use chat_core::ports::ConnectionStore;
+use chat_local::sqlite::SqliteConnectionStore;
+use chatctl_e2e::Client;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chatctl");
+
+/// A `chatctl dev` process and its `ready` line.
+struct Dev {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    ready: Value,
+}
+
+impl Dev {
+    fn start(data_dir: &Path, extra: &[&str]) -> Dev {
+        let mut child = Command::new(BIN)
+            .args(["dev", "--port", "0", "--output", "json", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn chatctl dev");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("ready line");
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert_eq!(ready["event"], "ready");
+        Dev {
+            child,
+            stdout,
+            ready,
+        }
+    }
+
+    fn ws(&self, query: &str) -> String {
+        format!("{}?{query}", self.ready["websocketUrl"].as_str().unwrap())
+    }
+
+    /// SIGTERM, then the `stopped` line and the exit status.
+    fn terminate(mut self) -> (Value, std::process::ExitStatus) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let status = self.child.wait().unwrap();
+        (serde_json::from_str(&line).unwrap_or(Value::Null), status)
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chatctl(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run chatctl")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_keeps_history_across_kill_9_and_clears_dead_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path(), &["--allow-anonymous"]);
+    assert!(
+        dev.ready["pageUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
+    let mut ann = Client::connect(&dev.ws("room=lobby&user=ann"))
+        .await
+        .unwrap();
+    let mut bob = Client::connect(&dev.ws("room=lobby&user=bob"))
+        .await
+        .unwrap();
+    let ack = ann.say("lobby", "before the crash").await;
+    let seen = bob.recv_type("message").await.unwrap();
+    assert_eq!(seen["id"], ack["id"]);
+
+    let connections = SqliteConnectionStore::open(&dir.path().join("connections.db")).unwrap();
+    assert_eq!(connections.all().await.unwrap().len(), 2);
+
+    drop(dev); // SIGKILL: no $disconnect runs, the rows stay behind
+    assert_eq!(connections.all().await.unwrap().len(), 2);
+
+    let dev = Dev::start(dir.path(), &["--allow-anonymous"]);
+    assert!(
+        connections.all().await.unwrap().is_empty(),
+        "a restart clears the dead process's connections"
+    );
+    let mut cy = Client::connect(&dev.ws("room=lobby&user=cy"))
+        .await
+        .unwrap();
+    cy.send(json!({"action":"history","room":"lobby"})).await;
+    let history = cy.recv_type("history").await.unwrap();
+    assert_eq!(history["messages"][0]["text"], "before the crash");
+    assert_eq!(history["messages"][0]["id"], ack["id"]);
+
+    let (stopped, status) = tokio::task::spawn_blocking(move || dev.terminate())
+        .await
+        .unwrap();
+    assert_eq!(stopped["event"], "stopped");
+    assert!(status.success(), "{status:?}");
+    // A clean stop runs $disconnect for every socket.
+    assert!(connections.all().await.unwrap().is_empty());
+    let _ = tokio::time::timeout(Duration::from_secs(2), cy.closed()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_from_chatctl_token_opens_a_tokened_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let dev = Dev::start(dir.path(), &[]);
+    let out = chatctl(&[
+        "token",
+        "--user",
+        "ann",
+        "--room",
+        "lobby",
+        "--ttl",
+        "10m",
+        "--data-dir",
+        data,
+        "--output",
+        "json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let minted: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = minted["token"].as_str().unwrap();
+
+    let mut ann = Client::connect(&dev.ws(&format!("room=lobby&token={token}")))
+        .await
+        .unwrap();
+    ann.say("lobby", "with a token").await;
+    let refused = Client::try_connect(&dev.ws(&format!("room=other&token={token}")))
+        .await
+        .unwrap()
+        .expect_err("the token is for lobby only");
+    assert_eq!(refused.status, 403);
+    let refused = Client::try_connect(&dev.ws("room=lobby&user=ann"))
+        .await
+        .unwrap()
+        .expect_err("no anonymous");
+    assert_eq!(refused.status, 401);
+
+    // Text output is the token alone, for `TOKEN=$(chatctl token …)`.
+    let out = chatctl(&["token", "--user", "bob", "--data-dir", data]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.starts_with("v1."));
+    Client::connect(&dev.ws(&format!("room=anything&token={}", text.trim())))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn token_json_output_is_stable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = chatctl(&[
+        "token",
+        "--user",
+        "ann",
+        "--room",
+        "lobby",
+        "--room",
+        "side",
+        "--operator",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert!(out.status.success());
+    let value: Value = serde_json::from_slice(&out.stdout).unwrap();
+    insta::with_settings!({filters => vec![(r#""v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+""#, r#""[token]""#), (r#""expiresAt":\s*\d+"#, r#""expiresAt": "[time]""#)]}, {
+        insta::assert_snapshot!(serde_json::to_string_pretty(&value).unwrap());
+    });
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_an_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let cases: [(&[&str], i32, &str); 6] = [
+        (
+            &["token", "--user", "", "--data-dir", data],
+            2,
+            "--user: user name must be 1-64 characters",
+        ),
+        (
+            &[
+                "token",
+                "--user",
+                "ann",
+                "--room",
+                "no spaces",
+                "--data-dir",
+                data,
+            ],
+            2,
+            "--room: room name may only contain",
+        ),
+        (
+            &["token", "--user", "ann", "--ttl", "10", "--data-dir", data],
+            2,
+            "like 90s",
+        ),
+        (
+            &["dev", "--recall-window", "soon", "--data-dir", data],
+            2,
+            "like 90s",
+        ),
+        (
+            &["dev", "--online-within", "10m", "--data-dir", data],
+            2,
+            "--online-within (10m) must be shorter than --idle-within (5m)",
+        ),
+        (
+            &["dev", "--data-dir", "/proc/forbidden/dir"],
+            1,
+            "pass a writable --data-dir",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let out = chatctl(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_taken_port_is_an_error_that_names_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = chatctl(&[
+        "dev",
+        "--port",
+        &port,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another program uses this port; pass another --port"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_names_every_command() {
+    let out = Command::new(BIN)
+        .arg("--help")
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap();
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
+}
