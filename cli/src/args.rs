@@ -86,9 +86,29 @@ pub struct DevArgs {
     #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = parse_duration)]
     pub max_lifetime: Duration,
 
-    /// Longest message text in bytes.
+    /// Longest message text in bytes (at most the frame size).
     #[arg(long, value_name = "BYTES", default_value_t = 4096)]
     pub max_text: usize,
+
+    /// Largest WebSocket frame in bytes; bigger ones close the connection with 1009 (API Gateway: 32 KB).
+    #[arg(long, value_name = "BYTES", default_value_t = 32 * 1024)]
+    pub max_frame: usize,
+
+    /// Largest (fragmented) WebSocket message in bytes; bigger ones close with 1009 (API Gateway: 128 KB).
+    #[arg(long, value_name = "BYTES", default_value_t = 128 * 1024)]
+    pub max_message: usize,
+
+    /// Frames per second one connection may send before it gets `rate_limited` errors.
+    #[arg(long, value_name = "N", default_value_t = 10.0)]
+    pub rate_per_second: f64,
+
+    /// Frames one connection may send in a burst above the per-second rate.
+    #[arg(long, value_name = "N", default_value_t = 40.0)]
+    pub rate_burst: f64,
+
+    /// How often presence changes (online → idle → left) are looked for and announced.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub presence_sweep: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -201,7 +201,7 @@ fn token_json_output_is_stable() {
 fn bad_input_gets_a_clear_error_and_an_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let cases: [(&[&str], i32, &str); 6] = [
+    let cases: [(&[&str], i32, &str); 9] = [
         (
             &["token", "--user", "", "--data-dir", data],
             2,
@@ -239,6 +239,21 @@ fn bad_input_gets_a_clear_error_and_an_exit_code() {
             &["dev", "--data-dir", "/proc/forbidden/dir"],
             1,
             "pass a writable --data-dir",
+        ),
+        (
+            &["dev", "--max-text", "0", "--data-dir", data],
+            2,
+            "--max-text must be from 1 to --max-frame",
+        ),
+        (
+            &["dev", "--max-frame", "200000", "--data-dir", data],
+            2,
+            "--max-frame (200000) may not exceed --max-message",
+        ),
+        (
+            &["dev", "--rate-per-second", "0", "--data-dir", data],
+            2,
+            "--rate-per-second must be above 0",
         ),
     ];
     for (args, code, needle) in cases {

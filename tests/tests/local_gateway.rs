@@ -696,3 +696,106 @@ async fn the_page_and_its_assets_are_served() {
     let (status, _) = http(t.addr(), "GET", "/dev", b"").await.unwrap();
     assert_eq!(status, 426);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_without_stalling_the_room() {
+    let t = TestServer::start_with(|c| c.limits.outbox_frames = 8).await;
+    let stalled = t.join("lobby", "slow").await; // never reads from here on
+    let mut ann = t.join("lobby", "ann").await;
+    let id = t
+        .server()
+        .chat()
+        .ports()
+        .connections
+        .all()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.user.as_str() == "slow")
+        .unwrap()
+        .id
+        .to_string();
+    // 120 KB frames fill the socket buffers and then the 8-frame outbox within a few hundred posts.
+    let big = vec![b'z'; 120 * 1024];
+    let mut statuses = vec![];
+    for _ in 0..400 {
+        let (status, _) = http(t.addr(), "POST", &format!("/@connections/{id}"), &big)
+            .await
+            .unwrap();
+        statuses.push(status);
+        if status == 410 {
+            break;
+        }
+    }
+    assert!(
+        statuses.contains(&429),
+        "a full outbox answers 429: {statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&410), "then the connection is gone");
+    // The slow user has left, and the room goes on.
+    ann.recv_matching("slow left", |f| {
+        f["type"] == "presence" && f["user"] == "slow" && f["state"] == "left"
+    })
+    .await
+    .unwrap();
+    ann.say("lobby", "still flowing").await;
+    ann.recv_type("message").await.unwrap();
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn delete_closes_even_a_client_that_is_not_reading() {
+    let t = TestServer::start().await;
+    let stalled = t.join("lobby", "slow").await;
+    let id = t.server().chat().ports().connections.all().await.unwrap()[0]
+        .id
+        .to_string();
+    let (status, _) = http(t.addr(), "DELETE", &format!("/@connections/{id}"), b"")
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    eventually("$disconnect ran", || async {
+        t.server()
+            .chat()
+            .ports()
+            .connections
+            .all()
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await
+    .unwrap();
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn binary_frames_are_refused_even_when_they_hold_json() {
+    let t = TestServer::start().await;
+    let mut ann = t.join("lobby", "ann").await;
+    let frame = json!({"action":"send","room":"lobby","text":"sneaky"}).to_string();
+    ann.send_raw(Message::binary(frame.into_bytes()))
+        .await
+        .unwrap();
+    let err = ann.recv_type("error").await.unwrap();
+    assert_eq!(err["code"], "bad_request");
+    assert!(err["message"].as_str().unwrap().contains("binary"));
+    ann.send(json!({"action":"history","room":"lobby"})).await;
+    assert_eq!(
+        ann.recv_type("history").await.unwrap()["messages"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn paths_that_are_no_stage_are_not_found() {
+    let t = TestServer::start().await;
+    for path in ["/favicon.ico", "/no.such.thing"] {
+        let (status, _) = http(t.addr(), "GET", path, b"").await.unwrap();
+        assert_eq!(status, 404, "{path}");
+    }
+    let mut staged = Client::connect(&format!("ws://{}/prod/?room=lobby&user=ann", t.addr()))
+        .await
+        .unwrap();
+    staged.say("lobby", "trailing slash").await;
+}

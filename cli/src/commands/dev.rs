@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use chat_core::ChatConfig;
-use chat_core::policy::PresencePolicy;
+use chat_core::policy::{PresencePolicy, RateLimit};
 use chat_local::{GatewayLimits, LocalConfig, LocalServer};
 use serde::Serialize;
 use tracing::info;
@@ -87,6 +87,23 @@ pub fn config(args: &DevArgs) -> Result<LocalConfig, CliError> {
             humantime::format_duration(args.idle_within)
         )));
     }
+    if args.max_frame > args.max_message {
+        return Err(CliError::Usage(format!(
+            "--max-frame ({}) may not exceed --max-message ({})",
+            args.max_frame, args.max_message
+        )));
+    }
+    if args.max_text == 0 || args.max_text > args.max_frame {
+        return Err(CliError::Usage(format!(
+            "--max-text must be from 1 to --max-frame ({} bytes), got {}",
+            args.max_frame, args.max_text
+        )));
+    }
+    if !(args.rate_per_second > 0.0 && args.rate_burst >= 1.0) {
+        return Err(CliError::Usage(
+            "--rate-per-second must be above 0 and --rate-burst at least 1".to_owned(),
+        ));
+    }
     let mut config = LocalConfig::new(&args.data.data_dir);
     config.bind = SocketAddr::new(args.bind, args.port.unwrap_or(8080));
     // Only the default port falls back: an explicit --port that is taken is an error to see.
@@ -98,14 +115,21 @@ pub fn config(args: &DevArgs) -> Result<LocalConfig, CliError> {
             online_ms: ms(args.online_within),
             idle_ms: ms(args.idle_within),
         },
+        rate_limit: RateLimit {
+            per_second: args.rate_per_second,
+            burst: args.rate_burst,
+        },
         ..ChatConfig::default()
     };
     config.chat.frames.max_text_bytes = args.max_text;
     config.limits = GatewayLimits {
         idle_timeout: args.idle_timeout,
         max_lifetime: args.max_lifetime,
+        max_frame_bytes: args.max_frame,
+        max_message_bytes: args.max_message,
         ..GatewayLimits::default()
     };
+    config.presence_sweep = args.presence_sweep;
     Ok(config)
 }
 

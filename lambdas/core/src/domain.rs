@@ -127,6 +127,13 @@ impl MessageId {
                 raw.chars().count()
             )));
         }
+        // 26 base-32 digits hold 130 bits; a ULID has 128, so the first digit is at most 7.
+        // Larger ones would silently wrap to another id.
+        if !raw.starts_with(|c: char| ('0'..='7').contains(&c)) {
+            return Err(InvalidValue(
+                "message id is out of the ULID range (its first character must be 0-7)".into(),
+            ));
+        }
         Ulid::from_string(raw)
             .map(Self)
             .map_err(|e| InvalidValue(format!("message id is not a valid ULID: {e}")))
@@ -345,6 +352,9 @@ mod tests {
         assert_eq!(id.timestamp_ms(), 1_700_000_000_000);
         assert!(MessageId::parse("not-a-ulid").is_err());
         assert!(MessageId::parse("UUUUUUUUUUUUUUUUUUUUUUUUUU").is_err());
+        assert!(MessageId::parse("ZZZZZZZZZZZZZZZZZZZZZZZZZZ").is_err());
+        assert!(MessageId::parse("8ZZZZZZZZZZZZZZZZZZZZZZZZZ").is_err());
+        assert!(MessageId::parse("7ZZZZZZZZZZZZZZZZZZZZZZZZZ").is_ok());
     }
 
     #[test]

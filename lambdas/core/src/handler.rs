@@ -176,7 +176,7 @@ impl ChatService {
             operator,
         };
         let already_present = self
-            .user_connections_in(&room, &connection.user, Some(&connection.id))
+            .user_connections_in(&room, &connection.user, Some(&connection.id), now)
             .await
             .map_err(internal_refusal)?;
         self.ports
@@ -237,17 +237,31 @@ impl ChatService {
         let Some(connection) = self.ports.connections.remove(id).await? else {
             return Ok(());
         };
-        let now = self.now();
+        self.announce_departure(&connection, self.now()).await?;
+        debug!(connection = %id, user = %connection.user, "disconnected");
+        Ok(())
+    }
+
+    /// After `connection` was removed: `left` in each room where it was the user's last live
+    /// connection. A connection already gone by its heartbeat was announced by the sweep.
+    async fn announce_departure(&self, connection: &Connection, now: i64) -> Result<(), PortError> {
+        if self
+            .config
+            .presence
+            .state(connection.last_seen, now)
+            .is_none()
+        {
+            return Ok(());
+        }
         for room in &connection.rooms {
             if !self
-                .user_connections_in(room, &connection.user, Some(id))
+                .user_connections_in(room, &connection.user, Some(&connection.id), now)
                 .await?
             {
                 self.announce(room, &connection.user, PresenceChange::Left, now)
                     .await;
             }
         }
-        debug!(connection = %id, user = %connection.user, "disconnected");
         Ok(())
     }
 
@@ -264,12 +278,17 @@ impl ChatService {
         }
         for event in outcome.events {
             if let Err(err) = self.publish(event).await {
-                let frame = err.to_frame();
+                let frame = err.with_ref(client_ref(body)).to_frame();
                 self.reply(id, &frame).await;
                 sent.push(frame);
             }
         }
         sent
+    }
+
+    /// Answer a frame that never reached parsing (a binary frame, say) with an error frame.
+    pub async fn refuse(&self, id: &ConnectionId, err: FrameError) {
+        self.reply(id, &err.to_frame()).await;
     }
 
     async fn handle_frame(&self, id: &ConnectionId, body: &str) -> Reply {
@@ -367,11 +386,15 @@ impl ChatService {
         {
             AppendOutcome::Duplicate(existing) => Ok(Outcome::reply(ack(&existing, true))),
             AppendOutcome::Stored => {
-                // Sending is a sign of life as good as a ping; a failed touch only ages presence.
-                if let Err(e) = self.ports.connections.touch(&connection.id, now).await {
-                    warn!(connection = %connection.id, error = %e, "heartbeat update failed");
-                }
                 let mut outcome = Outcome::reply(ack(&message, false));
+                // Sending is a sign of life as good as a ping; a failed heartbeat only ages
+                // presence, it must not hide the stored message.
+                match self.heartbeat(connection, now).await {
+                    Ok(events) => outcome.events = events,
+                    Err(e) => {
+                        warn!(connection = %connection.id, error = %e.message, "heartbeat update failed")
+                    }
+                }
                 if let Some(frame) = ServerFrame::message(&message) {
                     outcome = outcome.then(RoomEvent::new(room, frame));
                 }
@@ -410,7 +433,14 @@ impl ChatService {
         };
         let message = self.recall_message(id, recall, |message| {
             if connection.operator {
-                return Ok(());
+                return if connection.may_enter(&message.room) {
+                    Ok(())
+                } else {
+                    Err(FrameError::new(
+                        ErrorCode::Forbidden,
+                        format!("your operator token does not cover room {}", message.room),
+                    ))
+                };
             }
             if message.user != connection.user {
                 return Err(FrameError::new(
@@ -431,7 +461,19 @@ impl ChatService {
             }
             Ok(())
         });
-        message.await.map(|_| Outcome::default())
+        let tombstone = message.await?;
+        // Members hear of it through the room; a recaller outside the room (an operator) is told
+        // directly.
+        Ok(if connection.rooms.contains(&tombstone.room) {
+            Outcome::default()
+        } else {
+            Outcome::reply(ServerFrame::Recalled {
+                room: tombstone.room.clone(),
+                id,
+                by: connection.user.clone(),
+                ts: now,
+            })
+        })
     }
 
     /// Recall a message after `permit` allowed it: a conditional update on its version, then a
@@ -452,13 +494,14 @@ impl ChatService {
                 .await
                 .map_err(internal)?
                 .ok_or_else(|| FrameError::new(ErrorCode::NotFound, format!("no message {id}")))?;
+            // Permission first, so that who may not recall a message learns nothing more of it.
+            permit(&message)?;
             if message.is_recalled() {
                 return Err(FrameError::new(
                     ErrorCode::BadRequest,
                     format!("message {id} is already recalled"),
                 ));
             }
-            permit(&message)?;
             match self
                 .ports
                 .messages
@@ -502,7 +545,7 @@ impl ChatService {
         let mut announce = false;
         if !connection.rooms.contains(&room) {
             announce = !self
-                .user_connections_in(&room, &connection.user, Some(&connection.id))
+                .user_connections_in(&room, &connection.user, Some(&connection.id), now)
                 .await
                 .map_err(internal)?;
             self.ports
@@ -537,7 +580,7 @@ impl ChatService {
             .await
             .map_err(internal)?;
         let still_present = self
-            .user_connections_in(&room, &connection.user, Some(&connection.id))
+            .user_connections_in(&room, &connection.user, Some(&connection.id), now)
             .await
             .map_err(internal)?;
         // The leaver no longer receives the room's events, so it is told directly.
@@ -573,6 +616,19 @@ impl ChatService {
     }
 
     async fn ping(&self, connection: &Connection, now: i64) -> Reply {
+        let events = self.heartbeat(connection, now).await?;
+        let mut outcome = Outcome::reply(ServerFrame::Pong { ts: now });
+        outcome.events = events;
+        Ok(outcome)
+    }
+
+    /// Record a sign of life. A user who was idle is announced `online` again, one who counted
+    /// as gone `joined` again, in each room where no other connection of theirs kept them so.
+    async fn heartbeat(
+        &self,
+        connection: &Connection,
+        now: i64,
+    ) -> Result<Vec<RoomEvent>, FrameError> {
         let previous = self
             .ports
             .connections
@@ -581,33 +637,32 @@ impl ChatService {
             .map_err(internal)?
             .unwrap_or(now);
         let policy = self.config.presence;
-        let mut outcome = Outcome::reply(ServerFrame::Pong { ts: now });
-        if policy.state(previous, now) != Some(MemberState::Online) {
-            // This connection was idle (or gone); the user is back online unless another of its
-            // connections already kept it online.
-            for room in &connection.rooms {
-                let others = self
-                    .ports
-                    .connections
-                    .in_room(room)
-                    .await
-                    .map_err(internal)?;
-                let online_elsewhere = others.iter().any(|c| {
-                    c.user == connection.user
-                        && c.id != connection.id
-                        && policy.state(c.last_seen, now) == Some(MemberState::Online)
-                });
-                if !online_elsewhere {
-                    outcome = outcome.then(presence_event(
-                        room,
-                        &connection.user,
-                        PresenceChange::Online,
-                        now,
-                    ));
-                }
+        if policy.state(previous, now) == Some(MemberState::Online) {
+            return Ok(vec![]);
+        }
+        let mut events = vec![];
+        for room in &connection.rooms {
+            let others = self
+                .ports
+                .connections
+                .in_room(room)
+                .await
+                .map_err(internal)?;
+            let freshest = others
+                .iter()
+                .filter(|c| c.user == connection.user && c.id != connection.id)
+                .map(|c| c.last_seen)
+                .fold(previous, i64::max);
+            let change = match policy.state(freshest, now) {
+                Some(MemberState::Online) => None,
+                Some(MemberState::Idle) => Some(PresenceChange::Online),
+                None => Some(PresenceChange::Joined),
+            };
+            if let Some(change) = change {
+                events.push(presence_event(room, &connection.user, change, now));
             }
         }
-        Ok(outcome)
+        Ok(events)
     }
 
     /// Announce users whose freshest heartbeat crossed the online or idle threshold in
@@ -670,7 +725,11 @@ impl ChatService {
                     report.kept_young += 1;
                 }
                 Err(PostError::Gone) => {
-                    self.ports.connections.remove(&connection.id).await?;
+                    // Remove exactly this connection; if it was still registered, its user may
+                    // have left the room with it.
+                    if let Some(removed) = self.ports.connections.remove(&connection.id).await? {
+                        self.announce_departure(&removed, now).await?;
+                    }
                     self.limiter.forget(&connection.id);
                     report.removed.push(connection.id);
                 }
@@ -707,19 +766,18 @@ impl ChatService {
         let _ = self.publish(presence_event(room, user, state, now)).await;
     }
 
+    /// Whether `user` has another live connection (not gone by its heartbeat) in `room`.
     async fn user_connections_in(
         &self,
         room: &RoomName,
         user: &UserName,
         except: Option<&ConnectionId>,
+        now: i64,
     ) -> Result<bool, PortError> {
-        Ok(self
-            .ports
-            .connections
-            .in_room(room)
-            .await?
-            .iter()
-            .any(|c| &c.user == user && Some(&c.id) != except))
+        let policy = self.config.presence;
+        Ok(self.ports.connections.in_room(room).await?.iter().any(|c| {
+            &c.user == user && Some(&c.id) != except && policy.state(c.last_seen, now).is_some()
+        }))
     }
 
     fn check_may_read(&self, connection: &Connection, room: &RoomName) -> Result<(), FrameError> {

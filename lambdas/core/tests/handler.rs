@@ -736,3 +736,168 @@ async fn fanout_keeps_a_connection_still_completing_its_upgrade() {
     assert!(report.removed.is_empty());
     assert_eq!(f.connections.all().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn sending_is_a_heartbeat_and_a_gone_user_rejoins() {
+    let f = fixture();
+    f.join("a", "lobby", "ann").await;
+    f.join("b", "lobby", "bob").await;
+    f.inbox("a");
+    // Bob is idle after 61 s; a send brings him back online like a ping would.
+    f.clock.advance(61_000);
+    f.frame("a", serde_json::json!({"action":"ping"})).await;
+    f.inbox("a");
+    f.frame(
+        "b",
+        serde_json::json!({"action":"send","room":"lobby","text":"back"}),
+    )
+    .await;
+    let seen = f.inbox("a");
+    let presence = of_type(&seen, "presence");
+    assert_eq!(presence.len(), 1, "{seen:?}");
+    assert_eq!(presence[0]["state"], "online");
+    assert_eq!(presence[0]["user"], "bob");
+
+    // Silent past the idle threshold, bob counts as gone: his next ping announces `joined`.
+    f.clock.advance(301_000);
+    f.frame("a", serde_json::json!({"action":"ping"})).await;
+    f.inbox("a");
+    f.frame("b", serde_json::json!({"action":"ping"})).await;
+    let presence = of_type(&f.inbox("a"), "presence")
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(presence.len(), 1);
+    assert_eq!(presence[0]["state"], "joined");
+}
+
+#[tokio::test]
+async fn a_gone_connection_does_not_hide_a_new_join_nor_leave_twice() {
+    let f = fixture();
+    f.join("a", "lobby", "ann").await;
+    f.join("b1", "lobby", "bob").await;
+    f.clock.advance(301_000); // both silent: gone (the sweep announced `left`)
+    f.frame("a", serde_json::json!({"action":"ping"})).await;
+    f.inbox("a");
+    // A new connection of bob's is a `joined`, though his stale one is still registered.
+    f.join("b2", "lobby", "bob").await;
+    let presence = of_type(&f.inbox("a"), "presence")
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(presence.len(), 1);
+    assert_eq!(presence[0]["state"], "joined");
+    // The stale connection closing announces nothing: bob is still here on b2, and b1 was gone.
+    f.chat.disconnect(&cid("b1")).await.unwrap();
+    f.deliver().await;
+    assert!(of_type(&f.inbox("a"), "presence").is_empty());
+}
+
+#[tokio::test]
+async fn recall_checks_permission_before_telling_anything() {
+    let f = fixture();
+    f.join("a", "lobby", "ann").await;
+    f.join("b", "lobby", "bob").await;
+    let sent = f
+        .frame(
+            "a",
+            serde_json::json!({"action":"send","room":"lobby","text":"x"}),
+        )
+        .await;
+    f.frame(
+        "a",
+        serde_json::json!({"action":"recall","id":sent[0]["id"]}),
+    )
+    .await;
+    // Bob may not recall it, so he is not told it is already recalled.
+    let r = f
+        .frame(
+            "b",
+            serde_json::json!({"action":"recall","id":sent[0]["id"]}),
+        )
+        .await;
+    assert_eq!(error_code(&r), "forbidden");
+}
+
+#[tokio::test]
+async fn operators_are_held_to_their_token_rooms_and_told_from_outside() {
+    let f = fixture();
+    f.join("a", "lobby", "ann").await;
+    f.join("s", "secret", "sam").await;
+    let in_lobby = f
+        .frame(
+            "a",
+            serde_json::json!({"action":"send","room":"lobby","text":"x"}),
+        )
+        .await;
+    let in_secret = f
+        .frame(
+            "s",
+            serde_json::json!({"action":"send","room":"secret","text":"y"}),
+        )
+        .await;
+    let token = f.token("mod", T0 / 1000 + 60, Some(&["lobby", "ops"]), true);
+    f.chat
+        .connect(
+            cid("op"),
+            &ConnectParams {
+                room: Some("ops".into()),
+                token: Some(token),
+                user: None,
+            },
+        )
+        .await
+        .unwrap();
+    let denied = f
+        .frame(
+            "op",
+            serde_json::json!({"action":"recall","id":in_secret[0]["id"]}),
+        )
+        .await;
+    assert_eq!(error_code(&denied), "forbidden");
+    // Recalling in lobby from the ops room: the operator is told directly.
+    let done = f
+        .frame(
+            "op",
+            serde_json::json!({"action":"recall","id":in_lobby[0]["id"]}),
+        )
+        .await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["type"], "recalled");
+    assert_eq!(done[0]["by"], "mod");
+}
+
+#[tokio::test]
+async fn a_connection_removed_by_fanout_is_announced_as_left() {
+    let f = fixture();
+    f.join("a", "lobby", "ann").await;
+    f.join("b", "lobby", "bob").await;
+    f.clock.advance(10_000);
+    f.inbox("a");
+    f.sender.mark_gone(&cid("b"));
+    f.frame(
+        "a",
+        serde_json::json!({"action":"send","room":"lobby","text":"hi"}),
+    )
+    .await;
+    let seen = f.inbox("a");
+    let presence = of_type(&seen, "presence");
+    assert_eq!(presence.len(), 1, "{seen:?}");
+    assert_eq!(
+        (presence[0]["user"].as_str(), presence[0]["state"].as_str()),
+        (Some("bob"), Some("left"))
+    );
+}
+
+#[tokio::test]
+async fn out_of_range_ids_are_bad_requests() {
+    let f = fixture();
+    f.join("a", "lobby", "ann").await;
+    let r = f
+        .frame(
+            "a",
+            serde_json::json!({"action":"history","room":"lobby","before":"ZZZZZZZZZZZZZZZZZZZZZZZZZZ"}),
+        )
+        .await;
+    assert_eq!(error_code(&r), "bad_request");
+}

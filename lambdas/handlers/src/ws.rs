@@ -3,9 +3,8 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use chat_core::domain::ConnectionId;
+use chat_core::protocol::{ErrorCode, FrameError};
 use chat_core::{ChatService, ConnectParams};
 use tracing::warn;
 
@@ -41,18 +40,20 @@ pub async fn handle(
             }
         },
         Some("MESSAGE") => {
-            let body = request.body.as_deref().unwrap_or_default();
-            let text = if request.is_base64_encoded {
-                // Binary frames are not part of the protocol; decoding them gives the client a
-                // precise bad_request instead of silence.
-                STANDARD
-                    .decode(body)
-                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-                    .unwrap_or_default()
+            if request.is_base64_encoded {
+                // Binary frames are not part of the protocol, whatever they contain.
+                chat.refuse(
+                    &connection_id,
+                    FrameError::new(
+                        ErrorCode::BadRequest,
+                        "binary frames are not supported; send JSON text frames",
+                    ),
+                )
+                .await;
             } else {
-                body.to_owned()
-            };
-            chat.frame(&connection_id, &text).await;
+                chat.frame(&connection_id, request.body.as_deref().unwrap_or_default())
+                    .await;
+            }
             response(200, "")
         }
         other => response(400, &format!("unsupported WebSocket event type {other:?}")),

@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use chat_core::ChatService;
 use chat_core::domain::ConnectionId;
 use chat_core::ports::{Clock, PostError};
@@ -25,11 +25,11 @@ use chat_core::protocol::{ACTIONS, route_key};
 use chat_handlers::events::{WsContext, WsEvent, WsEventKind};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
 use crate::page;
-use crate::registry::{Entry, OUTBOX, Outbound, Registry};
+use crate::registry::{CloseRequest, Entry, Outbound, Registry};
 
 /// API Gateway's WebSocket limits, enforced locally too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,9 @@ pub struct GatewayLimits {
     pub idle_timeout: Duration,
     /// Close every connection after this long (API Gateway: 2 hours).
     pub max_lifetime: Duration,
+    /// Frames queued for one client. A client that lets this many pile up is not reading: it is
+    /// closed (1008) rather than allowed to hold up the fan-out to everyone else.
+    pub outbox_frames: usize,
 }
 
 impl Default for GatewayLimits {
@@ -51,6 +54,7 @@ impl Default for GatewayLimits {
             max_message_bytes: 128 * 1024,
             idle_timeout: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(2 * 3600),
+            outbox_frames: 1024,
         }
     }
 }
@@ -61,8 +65,12 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// Going away: idle timeout, lifetime reached, server shutdown.
     pub const GOING_AWAY: u16 = 1001;
-    /// No status received: the peer closed without a close frame.
+    /// The client's close frame carried no status code.
+    pub const NO_STATUS: u16 = 1005;
+    /// The peer went away without a close frame.
     pub const ABNORMAL: u16 = 1006;
+    /// Policy violation: the client stopped reading and its outbox filled up.
+    pub const NOT_READING: u16 = crate::registry::CLOSE_NOT_READING;
     /// Message too big.
     pub const TOO_BIG: u16 = 1009;
 }
@@ -95,6 +103,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
                 .delete(delete_connection),
         )
         .route("/{stage}", get(stage_root))
+        .route("/{stage}/", get(stage_root))
         .route(
             "/{stage}/@connections/{id}",
             get(describe_staged).post(post_staged).delete(delete_staged),
@@ -123,7 +132,13 @@ async fn stage_root(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // API Gateway stage names are letters, digits, '-' and '_': anything else is no endpoint.
+    let valid_stage = !stage.is_empty()
+        && stage
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     match ws {
+        _ if !valid_stage => (StatusCode::NOT_FOUND, "not found\n").into_response(),
         Ok(ws) => upgrade(gw, stage, peer, query, headers, ws).await,
         Err(rejection) => (
             StatusCode::UPGRADE_REQUIRED,
@@ -136,23 +151,30 @@ async fn stage_root(
     }
 }
 
-async fn config_json(State(gw): State<Arc<Gateway>>) -> Response {
+async fn config_json(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    // The address the browser reached us by works for its WebSocket too, even when the server
+    // listens on 0.0.0.0.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map_or_else(|| gw.public_addr.to_string(), str::to_owned);
     axum::Json(serde_json::json!({
-        "websocketUrl": format!("ws://{}/", gw.public_addr),
+        "websocketUrl": format!("ws://{host}/"),
         "allowAnonymous": gw.allow_anonymous,
         "recallWindowMs": gw.recall_window_ms,
     }))
     .into_response()
 }
 
-/// A connection id in API Gateway's shape: 12 random bytes, base64 (16 characters).
+/// A connection id in API Gateway's shape: 12 random bytes, base64 (16 characters). The URL-safe
+/// alphabet keeps ids usable in Management API paths without percent-encoding.
 fn new_connection_id() -> ConnectionId {
     let mut bytes = [0u8; 12];
     if getrandom::fill(&mut bytes).is_err() {
         // No OS randomness: fall back to a ULID's random part, still unique per process.
         bytes.copy_from_slice(&ulid::Ulid::generate().to_bytes()[4..]);
     }
-    ConnectionId::new(STANDARD.encode(bytes))
+    ConnectionId::new(URL_SAFE.encode(bytes))
 }
 
 fn context(gw: &Gateway, stage: &str) -> WsContext {
@@ -244,12 +266,14 @@ async fn serve_socket(
     user_agent: Option<String>,
     socket: WebSocket,
 ) {
-    let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOX);
+    let (tx, mut rx) = mpsc::channel::<Outbound>(gw.limits.outbox_frames.max(1));
+    let (closer, close_rx) = watch::channel::<Option<CloseRequest>>(None);
     let last_active = Arc::new(AtomicI64::new(connected_at));
     gw.registry.insert(
         id.clone(),
         Entry {
             tx,
+            closer,
             connected_at,
             last_active: Arc::clone(&last_active),
             source_ip: peer.ip().to_string(),
@@ -257,35 +281,40 @@ async fn serve_socket(
         },
     );
     let (mut sink, mut stream) = socket.split();
-    // Set when the writer sent a close frame: the reader stops waiting for the client then.
-    let closed_by_server = Arc::new(Notify::new());
-    let writer_closed = Arc::clone(&closed_by_server);
+    let mut writer_close = close_rx.clone();
     let writer = tokio::spawn(async move {
-        let mut sent_close = None;
-        while let Some(out) = rx.recv().await {
-            let msg = match out {
-                Outbound::Text(t) => WsMessage::Text(t.into()),
-                Outbound::Binary(b) => WsMessage::Binary(b.into()),
-                Outbound::Close { code, reason } => {
-                    sent_close = Some(code);
-                    WsMessage::Close(Some(CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    }))
+        let send_queued = async {
+            while let Some(out) = rx.recv().await {
+                let msg = match out {
+                    Outbound::Text(t) => WsMessage::Text(t.into()),
+                    Outbound::Binary(b) => WsMessage::Binary(b.into()),
+                };
+                if sink.send(msg).await.is_err() {
+                    return;
                 }
-            };
-            let failed = sink.send(msg).await.is_err();
-            if failed || sent_close.is_some() {
-                break;
             }
+        };
+        // A close request interrupts whatever is queued, even a send stuck on a full socket.
+        // Biased: when the reader has both asked to close and dropped the queue's sender, the
+        // close frame must still go out.
+        let close = tokio::select! {
+            biased;
+            request = close_requested(&mut writer_close) => request,
+            () = send_queued => None,
+        };
+        if let Some(CloseRequest { code, reason }) = close {
+            let frame = WsMessage::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            }));
+            let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(frame)).await;
         }
-        writer_closed.notify_one();
-        sent_close
     });
 
     let started = tokio::time::Instant::now();
     let lifetime_end = started + gw.limits.max_lifetime;
     let mut idle_end = started + gw.limits.idle_timeout;
+    let mut reader_close = close_rx;
     let (status, reason) = loop {
         let deadline = idle_end.min(lifetime_end);
         tokio::select! {
@@ -294,26 +323,23 @@ async fn serve_socket(
                 match next {
                     None => break (close::ABNORMAL, "client went away".to_owned()),
                     Some(Ok(WsMessage::Close(frame))) => {
-                        break frame.map_or((1005, String::new()), |f| (f.code, f.reason.to_string()));
+                        break frame.map_or((close::NO_STATUS, String::new()), |f| (f.code, f.reason.to_string()));
                     }
                     Some(Ok(msg)) => {
                         idle_end = tokio::time::Instant::now() + gw.limits.idle_timeout;
                         last_active.store(now, Ordering::Relaxed);
-                        let (body, binary) = match msg {
-                            WsMessage::Text(t) => (t.to_string(), false),
-                            WsMessage::Binary(b) => (STANDARD.encode(&b), true),
+                        let body = match msg {
+                            WsMessage::Text(t) => Body::Text(t.to_string()),
+                            WsMessage::Binary(b) => Body::Binary(b.to_vec()),
                             // Protocol pings are answered by the WebSocket layer and, as on API
                             // Gateway, never reach the backend; they do count as activity.
                             _ => continue,
                         };
-                        route(&gw, &ctx, &id, connected_at, body, binary).await;
+                        route(&gw, &ctx, &id, connected_at, body).await;
                     }
                     Some(Err(e)) => {
                         if is_too_big(e) {
-                            let _ = gw.registry.post(&id, Outbound::Close {
-                                code: close::TOO_BIG,
-                                reason: "message too big".into(),
-                            }).await;
+                            gw.registry.close(&id, close::TOO_BIG, "message too big");
                             break (close::TOO_BIG, "message too big".to_owned());
                         }
                         break (close::ABNORMAL, "connection error".to_owned());
@@ -322,20 +348,32 @@ async fn serve_socket(
             }
             () = tokio::time::sleep_until(deadline) => {
                 let why = if deadline >= lifetime_end { "connection lifetime reached" } else { "idle timeout" };
-                let _ = gw.registry.close(&id, close::GOING_AWAY, why).await;
+                gw.registry.close(&id, close::GOING_AWAY, why);
                 break (close::GOING_AWAY, why.to_owned());
             }
-            () = closed_by_server.notified() => {
-                break (close::NORMAL, "closed by the server".to_owned());
+            Some(request) = close_requested(&mut reader_close) => {
+                break (request.code, request.reason);
             }
         }
     };
-    // Posts from here on answer 410, as API Gateway does once a connection is closing.
+    // From here on posts answer 410, as API Gateway's do once a connection is closing; then
+    // $disconnect runs at once, whatever the client does with the close frame.
     gw.registry.remove(&id);
-    // Let the writer flush a queued close frame, but never wait on a client that stopped reading.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     disconnect(&gw, &ctx, &id, connected_at, status, &reason).await;
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(CLOSE_WAIT, writer).await.is_err() {
+        abort.abort();
+    }
 }
+
+/// Resolves once the server asked to close the socket (`None` if the registry entry is gone).
+async fn close_requested(rx: &mut watch::Receiver<Option<CloseRequest>>) -> Option<CloseRequest> {
+    let request = rx.wait_for(Option::is_some).await.ok()?;
+    request.clone()
+}
+
+/// How long the close frame may take to go out before the socket is simply dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 fn is_too_big(e: axum::Error) -> bool {
     let inner = e.into_inner();
@@ -345,20 +383,22 @@ fn is_too_big(e: axum::Error) -> bool {
     )
 }
 
-async fn route(
-    gw: &Gateway,
-    ctx: &WsContext,
-    id: &ConnectionId,
-    connected_at: i64,
-    body: String,
-    binary: bool,
-) {
-    let route_key = if binary {
-        None
-    } else {
-        route_key(&body).filter(|a| ACTIONS.contains(&a.as_str()))
-    }
-    .unwrap_or_else(|| "$default".to_owned());
+/// A data frame from the client, as API Gateway hands it on: text, or binary (base64 in the event).
+enum Body {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+async fn route(gw: &Gateway, ctx: &WsContext, id: &ConnectionId, connected_at: i64, body: Body) {
+    let (route_key, body, binary) = match body {
+        Body::Text(text) => {
+            let key = route_key(&text)
+                .filter(|a| ACTIONS.contains(&a.as_str()))
+                .unwrap_or_else(|| "$default".to_owned());
+            (key, text, false)
+        }
+        Body::Binary(bytes) => ("$default".to_owned(), STANDARD.encode(bytes), true),
+    };
     let now = gw.clock.now_ms();
     let event = WsEvent {
         context: ctx,
@@ -441,7 +481,7 @@ async fn post_to_connection(
         Ok(text) => Outbound::Text(text),
         Err(e) => Outbound::Binary(e.into_bytes()),
     };
-    match gw.registry.post(&ConnectionId::new(id.clone()), out).await {
+    match gw.registry.post(&ConnectionId::new(id.clone()), out) {
         Ok(()) => StatusCode::OK.into_response(),
         Err(PostError::Gone) => gone(&id),
         Err(PostError::Other(e)) => (
@@ -466,15 +506,11 @@ async fn describe_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<Stri
 }
 
 async fn delete_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
-    if gw
-        .registry
-        .close(
-            &ConnectionId::new(id.clone()),
-            close::NORMAL,
-            "closed by DeleteConnection",
-        )
-        .await
-    {
+    if gw.registry.close(
+        &ConnectionId::new(id.clone()),
+        close::NORMAL,
+        "closed by DeleteConnection",
+    ) {
         StatusCode::NO_CONTENT.into_response()
     } else {
         gone(&id)

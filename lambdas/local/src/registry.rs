@@ -5,30 +5,36 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::domain::ConnectionId;
 use chat_core::ports::{ConnectionSender, PostError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-/// Frames queued for one socket before a post waits for the client to read.
-pub const OUTBOX: usize = 1024;
-/// How long a post waits for room in a slow client's outbox before it fails.
-const POST_WAIT: Duration = Duration::from_secs(2);
+/// Close code for a client that stopped reading (policy violation).
+pub const CLOSE_NOT_READING: u16 = 1008;
 
-/// What the writer half of a socket is told to do.
+/// A frame for the writer half of a socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
     Text(String),
     Binary(Vec<u8>),
-    Close { code: u16, reason: String },
+}
+
+/// Why and how a socket is being closed by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: u16,
+    pub reason: String,
 }
 
 /// One open socket as the Management API sees it.
 #[derive(Debug)]
 pub struct Entry {
     pub tx: mpsc::Sender<Outbound>,
+    /// Set once to close the socket; the reader and the writer both watch it, so a close never
+    /// waits behind queued frames or a client that stopped reading.
+    pub closer: watch::Sender<Option<CloseRequest>>,
     pub connected_at: i64,
     pub last_active: Arc<AtomicI64>,
     pub source_ip: String,
@@ -72,10 +78,6 @@ impl Registry {
         self.len() == 0
     }
 
-    fn sender(&self, id: &ConnectionId) -> Option<mpsc::Sender<Outbound>> {
-        self.lock().get(id).map(|e| e.tx.clone())
-    }
-
     pub fn describe(&self, id: &ConnectionId) -> Option<Description> {
         self.lock().get(id).map(|e| Description {
             connected_at: e.connected_at,
@@ -85,39 +87,59 @@ impl Registry {
         })
     }
 
-    /// Queue data for a socket; `Gone` when it is not open.
-    pub async fn post(&self, id: &ConnectionId, out: Outbound) -> Result<(), PostError> {
-        let tx = self.sender(id).ok_or(PostError::Gone)?;
-        match tx.send_timeout(out, POST_WAIT).await {
+    /// Queue data for a socket; `Gone` when it is not open (or closing). Never waits: a full
+    /// outbox closes that socket instead.
+    pub fn post(&self, id: &ConnectionId, out: Outbound) -> Result<(), PostError> {
+        let open = self.lock();
+        let entry = open.get(id).ok_or(PostError::Gone)?;
+        if entry.closer.borrow().is_some() {
+            return Err(PostError::Gone);
+        }
+        match entry.tx.try_send(out) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(PostError::Gone),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(PostError::Other(format!(
-                "connection {id} is not reading; {OUTBOX} frames are waiting"
-            ))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(PostError::Gone),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let waiting = entry.tx.max_capacity();
+                request_close(
+                    entry,
+                    CLOSE_NOT_READING,
+                    format!("not reading: {waiting} frames waiting"),
+                );
+                Err(PostError::Other(format!(
+                    "connection {id} stopped reading ({waiting} frames waiting); closed it"
+                )))
+            }
         }
     }
 
     /// Close a socket (`DeleteConnection`); false when it is not open.
-    pub async fn close(&self, id: &ConnectionId, code: u16, reason: &str) -> bool {
-        let Some(tx) = self.sender(id) else {
-            return false;
-        };
-        // A full outbox still gets the close: it waits its turn behind the queued frames.
-        tx.send(Outbound::Close {
-            code,
-            reason: reason.to_owned(),
-        })
-        .await
-        .is_ok()
+    pub fn close(&self, id: &ConnectionId, code: u16, reason: &str) -> bool {
+        match self.lock().get(id) {
+            Some(entry) => {
+                request_close(entry, code, reason.to_owned());
+                true
+            }
+            None => false,
+        }
     }
 
     /// Close every socket, e.g. on shutdown.
-    pub async fn close_all(&self, code: u16, reason: &str) {
-        let ids: Vec<ConnectionId> = self.lock().keys().cloned().collect();
-        for id in ids {
-            self.close(&id, code, reason).await;
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for entry in self.lock().values() {
+            request_close(entry, code, reason.to_owned());
         }
     }
+}
+
+/// The first close request wins; later ones (a timeout racing a DELETE, say) change nothing.
+fn request_close(entry: &Entry, code: u16, reason: String) {
+    entry.closer.send_if_modified(|current| {
+        if current.is_some() {
+            return false;
+        }
+        *current = Some(CloseRequest { code, reason });
+        true
+    });
 }
 
 /// The handlers' connection sender: posts go straight to the registry, as the Management API's
@@ -128,6 +150,6 @@ pub struct LocalSender(pub Arc<Registry>);
 #[async_trait]
 impl ConnectionSender for LocalSender {
     async fn post(&self, id: &ConnectionId, data: &str) -> Result<(), PostError> {
-        self.0.post(id, Outbound::Text(data.to_owned())).await
+        self.0.post(id, Outbound::Text(data.to_owned()))
     }
 }

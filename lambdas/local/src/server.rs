@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use chat_core::ports::{Clock, MonotonicUlids, SystemClock};
 use chat_core::{AuthConfig, ChatConfig, ChatService, Ports};
 use tokio::net::TcpListener;
@@ -43,7 +44,7 @@ impl LocalConfig {
             allow_anonymous: false,
             chat: ChatConfig::default(),
             limits: GatewayLimits::default(),
-            presence_sweep: Duration::from_secs(10),
+            presence_sweep: Duration::from_secs(5),
         }
     }
 }
@@ -155,6 +156,13 @@ impl LocalServer {
         });
         let app = gateway::router(gw).into_make_service_with_connect_info::<SocketAddr>();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        // Chat frames are small and latency-bound: without TCP_NODELAY, Nagle's algorithm and
+        // delayed ACKs add ~40 ms to a reply.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
@@ -166,6 +174,9 @@ impl LocalServer {
             }
         });
         info!(%addr, data_dir = %config.data_dir.display(), "local chat backend listening");
+        if !addr.ip().is_loopback() {
+            warn!(%addr, "listening beyond this machine: the Management API (/@connections) has no authentication; anyone who can reach this address can post to and close connections");
+        }
         Ok(Self {
             addr,
             chat,
@@ -180,19 +191,28 @@ impl LocalServer {
         self.addr
     }
 
+    /// The address to print: a wildcard bind (0.0.0.0) is reached as loopback from here.
+    fn display_addr(&self) -> SocketAddr {
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        addr
+    }
+
     /// The WebSocket URL clients connect to (add `?room=…&token=…`).
     pub fn websocket_url(&self) -> String {
-        format!("ws://{}/", self.addr)
+        format!("ws://{}/", self.display_addr())
     }
 
     /// The web chat page.
     pub fn page_url(&self) -> String {
-        format!("http://{}/", self.addr)
+        format!("http://{}/", self.display_addr())
     }
 
     /// The Management API endpoint (`POST/GET/DELETE {endpoint}/@connections/{id}`).
     pub fn management_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.display_addr())
     }
 
     pub fn chat(&self) -> &Arc<ChatService> {
@@ -206,8 +226,7 @@ impl LocalServer {
     /// Close every socket (each runs `$disconnect`), then stop serving.
     pub async fn shutdown(mut self) {
         self.registry
-            .close_all(gateway::close::GOING_AWAY, "server shutting down")
-            .await;
+            .close_all(gateway::close::GOING_AWAY, "server shutting down");
         // Sockets close within moments; a client that never answers is not waited for long.
         for _ in 0..50 {
             if self.registry.is_empty() {

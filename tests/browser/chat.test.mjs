@@ -1,0 +1,434 @@
+// End-to-end test of the web chat page: the real `chatctl dev` server, real headless Chromium.
+//
+//   cargo build -p chatctl
+//   (cd tests/browser && npm ci)
+//   node --test tests/browser/
+//
+// Environment:
+//   CHATCTL_BIN     the server binary (default: <repo>/target/debug/chatctl)
+//   CHROMIUM_BIN    the browser (default: /usr/bin/chromium)
+//
+// Screenshots go to tests/browser/artifacts/.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..', '..');
+const ARTIFACTS = path.join(HERE, 'artifacts');
+const CHATCTL_BIN = process.env.CHATCTL_BIN || path.join(REPO, 'target', 'debug', 'chatctl');
+const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+const SERVER_START_MS = 30_000;
+const WAIT_MS = 15_000; // any single wait in a page
+const TEST_MS = 120_000; // any single test
+
+// ---- the server ---------------------------------------------------------------------------
+
+/** Start `chatctl dev` on a free port with a fresh data dir; resolves once its first stdout line
+ * (a JSON object with pageUrl and websocketUrl) has been read. */
+async function startServer() {
+  if (!existsSync(CHATCTL_BIN)) {
+    throw new Error(
+      `chatctl binary not found at ${CHATCTL_BIN}: run \`cargo build -p chatctl\` first, ` +
+        'or point CHATCTL_BIN at the binary',
+    );
+  }
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'chatctl-browser-'));
+  const args = ['dev', '--allow-anonymous', '--port', '0', '--data-dir', dataDir, '--output', 'json'];
+  const child = spawn(CHATCTL_BIN, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NO_COLOR: '1' },
+  });
+  const log = [];
+  const remember = (stream, line) => {
+    log.push(`[${stream}] ${line}`);
+    if (log.length > 200) log.shift();
+  };
+  readline.createInterface({ input: child.stderr }).on('line', (line) => remember('stderr', line));
+  const stdout = readline.createInterface({ input: child.stdout });
+
+  const info = await new Promise((resolve, reject) => {
+    let first = true;
+    const timer = setTimeout(() => {
+      reject(new Error(`chatctl dev printed no first line within ${SERVER_START_MS} ms\n${log.join('\n')}`));
+    }, SERVER_START_MS);
+    stdout.on('line', (line) => {
+      if (!first) {
+        remember('stdout', line);
+        return;
+      }
+      first = false;
+      clearTimeout(timer);
+      try {
+        const parsed = JSON.parse(line);
+        if (!parsed || typeof parsed.pageUrl !== 'string' || typeof parsed.websocketUrl !== 'string') {
+          throw new Error('missing pageUrl or websocketUrl');
+        }
+        resolve(parsed);
+      } catch (err) {
+        reject(new Error(`chatctl dev's first stdout line is not the expected JSON (${err.message}): ${line}`));
+      }
+    });
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new Error(`could not start ${CHATCTL_BIN}: ${err.message}`));
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`chatctl dev exited early (code ${code}, signal ${signal})\n${log.join('\n')}`));
+    });
+  });
+  return { child, info, dataDir, log };
+}
+
+async function stopServer(server) {
+  if (!server) return;
+  const { child } = server;
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(timer);
+  }
+  await rm(server.dataDir, { recursive: true, force: true }).catch(() => {});
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Rows of confirmed messages (those with an id), in page order. */
+function rows(page) {
+  return page.$$eval('[data-testid="messages"] [data-testid="message"][data-id]', (els) =>
+    els.map((row) => {
+      const text = row.querySelector('[data-testid="message-text"]');
+      const time = row.querySelector('[data-testid="message-time"]');
+      const user = row.querySelector('[data-testid="message-user"]');
+      return {
+        id: row.dataset.id,
+        user: row.dataset.user,
+        shownUser: user ? user.textContent : null,
+        text: text ? text.textContent : null,
+        time: time ? time.textContent : null,
+        tombstone: !!row.querySelector('[data-testid="tombstone"]'),
+        rowText: row.textContent,
+        recallButton: !!row.querySelector('[data-testid="recall"]'),
+        own: row.classList.contains('own'),
+      };
+    }),
+  );
+}
+
+/** Wait until a confirmed message from `user` with exactly `text` is shown; returns its row. */
+async function waitForMessage(page, user, text) {
+  await page.waitForFunction(
+    ([u, t]) =>
+      [...document.querySelectorAll('[data-testid="messages"] [data-testid="message"][data-id]')].some(
+        (row) =>
+          row.dataset.user === u &&
+          row.querySelector('[data-testid="message-text"]')?.textContent === t,
+      ),
+    [user, text],
+    { timeout: WAIT_MS },
+  );
+  const all = await rows(page);
+  return all.find((r) => r.user === user && r.text === text);
+}
+
+async function waitForMembers(page, users) {
+  await page.waitForFunction(
+    (want) => {
+      const shown = new Map(
+        [...document.querySelectorAll('[data-testid="member"]')].map((m) => [m.dataset.user, m.dataset.state]),
+      );
+      return want.every((u) => shown.get(u) === 'online');
+    },
+    users,
+    { timeout: WAIT_MS },
+  );
+}
+
+async function openPage(browser, errors) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  context.setDefaultTimeout(WAIT_MS);
+  context.setDefaultNavigationTimeout(WAIT_MS);
+  const page = await context.newPage();
+  page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
+  page.on('dialog', (dialog) => {
+    errors.push(`dialog opened: ${dialog.type()} ${dialog.message()}`);
+    dialog.dismiss().catch(() => {});
+  });
+  return { context, page };
+}
+
+async function join(page, pageUrl, { name, room, token }) {
+  await page.goto(pageUrl, { waitUntil: 'domcontentloaded' });
+  await page.waitForSelector('html[data-ready="true"]', { timeout: WAIT_MS });
+  await page.getByTestId('join-name').fill(name ?? '');
+  await page.getByTestId('join-room').fill(room);
+  if (token !== undefined) await page.getByTestId('join-token').fill(token);
+  await page.getByTestId('join-submit').click();
+}
+
+async function joinAndWait(page, pageUrl, who) {
+  await join(page, pageUrl, who);
+  await page.waitForSelector('[data-testid="status"][data-state="connected"]', { timeout: WAIT_MS });
+  await waitForMembers(page, [who.name]);
+}
+
+async function send(page, text) {
+  await page.getByTestId('composer-input').fill(text);
+  await page.getByTestId('composer-send').click();
+}
+
+// ---- the tests ----------------------------------------------------------------------------
+
+describe('web chat page against chatctl dev', () => {
+  let server;
+  let browser;
+  const contexts = [];
+  const errors = [];
+
+  before(async () => {
+    server = await startServer();
+    browser = await withTimeout(
+      chromium.launch({
+        executablePath: CHROMIUM_BIN,
+        headless: true,
+        args: CHROMIUM_ARGS,
+        timeout: 30_000,
+      }),
+      40_000,
+      'launching Chromium',
+    );
+  });
+
+  after(async () => {
+    for (const context of contexts) {
+      await withTimeout(context.close(), 10_000, 'closing a browser context').catch(() => {});
+    }
+    if (browser) await withTimeout(browser.close(), 15_000, 'closing Chromium').catch(() => {});
+    await stopServer(server);
+  });
+
+  /** Run a test body; on failure print what helps to debug it (the server's last log lines and
+   * the pages' errors) before failing. */
+  function guarded(body) {
+    return async (t) => {
+      try {
+        await body(t);
+      } catch (err) {
+        console.log(`--- page errors:\n${errors.join('\n') || '(none)'}`);
+        console.log(`--- last server output:\n${server ? server.log.slice(-40).join('\n') : '(no server)'}`);
+        throw err;
+      }
+    };
+  }
+
+  async function session(name) {
+    const { context, page } = await openPage(browser, errors);
+    contexts.push(context);
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') errors.push(`${name} console: ${msg.text()}`);
+    });
+    return page;
+  }
+
+  test('two people chat, see each other, recall, and HTML stays text', { timeout: TEST_MS }, guarded(async () => {
+    const { pageUrl } = server.info;
+    const alice = await session('alice');
+    const bob = await session('bob');
+
+    await joinAndWait(alice, pageUrl, { name: 'alice', room: 'lobby' });
+    await joinAndWait(bob, pageUrl, { name: 'bob', room: 'lobby' });
+
+    // Both see both in the online members list.
+    await waitForMembers(alice, ['alice', 'bob']);
+    await waitForMembers(bob, ['alice', 'bob']);
+
+    // alice → bob, with sender name and time.
+    const hello = 'Hello Bob, this is Alice 👋';
+    await send(alice, hello);
+    const seenByBob = await waitForMessage(bob, 'alice', hello);
+    assert.equal(seenByBob.shownUser, 'alice');
+    assert.match(seenByBob.time, /\d{1,2}:\d{2}/, 'the message shows its time');
+    assert.equal(seenByBob.own, false);
+    assert.equal(seenByBob.recallButton, false, "bob may not recall alice's message");
+    const ownAtAlice = await waitForMessage(alice, 'alice', hello);
+    assert.equal(ownAtAlice.own, true, "alice's own message is marked as hers");
+    assert.equal(ownAtAlice.id, seenByBob.id, 'both pages show the same message id');
+
+    // bob → alice, and both pages keep the order.
+    const reply = 'Hi Alice! Bob here.';
+    await send(bob, reply);
+    await waitForMessage(alice, 'bob', reply);
+    await waitForMessage(bob, 'bob', reply);
+    for (const page of [alice, bob]) {
+      const shown = await rows(page);
+      assert.deepEqual(
+        shown.map((r) => r.text),
+        [hello, reply],
+        'messages are shown once each, in order',
+      );
+      assert.ok(shown[0].id < shown[1].id, 'rows are sorted by id');
+    }
+    // No pending (unacknowledged) rows remain.
+    for (const page of [alice, bob]) {
+      await page.waitForFunction(
+        () => document.querySelectorAll('[data-testid="message"][data-pending]').length === 0,
+        null,
+        { timeout: WAIT_MS },
+      );
+    }
+
+    // HTML in a message is shown as text, never parsed.
+    const html = '<img src=x onerror=alert(1)><b>bold</b>';
+    await send(alice, html);
+    for (const page of [alice, bob]) {
+      const row = await waitForMessage(page, 'alice', html);
+      assert.equal(row.text, html);
+      assert.equal(await page.locator('[data-testid="messages"] b').count(), 0, 'no <b> element was created');
+      assert.equal(await page.locator('[data-testid="messages"] img').count(), 0, 'no <img> element was created');
+      const visible = await page.getByText(html, { exact: true }).isVisible();
+      assert.ok(visible, 'the literal HTML text is visible');
+    }
+
+    // alice recalls her first message: both pages show a tombstone.
+    const helloRow = alice.locator(`[data-testid="message"][data-id="${ownAtAlice.id}"]`);
+    await helloRow.getByTestId('recall').click();
+    for (const page of [alice, bob]) {
+      const row = page.locator(`[data-testid="message"][data-id="${ownAtAlice.id}"]`);
+      await row.getByTestId('tombstone').waitFor({ timeout: WAIT_MS });
+      assert.equal(await row.getByTestId('message-text').count(), 0, 'the recalled text is gone');
+      assert.equal(await row.getByTestId('recall').count(), 0, 'no recall button on a tombstone');
+      const text = await row.textContent();
+      assert.match(text, /recalled/i);
+      assert.ok(!text.includes(hello), 'the recalled text is not shown anywhere in the row');
+    }
+    // The other messages are untouched.
+    assert.deepEqual(
+      (await rows(bob)).map((r) => (r.tombstone ? '(recalled)' : r.text)),
+      ['(recalled)', reply, html],
+    );
+
+    const status = await alice.getByTestId('status').textContent();
+    assert.match(status, /connected/i);
+
+    await mkdir(ARTIFACTS, { recursive: true });
+    const alicePng = path.join(ARTIFACTS, 'chat-alice.png');
+    const bobPng = path.join(ARTIFACTS, 'chat-bob.png');
+    await alice.screenshot({ path: alicePng, timeout: WAIT_MS });
+    await bob.screenshot({ path: bobPng, timeout: WAIT_MS });
+    console.log(`screenshots: ${alicePng} ${bobPng}`);
+
+    assert.deepEqual(errors, [], 'no page errors, console errors or dialogs');
+  }));
+
+  test('a newcomer sees the latest 50 messages and can load earlier ones', { timeout: TEST_MS }, guarded(async () => {
+    const { pageUrl } = server.info;
+    const room = 'archive';
+    const total = 55;
+    const carol = await session('carol');
+    await joinAndWait(carol, pageUrl, { name: 'carol', room });
+    const texts = Array.from({ length: total }, (_, i) => `archive message ${String(i + 1).padStart(2, '0')}`);
+    // The server allows 10 frames/s (burst 40): stay under it.
+    for (const text of texts) {
+      await send(carol, text);
+      await sleep(110);
+    }
+    await carol.waitForFunction(
+      (n) =>
+        document.querySelectorAll('[data-testid="messages"] [data-testid="message"][data-id]').length === n &&
+        document.querySelectorAll('[data-testid="message"][data-pending]').length === 0,
+      total,
+      { timeout: 30_000 },
+    );
+    assert.deepEqual((await rows(carol)).map((r) => r.text), texts, 'the sender sees all, in order');
+
+    const dave = await session('dave');
+    await joinAndWait(dave, pageUrl, { name: 'dave', room });
+    await dave.waitForFunction(
+      () => document.querySelectorAll('[data-testid="messages"] [data-testid="message"][data-id]').length >= 50,
+      null,
+      { timeout: WAIT_MS },
+    );
+    let shown = await rows(dave);
+    assert.deepEqual(shown.map((r) => r.text), texts.slice(total - 50), 'the latest 50, oldest first');
+    const loadEarlier = dave.getByTestId('load-earlier');
+    await loadEarlier.waitFor({ state: 'visible', timeout: WAIT_MS });
+
+    await loadEarlier.click();
+    await dave.waitForFunction(
+      (n) => document.querySelectorAll('[data-testid="messages"] [data-testid="message"][data-id]').length === n,
+      total,
+      { timeout: WAIT_MS },
+    );
+    shown = await rows(dave);
+    assert.deepEqual(shown.map((r) => r.text), texts, 'all messages, oldest first, no duplicates');
+    const ids = shown.map((r) => r.id);
+    assert.deepEqual([...ids].sort(), ids, 'rows are sorted by id');
+    await loadEarlier.waitFor({ state: 'hidden', timeout: WAIT_MS });
+
+    // dave's arrival was announced to carol.
+    await waitForMembers(carol, ['carol', 'dave']);
+    assert.deepEqual(errors, [], 'no page errors, console errors or dialogs');
+  }));
+
+  test('the join form validates before connecting', { timeout: TEST_MS }, guarded(async () => {
+    const page = await session('eve');
+    await page.goto(server.info.pageUrl, { waitUntil: 'domcontentloaded' });
+    await page.waitForSelector('html[data-ready="true"]', { timeout: WAIT_MS });
+    await page.getByTestId('join-name').fill('eve');
+    await page.getByTestId('join-room').fill('no spaces allowed');
+    await page.getByTestId('join-submit').click();
+    const error = page.getByTestId('join-error');
+    await error.waitFor({ state: 'visible', timeout: WAIT_MS });
+    assert.match(await error.textContent(), /room/i);
+    assert.ok(await page.getByTestId('join-submit').isVisible(), 'still on the join form');
+  }));
+
+  test('a refused connection says so', { timeout: TEST_MS }, guarded(async () => {
+    const page = await session('mallory');
+    // A token this server cannot have signed: the upgrade is refused (401/403).
+    await join(page, server.info.pageUrl, { name: 'mallory', room: 'lobby', token: 'v1.bm90LWEtdG9rZW4.c2ln' });
+    await page.waitForFunction(
+      () => /connection refused/i.test(document.querySelector('[data-testid="status"]')?.textContent ?? ''),
+      null,
+      { timeout: WAIT_MS },
+    );
+    const error = page.getByTestId('join-error');
+    await error.waitFor({ state: 'visible', timeout: WAIT_MS });
+    assert.match(await error.textContent(), /check name\/room\/token/);
+  }));
+});
