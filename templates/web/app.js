@@ -262,6 +262,20 @@
 
   // ---- config ------------------------------------------------------------------------------
 
+  /** A server bound to every interface reports 0.0.0.0 (or ::), which a browser cannot connect
+   * to: use the host this page came from instead. */
+  function reachableUrl(raw) {
+    try {
+      const url = new URL(raw);
+      if (['0.0.0.0', '[::]', '::'].includes(url.hostname) && location.hostname) {
+        url.hostname = location.hostname;
+      }
+      return url.toString();
+    } catch (_) {
+      return raw;
+    }
+  }
+
   async function loadConfig() {
     if (!(location.protocol === 'http:' || location.protocol === 'https:')) return;
     const controller = typeof AbortController === 'function' ? new AbortController() : null;
@@ -276,7 +290,7 @@
       const body = await res.json();
       if (!body || typeof body !== 'object') return;
       if (typeof body.websocketUrl === 'string' && /^wss?:\/\//i.test(body.websocketUrl)) {
-        config.websocketUrl = body.websocketUrl;
+        config.websocketUrl = reachableUrl(body.websocketUrl);
       }
       if (typeof body.allowAnonymous === 'boolean') config.allowAnonymous = body.allowAnonymous;
       if (typeof body.recallWindowMs === 'number' && body.recallWindowMs >= 0) {

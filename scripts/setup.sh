@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond the Rust toolchain, from the package registries:
+# Chromium (Debian) for the browser test, and the browser test's npm packages. Idempotent: a
+# machine that already has them only checks. Everything the tests need is installed from here,
+# never by hand, so a fresh machine passes as this one does.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*"; }
+
+need_apt=()
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+    echo "error: ${need_apt[*]} missing and no root/sudo to install them; install them with your package manager" >&2
+    exit 1
+  fi
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  say "installing ${need_apt[*]} (apt)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+say "chromium: $(chromium --version 2>/dev/null || echo missing)"
+
+if [ ! -d tests/browser/node_modules/playwright-core ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
+  say "installing the browser test's npm packages"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+say "setup done"
