@@ -1,9 +1,10 @@
-//! Load on one room of the local backend: N clients on real sockets each send M messages as fast
-//! as their acks return (closed loop); every client receives every message. Prints accepted
-//! messages/s, delivered frames/s and send→receive latency (p50/p99), for a 2-client baseline and
-//! for N clients in the same process, and their ratio.
+//! Load on one room of the local backend: N clients on real sockets each send M messages; every
+//! client receives every message. Prints accepted messages/s, delivered frames/s and
+//! send→receive latency (p50/p99) for a 2-client baseline, for N clients as fast as their acks
+//! return (saturated, closed loop), and for N clients each sending at a steady pace — all in the
+//! same process, with ratios against the baseline.
 //!
-//! `cargo bench -p chatctl-e2e --bench room -- [--clients 100] [--messages 20]`
+//! `cargo bench -p chatctl-e2e --bench room -- [--clients 100] [--messages 20] [--pace-ms 500]`
 
 #![allow(
     clippy::unwrap_used,
@@ -57,7 +58,9 @@ impl Figures {
     }
 }
 
-async fn run(clients: usize, messages: usize) -> Figures {
+/// `pace`: `None` sends the next message when the previous one is acked; `Some(d)` sends one
+/// every `d` (and still waits for the ack, so a slow server slows the pace rather than queueing).
+async fn run(clients: usize, messages: usize, pace: Option<Duration>) -> Figures {
     let (server, _dir) = chatctl_e2e::start_wall_clock(|c| {
         // The bench measures the backend, not the per-connection flood guard.
         c.chat.rate_limit = RateLimit {
@@ -83,8 +86,10 @@ async fn run(clients: usize, messages: usize) -> Figures {
 
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
-    for ws in sockets {
+    for (i, ws) in sockets.into_iter().enumerate() {
         let delivered = Arc::clone(&delivered);
+        // Paced clients start spread over one interval, so the offered load is even, not bursts.
+        let offset = pace.map_or(Duration::ZERO, |p| p * i as u32 / clients as u32);
         tasks.push(tokio::spawn(async move {
             let (mut tx, mut rx) = ws.split();
             let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -115,7 +120,12 @@ async fn run(clients: usize, messages: usize) -> Figures {
                 }
                 latencies
             });
+            tokio::time::sleep(offset).await;
+            let mut ticks = pace.map(tokio::time::interval);
             for _ in 0..messages {
+                if let Some(ticks) = ticks.as_mut() {
+                    ticks.tick().await;
+                }
                 let stamp = epoch.elapsed().as_micros().to_string();
                 tx.send(Message::text(
                     json!({"action":"send","room":"bench","text":stamp}).to_string(),
@@ -159,25 +169,25 @@ fn arg(name: &str, default: usize) -> usize {
 fn main() {
     let clients = arg("--clients", 100);
     let messages = arg("--messages", 20);
+    let pace = Duration::from_millis(arg("--pace-ms", 500) as u64);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let baseline = run(2, messages * 10).await;
+        let baseline = run(2, messages * 10, None).await;
         baseline.print("baseline");
-        let load = run(clients, messages).await;
-        load.print("room");
-        println!(
-            "    ratio: {:.1}x the baseline's delivered frames/s, {:.1}x its p50 latency",
-            load.rate(load.delivered) / baseline.rate(baseline.delivered),
-            load.pct(0.5) / baseline.pct(0.5)
-        );
-        let complete = load.delivered == load.sent * load.clients;
-        println!(
-            "    every client received every message: {complete} ({} of {})",
-            load.delivered,
-            load.sent * load.clients
-        );
+        let saturated = run(clients, messages, None).await;
+        saturated.print("saturated");
+        let paced = run(clients, messages, Some(pace)).await;
+        paced.print(&format!("{}ms pace", pace.as_millis()));
+        for (label, load) in [("saturated", &saturated), ("paced", &paced)] {
+            println!(
+                "    {label}: {:.1}x the baseline's delivered frames/s, {:.1}x its p50 latency; every client got every message: {}",
+                load.rate(load.delivered) / baseline.rate(baseline.delivered),
+                load.pct(0.5) / baseline.pct(0.5),
+                load.delivered == load.sent * load.clients
+            );
+        }
     });
 }
