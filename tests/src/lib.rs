@@ -80,6 +80,17 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("{user} joins {room}: {e:#}"))
     }
 
+    /// The connections the backend has registered now.
+    pub async fn connections(&self) -> Vec<chat_core::domain::Connection> {
+        self.server()
+            .chat()
+            .ports()
+            .connections
+            .all()
+            .await
+            .expect("read connections")
+    }
+
     /// Stop the server (closing every socket) and start it again on the same data directory.
     pub async fn restart(&mut self) {
         if let Some(server) = self.server.take() {

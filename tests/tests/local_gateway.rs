@@ -487,7 +487,7 @@ async fn idle_and_lifetime_limits_close_with_1001() {
 async fn management_api_posts_describes_deletes_and_answers_410() {
     let t = TestServer::start().await;
     let mut ann = t.join("lobby", "ann").await;
-    let conns = t.server().chat().ports().connections.all().await.unwrap();
+    let conns = t.connections().await;
     assert_eq!(conns.len(), 1);
     let id = conns[0].id.to_string();
     let addr = t.addr();
@@ -533,14 +533,7 @@ async fn management_api_posts_describes_deletes_and_answers_410() {
     assert_eq!(u16::from(close.code), 1000);
 
     eventually("the connection is removed", || async {
-        t.server()
-            .chat()
-            .ports()
-            .connections
-            .all()
-            .await
-            .unwrap()
-            .is_empty()
+        t.connections().await.is_empty()
     })
     .await
     .unwrap();
@@ -592,16 +585,7 @@ async fn history_survives_a_restart_and_old_connections_are_cleared() {
     // Drop the socket without closing, then restart: the new process starts with no connections.
     drop(ann);
     t.restart().await;
-    assert!(
-        t.server()
-            .chat()
-            .ports()
-            .connections
-            .all()
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(t.connections().await.is_empty());
     let mut bob = t.join("lobby", "bob").await;
     bob.send(json!({"action":"history","room":"lobby"})).await;
     let h = bob.recv_type("history").await.unwrap();
@@ -660,17 +644,7 @@ async fn forged_expired_and_missing_tokens_are_refused_at_the_upgrade() {
         .expect_err("no room refused");
     assert_eq!(refused.status, 400);
     // A refused upgrade registers nothing.
-    assert_eq!(
-        t.server()
-            .chat()
-            .ports()
-            .connections
-            .all()
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(t.connections().await.len(), 1);
     // Tokens work on a stage path too.
     let staged = format!("ws://{}/dev?room=lobby&token={good}", t.addr());
     let mut again = Client::connect(&staged).await.unwrap();
@@ -703,13 +677,8 @@ async fn a_client_that_stops_reading_is_closed_without_stalling_the_room() {
     let stalled = t.join("lobby", "slow").await; // never reads from here on
     let mut ann = t.join("lobby", "ann").await;
     let id = t
-        .server()
-        .chat()
-        .ports()
-        .connections
-        .all()
+        .connections()
         .await
-        .unwrap()
         .into_iter()
         .find(|c| c.user.as_str() == "slow")
         .unwrap()
@@ -747,22 +716,13 @@ async fn a_client_that_stops_reading_is_closed_without_stalling_the_room() {
 async fn delete_closes_even_a_client_that_is_not_reading() {
     let t = TestServer::start().await;
     let stalled = t.join("lobby", "slow").await;
-    let id = t.server().chat().ports().connections.all().await.unwrap()[0]
-        .id
-        .to_string();
+    let id = t.connections().await[0].id.to_string();
     let (status, _) = http(t.addr(), "DELETE", &format!("/@connections/{id}"), b"")
         .await
         .unwrap();
     assert_eq!(status, 204);
     eventually("$disconnect ran", || async {
-        t.server()
-            .chat()
-            .ports()
-            .connections
-            .all()
-            .await
-            .unwrap()
-            .is_empty()
+        t.connections().await.is_empty()
     })
     .await
     .unwrap();

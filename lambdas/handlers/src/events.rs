@@ -52,7 +52,31 @@ pub struct WsEvent<'a> {
     pub is_base64_encoded: bool,
 }
 
-impl WsEvent<'_> {
+impl<'a> WsEvent<'a> {
+    /// An event without query, headers or body; set those fields for `$connect` and messages.
+    pub fn new(
+        context: &'a WsContext,
+        kind: WsEventKind,
+        connection_id: &'a str,
+        connected_at_ms: i64,
+        request_time_ms: i64,
+        request_id: String,
+    ) -> Self {
+        Self {
+            context,
+            kind,
+            connection_id,
+            connected_at_ms,
+            request_time_ms,
+            request_id,
+            query: vec![],
+            headers: vec![],
+            source_ip: None,
+            body: None,
+            is_base64_encoded: false,
+        }
+    }
+
     /// The `ApiGatewayWebsocketProxyRequest` API Gateway would send for this event.
     pub fn to_request(&self) -> ApiGatewayWebsocketProxyRequest {
         let mut ctx = ApiGatewayWebsocketProxyRequestContext::default();

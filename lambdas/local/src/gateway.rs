@@ -209,17 +209,17 @@ async fn upgrade(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let event = WsEvent {
-        context: &ctx,
-        kind: WsEventKind::Connect,
-        connection_id: id.as_str(),
-        connected_at_ms: connected_at,
-        request_time_ms: connected_at,
-        request_id: request_id(),
         query,
         headers: header_pairs,
         source_ip: Some(peer.ip().to_string()),
-        body: None,
-        is_base64_encoded: false,
+        ..WsEvent::new(
+            &ctx,
+            WsEventKind::Connect,
+            id.as_str(),
+            connected_at,
+            connected_at,
+            request_id(),
+        )
     };
     let answer = chat_handlers::ws::handle(&gw.chat, event.to_request()).await;
     if !(200..300).contains(&answer.status_code) {
@@ -401,17 +401,16 @@ async fn route(gw: &Gateway, ctx: &WsContext, id: &ConnectionId, connected_at: i
     };
     let now = gw.clock.now_ms();
     let event = WsEvent {
-        context: ctx,
-        kind: WsEventKind::Message { route_key },
-        connection_id: id.as_str(),
-        connected_at_ms: connected_at,
-        request_time_ms: now,
-        request_id: request_id(),
-        query: vec![],
-        headers: vec![],
-        source_ip: None,
         body: Some(body),
         is_base64_encoded: binary,
+        ..WsEvent::new(
+            ctx,
+            WsEventKind::Message { route_key },
+            id.as_str(),
+            connected_at,
+            now,
+            request_id(),
+        )
     };
     chat_handlers::ws::handle(&gw.chat, event.to_request()).await;
 }
@@ -425,22 +424,11 @@ async fn disconnect(
     reason: &str,
 ) {
     let now = gw.clock.now_ms();
-    let event = WsEvent {
-        context: ctx,
-        kind: WsEventKind::Disconnect {
-            status_code: i64::from(status),
-            reason: reason.to_owned(),
-        },
-        connection_id: id.as_str(),
-        connected_at_ms: connected_at,
-        request_time_ms: now,
-        request_id: request_id(),
-        query: vec![],
-        headers: vec![],
-        source_ip: None,
-        body: None,
-        is_base64_encoded: false,
+    let kind = WsEventKind::Disconnect {
+        status_code: i64::from(status),
+        reason: reason.to_owned(),
     };
+    let event = WsEvent::new(ctx, kind, id.as_str(), connected_at, now, request_id());
     let answer = chat_handlers::ws::handle(&gw.chat, event.to_request()).await;
     info!(connection = %id, status, reason, handler_status = answer.status_code, "disconnected");
 }
