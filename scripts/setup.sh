@@ -28,4 +28,16 @@ if [ ! -d tests/browser/node_modules/playwright-core ] || [ tests/browser/packag
   say "installing the browser test's npm packages"
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# Python tools, pinned: the moto server (the AWS emulator the tests start), cargo-lambda and zig
+# (the Lambda build). They live in one venv outside the clone so CI can keep it between runs.
+tools=${CHATCTL_TOOLS:-$HOME/.cache/chatctl/tools}
+pins="moto[server]==5.2.5 cargo-lambda==1.9.2 ziglang==0.17.1"
+if [ ! -x "$tools/bin/moto_server" ] || [ ! -x "$tools/bin/cargo-lambda" ] || [ "$(cat "$tools/.pins" 2>/dev/null)" != "$pins" ]; then
+  say "installing $pins into $tools"
+  python3 -m venv "$tools"
+  # shellcheck disable=SC2086
+  "$tools/bin/pip" install --quiet --disable-pip-version-check $pins
+  echo "$pins" > "$tools/.pins"
+fi
+say "moto: $("$tools/bin/moto_server" --version 2>/dev/null || echo installed), cargo-lambda: $("$tools/bin/cargo-lambda" --version 2>&1 | head -1)"
 say "setup done"

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod contract;
+pub mod moto;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,143 @@
+//! The moto server, AWS's APIs emulated on 127.0.0.1, started once per test binary. Tests isolate
+//! themselves by unique resource names rather than resets, so they can run in parallel. moto is
+//! required: a missing `moto_server` fails the test with the install hint, it never skips it.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+
+#[derive(Debug)]
+pub struct Moto {
+    pub endpoint: String,
+}
+
+fn moto_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let tools = std::env::var_os("CHATCTL_TOOLS")
+        .map_or_else(|| home.join(".cache/chatctl/tools"), PathBuf::from);
+    let venv = tools.join("bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("moto_server")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+impl Moto {
+    /// The moto server of this test binary, started on first use.
+    pub fn shared() -> &'static Moto {
+        static MOTO: OnceLock<Moto> = OnceLock::new();
+        MOTO.get_or_init(Moto::start)
+    }
+
+    // The watchdog shell is deliberately never waited for: it outlives every test and exits with
+    // the process, taking moto with it.
+    #[allow(clippy::zombie_processes)]
+    fn start() -> Moto {
+        let bin = moto_binary();
+        let port = free_port();
+        // The watchdog shell stops moto when this test process ends, however it ends.
+        let script = format!(
+            "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & moto=$!; \
+             while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $moto",
+            parent = std::process::id()
+        );
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(&bin)
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            .env("DOCKER_HOST", "unix:///nonexistent")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {}: {e}; run scripts/setup.sh", bin.display())
+            });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let moto = Moto { endpoint };
+                moto.configure();
+                return moto;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let err = child.stderr.take().map(|e| {
+                    BufReader::new(e)
+                        .lines()
+                        .map_while(Result::ok)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+                panic!(
+                    "{} exited ({status}) before listening: {}; is moto installed? run scripts/setup.sh",
+                    bin.display(),
+                    err.unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{} did not listen on port {port} within 30 s",
+            bin.display()
+        );
+    }
+
+    /// Lambda functions run in-process, never in Docker (there is none here).
+    fn configure(&self) {
+        let body = r#"{"lambda":{"use_docker":false}}"#;
+        let request = format!(
+            "POST /moto-api/config HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect to moto");
+        std::io::Write::write_all(&mut stream, request.as_bytes()).expect("configure moto");
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+        let status = answer.split_whitespace().nth(1).unwrap_or_default();
+        assert!(
+            status.starts_with('2'),
+            "moto refused its configuration: {answer}"
+        );
+    }
+
+    /// SDK configuration for this emulator: fixed test credentials, us-east-1.
+    pub fn sdk_config(&self) -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+                Credentials::new("testing", "testing", None, None, "moto"),
+            ))
+            .build()
+    }
+}
+
+/// A name no other test uses: `{prefix}-{ulid}` in lower case.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    )
+}

@@ -1,0 +1,157 @@
+//! The store and topic contract (`chatctl_e2e::contract`) against every adapter: the in-memory
+//! reference, SQLite, and DynamoDB/SNS on a moto server this test binary starts on 127.0.0.1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use aws_lambda_events::sns::SnsMessage;
+use chat_aws::{DynamoConnectionStore, DynamoMessageStore, SnsTopic, TableNames};
+use chat_core::memory::{MemoryConnectionStore, MemoryMessageStore};
+use chat_core::ports::SystemClock;
+use chat_local::sqlite::{SqliteConnectionStore, SqliteMessageStore};
+use chat_local::topic::LocalTopic;
+use chatctl_e2e::contract;
+use chatctl_e2e::moto::{Moto, unique};
+
+#[tokio::test]
+async fn memory_adapters_meet_the_contract() {
+    contract::message_store(&MemoryMessageStore::default()).await;
+    contract::connection_store(&MemoryConnectionStore::default()).await;
+}
+
+#[tokio::test]
+async fn sqlite_adapters_meet_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    contract::message_store(&SqliteMessageStore::open(&dir.path().join("m.db")).unwrap()).await;
+    contract::connection_store(&SqliteConnectionStore::open(&dir.path().join("c.db")).unwrap())
+        .await;
+}
+
+async fn dynamo_tables() -> (aws_sdk_dynamodb::Client, TableNames) {
+    let config = Moto::shared().sdk_config();
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let names = TableNames::for_stage("contract", &unique("t"));
+    chat_aws::tables::ensure(&client, &names).await.unwrap();
+    (client, names)
+}
+
+#[tokio::test]
+async fn dynamodb_adapters_meet_the_contract() {
+    let (client, names) = dynamo_tables().await;
+    contract::message_store(&DynamoMessageStore::new(client.clone(), &names.messages)).await;
+    contract::connection_store(&DynamoConnectionStore::new(client, &names.connections)).await;
+}
+
+#[tokio::test]
+async fn creating_the_tables_twice_is_harmless() {
+    let (client, names) = dynamo_tables().await;
+    chat_aws::tables::ensure(&client, &names).await.unwrap();
+    let described = client
+        .describe_table()
+        .table_name(&names.connections)
+        .send()
+        .await
+        .unwrap();
+    let indexes: Vec<_> = described
+        .table
+        .unwrap()
+        .global_secondary_indexes()
+        .iter()
+        .filter_map(|i| i.index_name().map(str::to_owned))
+        .collect();
+    assert!(
+        indexes.contains(&"by-user".to_owned()) && indexes.contains(&"by-kind".to_owned()),
+        "{indexes:?}"
+    );
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(&names.connections)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ttl.time_to_live_description.and_then(|d| d.attribute_name),
+        Some("expiresAt".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn the_local_topic_meets_the_contract() {
+    let (topic, rx) = LocalTopic::new(
+        "arn:aws:sns:local:000000000000:t".into(),
+        std::sync::Arc::new(SystemClock),
+    );
+    let rx = tokio::sync::Mutex::new(rx);
+    contract::topic(&topic, || async {
+        let mut rx = rx.lock().await;
+        let mut out: Vec<SnsMessage> = vec![];
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
+        {
+            out.extend(event.records.into_iter().map(|r| r.sns));
+        }
+        out
+    })
+    .await;
+}
+
+/// moto keeps SNS notifications nowhere a client can read them, so the test subscribes an SQS
+/// queue (standard SNS → SQS delivery, not raw) and reads the notifications from there.
+#[tokio::test]
+async fn the_sns_topic_meets_the_contract() {
+    let config = Moto::shared().sdk_config();
+    let sns = aws_sdk_sns::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let topic_arn = sns
+        .create_topic()
+        .name(unique("events"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique("q"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()
+        .remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .unwrap();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(&queue_arn)
+        .send()
+        .await
+        .unwrap();
+
+    let topic = SnsTopic::new(sns.clone(), &topic_arn);
+    contract::topic(&topic, || async {
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        out.messages()
+            .iter()
+            .map(|m| serde_json::from_str::<SnsMessage>(m.body().unwrap()).unwrap())
+            .collect()
+    })
+    .await;
+}
