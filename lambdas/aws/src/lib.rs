@@ -5,6 +5,7 @@
 pub mod connections;
 pub mod errors;
 pub mod items;
+pub mod lambda;
 pub mod management;
 pub mod messages;
 pub mod sns;

@@ -1,0 +1,231 @@
+//! What the Lambda binaries share: their settings from environment variables (validated, with
+//! errors that name the variable), the wiring of the AWS adapters into `chat-core`, and JSON logs.
+
+use std::sync::Arc;
+
+use chat_core::policy::PresencePolicy;
+use chat_core::ports::{Clock, MonotonicUlids, SystemClock};
+use chat_core::token::TokenKey;
+use chat_core::{AuthConfig, ChatConfig, ChatService, Ports};
+
+use crate::{DynamoConnectionStore, DynamoMessageStore, ManagementSender, SnsTopic, TableNames};
+
+pub const MESSAGES_TABLE: &str = "CHAT_MESSAGES_TABLE";
+pub const CONNECTIONS_TABLE: &str = "CHAT_CONNECTIONS_TABLE";
+pub const TOPIC_ARN: &str = "CHAT_TOPIC_ARN";
+pub const MANAGEMENT_ENDPOINT: &str = "CHAT_MANAGEMENT_ENDPOINT";
+pub const TOKEN_SECRET: &str = "CHAT_TOKEN_SECRET";
+pub const RECALL_WINDOW_MS: &str = "CHAT_RECALL_WINDOW_MS";
+pub const ONLINE_MS: &str = "CHAT_ONLINE_MS";
+pub const IDLE_MS: &str = "CHAT_IDLE_MS";
+pub const MAX_TEXT_BYTES: &str = "CHAT_MAX_TEXT_BYTES";
+
+/// A missing or invalid setting, named.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("environment variable {0} is not set; the deployment sets it on the function")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {why}")]
+    Invalid { name: &'static str, why: String },
+}
+
+/// Everything a handler instance needs to know.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub tables: TableNames,
+    pub topic_arn: String,
+    /// `https://{api}.execute-api.{region}.amazonaws.com/{stage}`
+    pub management_endpoint: String,
+    pub token_key: TokenKey,
+    pub chat: ChatConfig,
+}
+
+impl Settings {
+    /// Read settings through `get` (the environment in production, a map in tests).
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let required = |name: &'static str| {
+            get(name)
+                .filter(|v| !v.is_empty())
+                .ok_or(SettingsError::Missing(name))
+        };
+        let number =
+            |name: &'static str, default: i64| -> Result<i64, SettingsError> {
+                match get(name) {
+                    None => Ok(default),
+                    Some(v) => v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        SettingsError::Invalid {
+                            name,
+                            why: format!("{v:?} is not a positive whole number"),
+                        }
+                    }),
+                }
+            };
+        let secret = decode_hex(&required(TOKEN_SECRET)?).ok_or(SettingsError::Invalid {
+            name: TOKEN_SECRET,
+            why: "not hexadecimal".into(),
+        })?;
+        let token_key = TokenKey::new(secret).map_err(|e| SettingsError::Invalid {
+            name: TOKEN_SECRET,
+            why: e.to_string(),
+        })?;
+        let defaults = ChatConfig::default();
+        let mut chat = ChatConfig {
+            recall_window_ms: number(RECALL_WINDOW_MS, defaults.recall_window_ms)?,
+            presence: PresencePolicy {
+                online_ms: number(ONLINE_MS, defaults.presence.online_ms)?,
+                idle_ms: number(IDLE_MS, defaults.presence.idle_ms)?,
+            },
+            ..defaults
+        };
+        chat.frames.max_text_bytes = usize::try_from(number(MAX_TEXT_BYTES, 4096)?).unwrap_or(4096);
+        if chat.presence.online_ms >= chat.presence.idle_ms {
+            return Err(SettingsError::Invalid {
+                name: ONLINE_MS,
+                why: format!("must be below {IDLE_MS}"),
+            });
+        }
+        Ok(Self {
+            tables: TableNames {
+                messages: required(MESSAGES_TABLE)?,
+                connections: required(CONNECTIONS_TABLE)?,
+            },
+            topic_arn: required(TOPIC_ARN)?,
+            management_endpoint: required(MANAGEMENT_ENDPOINT)?,
+            token_key,
+            chat,
+        })
+    }
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The chat service on AWS adapters built from `config`.
+pub fn service(settings: &Settings, config: &aws_config::SdkConfig) -> ChatService {
+    service_with_clock(settings, config, Arc::new(SystemClock))
+}
+
+/// As [`service`], with a given clock (tests move a manual one past thresholds).
+pub fn service_with_clock(
+    settings: &Settings,
+    config: &aws_config::SdkConfig,
+    clock: Arc<dyn Clock>,
+) -> ChatService {
+    let dynamo = aws_sdk_dynamodb::Client::new(config);
+    let ports = Ports {
+        messages: Arc::new(DynamoMessageStore::new(
+            dynamo.clone(),
+            &settings.tables.messages,
+        )),
+        connections: Arc::new(DynamoConnectionStore::new(
+            dynamo,
+            &settings.tables.connections,
+        )),
+        topic: Arc::new(SnsTopic::new(
+            aws_sdk_sns::Client::new(config),
+            &settings.topic_arn,
+        )),
+        sender: Arc::new(ManagementSender::new(config, &settings.management_endpoint)),
+        clock,
+        ids: Arc::new(MonotonicUlids::default()),
+    };
+    let auth = AuthConfig {
+        key: Some(settings.token_key.clone()),
+        allow_anonymous: false,
+    };
+    ChatService::new(ports, settings.chat.clone(), auth)
+}
+
+/// Settings from the process environment and the default AWS configuration chain.
+pub async fn service_from_env() -> Result<ChatService, SettingsError> {
+    let settings = Settings::from_vars(|name| std::env::var(name).ok())?;
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    Ok(service(&settings, &config))
+}
+
+/// One JSON object per log line (CloudWatch Logs Insights parses them), filtered by `RUST_LOG`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_target(false)
+        .without_time() // Lambda stamps every line itself
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const FULL: [(&str, &str); 5] = [
+        (MESSAGES_TABLE, "chat-prod-messages"),
+        (CONNECTIONS_TABLE, "chat-prod-connections"),
+        (
+            TOPIC_ARN,
+            "arn:aws:sns:eu-west-1:123456789012:chat-prod-events",
+        ),
+        (
+            MANAGEMENT_ENDPOINT,
+            "https://abc.execute-api.eu-west-1.amazonaws.com/prod",
+        ),
+        (TOKEN_SECRET, "00112233445566778899aabbccddeeff"),
+    ];
+
+    #[test]
+    fn settings_come_from_the_environment_with_defaults() {
+        let s = Settings::from_vars(vars(&FULL)).unwrap();
+        assert_eq!(s.tables.messages, "chat-prod-messages");
+        assert_eq!(s.chat.recall_window_ms, 120_000);
+        let mut with = FULL.to_vec();
+        with.push((RECALL_WINDOW_MS, "60000"));
+        assert_eq!(
+            Settings::from_vars(vars(&with))
+                .unwrap()
+                .chat
+                .recall_window_ms,
+            60_000
+        );
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        let missing = Settings::from_vars(vars(&FULL[1..])).unwrap_err();
+        assert!(missing.to_string().contains(MESSAGES_TABLE), "{missing}");
+        let mut bad = FULL.to_vec();
+        bad[4] = (TOKEN_SECRET, "not hex");
+        assert!(
+            Settings::from_vars(vars(&bad))
+                .unwrap_err()
+                .to_string()
+                .contains(TOKEN_SECRET)
+        );
+        let mut bad = FULL.to_vec();
+        bad.push((IDLE_MS, "-5"));
+        assert!(
+            Settings::from_vars(vars(&bad))
+                .unwrap_err()
+                .to_string()
+                .contains(IDLE_MS)
+        );
+    }
+}
