@@ -207,7 +207,12 @@ impl ConnectionStore for DynamoConnectionStore {
             return Ok(None);
         };
         let connection = connection_from(&item)?;
-        self.delete_memberships(&connection).await?;
+        // This caller alone got the item, so it alone can announce the departure: a failure to
+        // delete the memberships must not hide it. They expire by TTL, and `in_room` skips
+        // memberships whose connection is gone.
+        if let Err(e) = self.delete_memberships(&connection).await {
+            tracing::warn!(connection = %connection.id, error = %e, "memberships left for TTL");
+        }
         Ok(Some(connection))
     }
 
@@ -300,6 +305,7 @@ impl ConnectionStore for DynamoConnectionStore {
                 .client
                 .query()
                 .table_name(&self.table)
+                .consistent_read(true)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :conn)")
                 .expression_attribute_values(":pk", s(room_pk(room)))
                 .expression_attribute_values(":conn", s("CONN#"))

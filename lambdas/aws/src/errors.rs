@@ -48,6 +48,15 @@ pub fn is_any_condition_failed<R>(err: &SdkError<TransactWriteItemsError, R>) ->
     })
 }
 
+/// Whether a transaction lost to another one writing the same items at the same moment.
+pub fn is_transaction_conflict<R>(err: &SdkError<TransactWriteItemsError, R>) -> bool {
+    transaction_cancellations(err).is_some_and(|reasons| {
+        reasons
+            .iter()
+            .any(|r| r.as_deref() == Some("TransactionConflict"))
+    })
+}
+
 /// The table exists already.
 pub fn is_table_in_use<R>(err: &SdkError<CreateTableError, R>) -> bool {
     matches!(

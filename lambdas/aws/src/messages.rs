@@ -11,7 +11,9 @@ use chat_core::ports::{
     AppendOutcome, HistoryPage, MessageStore, PortError, PortResult, RecallOutcome,
 };
 
-use crate::errors::{is_any_condition_failed, is_condition_failed_at, port_error};
+use crate::errors::{
+    is_any_condition_failed, is_condition_failed_at, is_transaction_conflict, port_error,
+};
 use crate::items::{
     Item, MESSAGE_SK_PREFIX, PK, SK, client_id_pk, get_s, message_attributes, message_from,
     message_sk, n, recall_value, room_pk, s, version_sk, versions_pk,
@@ -120,29 +122,38 @@ impl MessageStore for DynamoMessageStore {
         before: Option<MessageId>,
         limit: usize,
     ) -> PortResult<HistoryPage> {
-        // `BETWEEN` is inclusive; `before` itself is dropped below, so one extra item is asked
-        // for, and one more to learn whether older messages exist.
+        // `BETWEEN` is inclusive, so `before` itself is skipped; one message more than the page
+        // tells whether older ones exist.
         let upper = before.map_or_else(|| format!("{MESSAGE_SK_PREFIX}~"), message_sk);
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-            .expression_attribute_values(":pk", s(room_pk(room)))
-            .expression_attribute_values(":lo", s(MESSAGE_SK_PREFIX))
-            .expression_attribute_values(":hi", s(upper.clone()))
-            .scan_index_forward(false)
-            .limit(i32::try_from(limit + 2).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map_err(|e| port_error("read history", e))?;
-        let mut messages = Vec::with_capacity(limit + 1);
-        for item in out.items() {
-            if get_s(item, SK)? == upper {
-                continue;
+        let wanted = limit + 1;
+        let mut messages = Vec::with_capacity(wanted);
+        let mut start = None;
+        // One query normally answers; large texts can hit the 1 MB page cap, so page on.
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(room_pk(room)))
+                .expression_attribute_values(":lo", s(MESSAGE_SK_PREFIX))
+                .expression_attribute_values(":hi", s(upper.clone()))
+                .scan_index_forward(false)
+                .limit(i32::try_from(wanted + 1 - messages.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| port_error("read history", e))?;
+            for item in out.items() {
+                if get_s(item, SK)? != upper && messages.len() < wanted {
+                    messages.push(message_from(item)?);
+                }
             }
-            messages.push(message_from(item)?);
+            start = out.last_evaluated_key;
+            if start.is_none() || messages.len() >= wanted {
+                break;
+            }
         }
         let more = messages.len() > limit;
         messages.truncate(limit);
@@ -202,7 +213,10 @@ impl MessageStore for DynamoMessageStore {
             .await
         {
             Ok(_) => Ok(RecallOutcome::Recalled(tombstone)),
-            Err(e) if is_any_condition_failed(&e) => Ok(RecallOutcome::VersionConflict),
+            // A concurrent transaction on the same message is a lost race too: the caller re-reads.
+            Err(e) if is_any_condition_failed(&e) || is_transaction_conflict(&e) => {
+                Ok(RecallOutcome::VersionConflict)
+            }
             Err(e) => Err(port_error("recall a message", e)),
         }
     }

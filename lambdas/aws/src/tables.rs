@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use chat_core::ports::PortError;
 
@@ -99,15 +99,30 @@ pub async fn ensure(client: &Client, names: &TableNames) -> Result<(), PortError
         .global_secondary_indexes(gsi(BY_KIND, GSI2_PK, GSI2_SK)?)
         .send()
         .await;
-    let created_connections = match connections {
-        Ok(_) => true,
-        Err(e) if is_table_in_use(&e) => false,
-        Err(e) => return Err(port_error("create the connections table", e)),
-    };
+    if let Err(e) = connections
+        && !is_table_in_use(&e)
+    {
+        return Err(port_error("create the connections table", e));
+    }
     for table in [&names.messages, &names.connections] {
         wait_active(client, table).await?;
     }
-    if created_connections {
+    // Checked on every run, not only after creating the table: a run that died between the two
+    // calls must not leave connections without expiry.
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(&names.connections)
+        .send()
+        .await
+        .map_err(|e| port_error("read TTL of the connections table", e))?;
+    let enabled = ttl.time_to_live_description.is_some_and(|d| {
+        d.attribute_name.as_deref() == Some(EXPIRES_AT)
+            && matches!(
+                d.time_to_live_status,
+                Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+            )
+    });
+    if !enabled {
         client
             .update_time_to_live()
             .table_name(&names.connections)

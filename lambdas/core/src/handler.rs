@@ -316,12 +316,7 @@ impl ChatService {
             .get(id)
             .await
             .map_err(internal)?
-            .ok_or_else(|| {
-                FrameError::new(
-                    ErrorCode::Forbidden,
-                    "this connection is not registered (it may have been removed); reconnect",
-                )
-            })?;
+            .ok_or_else(not_registered)?;
         match frame {
             ClientFrame::Send {
                 room,
@@ -548,11 +543,15 @@ impl ChatService {
                 .user_connections_in(&room, &connection.user, Some(&connection.id), now)
                 .await
                 .map_err(internal)?;
-            self.ports
+            let registered = self
+                .ports
                 .connections
                 .join(&connection.id, &room)
                 .await
                 .map_err(internal)?;
+            if !registered {
+                return Err(not_registered());
+            }
         }
         let outcome = self.presence(connection, room.clone(), now).await?;
         Ok(if announce {
@@ -726,9 +725,20 @@ impl ChatService {
                 }
                 Err(PostError::Gone) => {
                     // Remove exactly this connection; if it was still registered, its user may
-                    // have left the room with it.
-                    if let Some(removed) = self.ports.connections.remove(&connection.id).await? {
-                        self.announce_departure(&removed, now).await?;
+                    // have left the room with it. A failure here is logged, not returned: the
+                    // posts are done, and failing the event would make SNS deliver it again.
+                    match self.ports.connections.remove(&connection.id).await {
+                        Ok(Some(removed)) => {
+                            if let Err(e) = self.announce_departure(&removed, now).await {
+                                warn!(connection = %connection.id, error = %e, "departure not announced");
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            warn!(connection = %connection.id, error = %e, "gone connection not removed");
+                            report.failed += 1;
+                            continue;
+                        }
                     }
                     self.limiter.forget(&connection.id);
                     report.removed.push(connection.id);
@@ -812,6 +822,13 @@ fn ack(message: &Message, duplicate: bool) -> ServerFrame {
         ts: message.ts,
         duplicate,
     }
+}
+
+fn not_registered() -> FrameError {
+    FrameError::new(
+        ErrorCode::Forbidden,
+        "this connection is not registered (it may have been removed); reconnect",
+    )
 }
 
 fn internal(e: PortError) -> FrameError {
