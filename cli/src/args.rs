@@ -34,6 +34,30 @@ pub enum Command {
     Dev(DevArgs),
     /// Mint a connection token for a user (signed with the local data directory's secret).
     Token(TokenArgs),
+    /// Build the Lambda handlers (cargo-lambda, release) into deployable zips.
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuildArch {
+    Arm64,
+    #[value(name = "x86-64")]
+    X86_64,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// CPU architecture of the functions (Graviton arm64 is cheaper per request).
+    #[arg(long, value_enum, default_value_t = BuildArch::Arm64)]
+    pub arch: BuildArch,
+
+    /// Where the zips go, one directory per handler [default: <workspace>/target/lambda-zips].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// The workspace's Cargo.toml, when not running inside the chatctl repository.
+    #[arg(long, value_name = "PATH")]
+    pub manifest_path: Option<PathBuf>,
 }
 
 /// Where local state lives; shared by `dev` and `token` so both use one secret.

@@ -12,6 +12,8 @@ pub enum CliError {
     Start(#[from] chat_local::StartError),
     #[error(transparent)]
     Secret(#[from] chat_local::secret::SecretError),
+    #[error(transparent)]
+    Build(#[from] chatctl_infra::build::BuildError),
     /// The machine or process environment is not usable.
     #[error("{0}")]
     Environment(String),
@@ -30,6 +32,7 @@ impl CliError {
             CliError::Usage(_) => "usage",
             CliError::Start(_) => "start",
             CliError::Secret(_) => "secret",
+            CliError::Build(_) => "build",
             CliError::Environment(_) => "environment",
         }
     }

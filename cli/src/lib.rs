@@ -6,6 +6,7 @@ pub mod args;
 pub mod commands;
 pub mod error;
 pub mod output;
+pub mod progress;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Dev(args) => commands::dev::run(args, output),
         Command::Token(args) => commands::token::run(args, output),
+        Command::Build(args) => commands::build::run(args, output),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
