@@ -133,6 +133,30 @@ pub struct DevArgs {
     /// How often presence changes (online → idle → left) are looked for and announced.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub presence_sweep: Duration,
+
+    /// Where messages and connections are kept: SQLite in --data-dir, or DynamoDB tables
+    /// (created if missing) reached with the usual AWS settings, e.g. an emulator's endpoint.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    pub store: StoreKind,
+
+    /// DynamoDB endpoint for `--store dynamodb`, e.g. http://127.0.0.1:5000 for moto
+    /// [default: AWS_ENDPOINT_URL, else AWS itself].
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint: Option<String>,
+
+    /// AWS region for `--store dynamodb` [default: AWS_REGION or the profile's].
+    #[arg(long, value_name = "REGION")]
+    pub aws_region: Option<String>,
+
+    /// Table name prefix for `--store dynamodb`: tables PREFIX-messages and PREFIX-connections.
+    #[arg(long, value_name = "PREFIX", default_value = "chatctl-dev")]
+    pub table_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    Sqlite,
+    Dynamodb,
 }
 
 #[derive(Debug, Args)]

@@ -28,8 +28,15 @@ print(json.dumps({
   'size': info.file_size,
 }))
 "#;
-    let out = Command::new("python3").args(["-c", script, zip]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .args(["-c", script, zip])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -39,7 +46,11 @@ fn build(out: &std::path::Path) -> Value {
         .arg(out)
         .output()
         .unwrap();
-    assert!(run.status.success(), "chatctl build failed: {}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "chatctl build failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     serde_json::from_slice(&run.stdout).unwrap()
 }
 
@@ -48,7 +59,10 @@ fn build_makes_arm64_zips_and_an_unchanged_rebuild_compiles_nothing() {
     let out = tempfile::tempdir().unwrap();
     let first = build(out.path());
     let artifacts = first["artifacts"].as_array().unwrap();
-    let functions: Vec<_> = artifacts.iter().map(|a| a["function"].as_str().unwrap()).collect();
+    let functions: Vec<_> = artifacts
+        .iter()
+        .map(|a| a["function"].as_str().unwrap())
+        .collect();
     assert_eq!(functions, ["chat-ws", "chat-fanout"]);
     for a in artifacts {
         let zip = a["zip"].as_str().unwrap();
@@ -64,9 +78,18 @@ fn build_makes_arm64_zips_and_an_unchanged_rebuild_compiles_nothing() {
     }
 
     let second = build(out.path());
-    assert_eq!(second["compiledCrates"], 0, "unchanged sources must not rebuild");
-    for (a, b) in artifacts.iter().zip(second["artifacts"].as_array().unwrap()) {
-        assert_eq!(a["codeSha256"], b["codeSha256"], "an unchanged build gives the same CodeSha256");
+    assert_eq!(
+        second["compiledCrates"], 0,
+        "unchanged sources must not rebuild"
+    );
+    for (a, b) in artifacts
+        .iter()
+        .zip(second["artifacts"].as_array().unwrap())
+    {
+        assert_eq!(
+            a["codeSha256"], b["codeSha256"],
+            "an unchanged build gives the same CodeSha256"
+        );
     }
 }
 
@@ -81,12 +104,19 @@ fn a_missing_cargo_lambda_says_how_to_install_it() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("pip install cargo-lambda==1.9.2 ziglang==0.17.1"), "{stderr}");
+    assert!(
+        stderr.contains("pip install cargo-lambda==1.9.2 ziglang==0.17.1"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn outside_a_workspace_build_asks_for_the_manifest() {
-    let run = Command::new(BIN).arg("build").current_dir("/").output().unwrap();
+    let run = Command::new(BIN)
+        .arg("build")
+        .current_dir("/")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--manifest-path"), "{stderr}");

@@ -24,11 +24,16 @@ struct Dev {
 
 impl Dev {
     fn start(data_dir: &Path, extra: &[&str]) -> Dev {
+        Self::start_env(data_dir, extra, &[])
+    }
+
+    fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Dev {
         let mut child = Command::new(BIN)
             .args(["dev", "--port", "0", "--output", "json", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -293,4 +298,103 @@ fn help_names_every_command() {
         .output()
         .unwrap();
     insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
+}
+
+/// `chatctl dev --store dynamodb` against moto: the whole chat over real sockets, with every
+/// message and connection in DynamoDB, checked from outside through another client.
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_on_dynamodb_chats_over_real_sockets() {
+    let moto = chatctl_e2e::moto::Moto::shared();
+    let prefix = chatctl_e2e::moto::unique("dev");
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_env(
+        dir.path(),
+        &[
+            "--allow-anonymous",
+            "--store",
+            "dynamodb",
+            "--aws-endpoint",
+            &moto.endpoint,
+            "--aws-region",
+            "us-east-1",
+            "--table-prefix",
+            &prefix,
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+    );
+    assert_eq!(dev.ready["store"], "dynamodb");
+    let mut ann = Client::connect(&dev.ws("room=lobby&user=ann"))
+        .await
+        .unwrap();
+    let mut bob = Client::connect(&dev.ws("room=lobby&user=bob"))
+        .await
+        .unwrap();
+    ann.recv_matching("bob joined", |f| {
+        f["type"] == "presence" && f["user"] == "bob"
+    })
+    .await
+    .unwrap();
+    let kept = ann.say("lobby", "stored in DynamoDB").await;
+    let gone = ann.say("lobby", "recall me").await;
+    bob.recv_matching("recall me", |f| f["text"] == "recall me")
+        .await
+        .unwrap();
+    ann.send(json!({"action":"recall","id":gone["id"]})).await;
+    bob.recv_type("recalled").await.unwrap();
+    bob.send(json!({"action":"presence","room":"lobby"})).await;
+    assert_eq!(
+        bob.recv_type("members").await.unwrap()["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // From outside: the items are in moto's DynamoDB.
+    let db = aws_sdk_dynamodb::Client::new(&moto.sdk_config());
+    let items = db
+        .query()
+        .table_name(format!("{prefix}-messages"))
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("ROOM#lobby".into()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap();
+    let texts: Vec<Option<String>> = items
+        .iter()
+        .map(|i| i.get("text").and_then(|t| t.as_s().ok()).cloned())
+        .collect();
+    assert_eq!(texts, [Some("stored in DynamoDB".to_owned()), None]);
+    assert_eq!(items[0]["id"].as_s().unwrap(), kept["id"].as_str().unwrap());
+    let connections = db
+        .query()
+        .table_name(format!("{prefix}-connections"))
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("ROOM#lobby".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(connections.count, 2);
+
+    bob.close().await;
+    ann.recv_matching("bob left", |f| {
+        f["type"] == "presence" && f["state"] == "left"
+    })
+    .await
+    .unwrap();
+    let (_, status) = tokio::task::spawn_blocking(move || dev.terminate())
+        .await
+        .unwrap();
+    assert!(status.success());
 }

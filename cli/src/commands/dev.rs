@@ -4,13 +4,15 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use chat_aws::{DynamoConnectionStore, DynamoMessageStore, TableNames};
 use chat_core::ChatConfig;
 use chat_core::policy::{PresencePolicy, RateLimit};
-use chat_local::{GatewayLimits, LocalConfig, LocalServer};
+use chat_core::ports::SystemClock;
+use chat_local::{GatewayLimits, LocalConfig, LocalServer, Stores};
 use serde::Serialize;
 use tracing::info;
 
-use crate::args::{DevArgs, OutputFormat};
+use crate::args::{DevArgs, OutputFormat, StoreKind};
 use crate::error::CliError;
 use crate::output;
 
@@ -24,6 +26,8 @@ pub struct DevReady {
     pub management_url: String,
     pub data_dir: PathBuf,
     pub allow_anonymous: bool,
+    /// `sqlite` or `dynamodb`.
+    pub store: &'static str,
 }
 
 impl fmt::Display for DevReady {
@@ -52,7 +56,7 @@ impl fmt::Display for DevReady {
             "  management  {}/@connections/{{connectionId}}",
             self.management_url
         )?;
-        writeln!(f, "  data        {dir}")?;
+        writeln!(f, "  data        {dir} (store: {})", self.store)?;
         write!(
             f,
             "  token       chatctl token --user NAME --data-dir {dir}{}",
@@ -138,7 +142,9 @@ pub fn run(args: DevArgs, format: OutputFormat) -> Result<(), CliError> {
     let config = config(&args)?;
     let runtime = crate::runtime()?;
     runtime.block_on(async move {
-        let server = LocalServer::start(config).await?;
+        let stores = stores(&args).await?;
+        let server =
+            LocalServer::start_with(config, std::sync::Arc::new(SystemClock), stores).await?;
         output::emit(
             format,
             &DevReady {
@@ -148,6 +154,10 @@ pub fn run(args: DevArgs, format: OutputFormat) -> Result<(), CliError> {
                 management_url: server.management_url(),
                 data_dir: args.data.data_dir.clone(),
                 allow_anonymous: args.allow_anonymous,
+                store: match args.store {
+                    StoreKind::Sqlite => "sqlite",
+                    StoreKind::Dynamodb => "dynamodb",
+                },
             },
         );
         wait_for_stop().await?;
@@ -155,6 +165,37 @@ pub fn run(args: DevArgs, format: OutputFormat) -> Result<(), CliError> {
         server.shutdown().await;
         output::emit(format, &DevStopped { event: "stopped" });
         Ok(())
+    })
+}
+
+/// The stores `--store` asks for; DynamoDB tables are created when missing.
+async fn stores(args: &DevArgs) -> Result<Stores, CliError> {
+    if args.store == StoreKind::Sqlite {
+        return Ok(Stores::Sqlite);
+    }
+    let config = chat_aws::load_config(args.aws_region.clone(), args.aws_endpoint.clone()).await;
+    if config.region().is_none() {
+        return Err(CliError::Usage(
+            "--store dynamodb needs a region: pass --aws-region or set AWS_REGION".to_owned(),
+        ));
+    }
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let names = TableNames {
+        messages: format!("{}-messages", args.table_prefix),
+        connections: format!("{}-connections", args.table_prefix),
+    };
+    chat_aws::tables::ensure(&client, &names).await.map_err(|e| {
+        let hint = if args.aws_endpoint.is_some() {
+            " (emulators accept any credentials: export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test)"
+        } else {
+            " (check your AWS credentials and region)"
+        };
+        CliError::Environment(format!("cannot prepare the DynamoDB tables {} and {}: {e}{hint}", names.messages, names.connections))
+    })?;
+    info!(messages = %names.messages, connections = %names.connections, "using DynamoDB");
+    Ok(Stores::Provided {
+        messages: std::sync::Arc::new(DynamoMessageStore::new(client.clone(), &names.messages)),
+        connections: std::sync::Arc::new(DynamoConnectionStore::new(client, &names.connections)),
     })
 }
 

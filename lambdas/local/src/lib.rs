@@ -11,4 +11,4 @@ pub mod sqlite;
 pub mod topic;
 
 pub use gateway::GatewayLimits;
-pub use server::{LocalConfig, LocalServer, StartError};
+pub use server::{LocalConfig, LocalServer, StartError, Stores};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
-use chat_core::ports::{Clock, MonotonicUlids, SystemClock};
+use chat_core::ports::{Clock, ConnectionStore, MessageStore, MonotonicUlids, SystemClock};
 use chat_core::{AuthConfig, ChatConfig, ChatService, Ports};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -70,6 +70,26 @@ pub enum StartError {
     },
 }
 
+/// Where messages and connections are kept.
+pub enum Stores {
+    /// SQLite files in the data directory.
+    Sqlite,
+    /// Stores built by the caller.
+    Provided {
+        messages: Arc<dyn MessageStore>,
+        connections: Arc<dyn ConnectionStore>,
+    },
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stores::Sqlite => "Stores::Sqlite",
+            Stores::Provided { .. } => "Stores::Provided",
+        })
+    }
+}
+
 /// A running local backend.
 #[derive(Debug)]
 pub struct LocalServer {
@@ -95,16 +115,38 @@ impl LocalServer {
         config: LocalConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
+        Self::start_with(config, clock, Stores::Sqlite).await
+    }
+
+    /// Start on the given stores: SQLite in the data directory, or stores the caller built
+    /// (DynamoDB, say). Only SQLite's connections are cleared on start: provided stores may be
+    /// shared, and their dead connections go on the first 410.
+    pub async fn start_with(
+        config: LocalConfig,
+        clock: Arc<dyn Clock>,
+        stores: Stores,
+    ) -> Result<Self, StartError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;
-        let messages = SqliteMessageStore::open(&config.data_dir.join(MESSAGES_DB))?;
-        let connections = SqliteConnectionStore::open(&config.data_dir.join(CONNECTIONS_DB))?;
-        let stale = connections.clear().await.map_err(StartError::Clear)?;
-        if stale > 0 {
-            info!(count = stale, "cleared connections left by a previous run");
-        }
+        let (messages, connections): (Arc<dyn MessageStore>, Arc<dyn ConnectionStore>) =
+            match stores {
+                Stores::Sqlite => {
+                    let messages = SqliteMessageStore::open(&config.data_dir.join(MESSAGES_DB))?;
+                    let connections =
+                        SqliteConnectionStore::open(&config.data_dir.join(CONNECTIONS_DB))?;
+                    let stale = connections.clear().await.map_err(StartError::Clear)?;
+                    if stale > 0 {
+                        info!(count = stale, "cleared connections left by a previous run");
+                    }
+                    (Arc::new(messages), Arc::new(connections))
+                }
+                Stores::Provided {
+                    messages,
+                    connections,
+                } => (messages, connections),
+            };
         let key = secret::load_or_create(&config.data_dir)?;
 
         let listener = bind(config.bind, config.port_fallbacks).await?;
@@ -123,8 +165,8 @@ impl LocalServer {
             Arc::clone(&clock),
         );
         let ports = Ports {
-            messages: Arc::new(messages),
-            connections: Arc::new(connections),
+            messages,
+            connections,
             topic: Arc::new(topic),
             sender: Arc::new(LocalSender(Arc::clone(&registry))),
             clock: Arc::clone(&clock),
