@@ -538,6 +538,17 @@ impl ChatService {
             ));
         }
         let mut announce = false;
+        if !connection.rooms.contains(&room)
+            && connection.rooms.len() >= self.config.max_rooms_per_connection
+        {
+            return Err(FrameError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "this connection is already in {} rooms, the most allowed; leave one first",
+                    connection.rooms.len()
+                ),
+            ));
+        }
         if !connection.rooms.contains(&room) {
             announce = !self
                 .user_connections_in(&room, &connection.user, Some(&connection.id), now)

@@ -90,6 +90,9 @@ pub struct ChatConfig {
     /// A connection younger than this that answers 410 is still completing its upgrade (API
     /// Gateway answers 410 until `$connect` returns), so fan-out does not remove it.
     pub gone_grace_ms: i64,
+    /// Rooms one connection may be in at once. Each room costs a write on connect and
+    /// disconnect, and DynamoDB transactions hold at most 100 items.
+    pub max_rooms_per_connection: usize,
 }
 
 impl Default for ChatConfig {
@@ -101,6 +104,7 @@ impl Default for ChatConfig {
             rate_limit: RateLimit::default(),
             fanout_concurrency: 32,
             gone_grace_ms: 5_000,
+            max_rooms_per_connection: 50,
         }
     }
 }

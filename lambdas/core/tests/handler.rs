@@ -901,3 +901,33 @@ async fn out_of_range_ids_are_bad_requests() {
         .await;
     assert_eq!(error_code(&r), "bad_request");
 }
+
+#[tokio::test]
+async fn a_connection_is_in_a_bounded_number_of_rooms() {
+    let f = fixture_with(ChatConfig {
+        max_rooms_per_connection: 3,
+        ..ChatConfig::default()
+    });
+    f.join("a", "r0", "ann").await;
+    for room in ["r1", "r2"] {
+        let r = f
+            .frame("a", serde_json::json!({"action":"join","room":room}))
+            .await;
+        assert_eq!(r[0]["type"], "members");
+    }
+    let r = f
+        .frame("a", serde_json::json!({"action":"join","room":"r3"}))
+        .await;
+    assert_eq!(error_code(&r), "bad_request");
+    assert!(
+        r[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("leave one first")
+    );
+    // Re-joining a room it is in is still fine.
+    let r = f
+        .frame("a", serde_json::json!({"action":"join","room":"r1"}))
+        .await;
+    assert_eq!(r[0]["type"], "members");
+}
