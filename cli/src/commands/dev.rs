@@ -230,3 +230,27 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(allow_anonymous: bool) -> DevReady {
+        DevReady {
+            event: "ready",
+            page_url: "http://127.0.0.1:8080/".into(),
+            websocket_url: "ws://127.0.0.1:8080/".into(),
+            management_url: "http://127.0.0.1:8080".into(),
+            data_dir: PathBuf::from(".chatctl/dev"),
+            allow_anonymous,
+            store: "sqlite",
+        }
+    }
+
+    #[test]
+    fn the_ready_banner_tells_a_newcomer_what_to_open() {
+        insta::assert_snapshot!(ready(true).to_string());
+        insta::assert_snapshot!(ready(false).to_string());
+        insta::assert_json_snapshot!(ready(true));
+    }
+}

@@ -16,7 +16,7 @@ use chat_core::ports::{ConnectionStore, PortError, PortResult};
 use crate::errors::{is_any_condition_failed, is_condition_failed, port_error};
 use crate::items::{
     CONNECTION_SK, GSI2_PK, Item, PK, SK, connection_from, connection_item, connection_pk, get_n,
-    get_s, membership_item, membership_sk, n, room_pk, s,
+    get_s, membership_item, membership_sk, n, query_all, room_pk, s,
 };
 use crate::tables::BY_KIND;
 
@@ -298,56 +298,36 @@ impl ConnectionStore for DynamoConnectionStore {
     }
 
     async fn in_room(&self, room: &RoomName) -> PortResult<Vec<Connection>> {
-        let mut ids = vec![];
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :conn)")
-                .expression_attribute_values(":pk", s(room_pk(room)))
-                .expression_attribute_values(":conn", s("CONN#"))
-                .projection_expression("id")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| port_error("read a room's connections", e))?;
-            for item in out.items() {
-                ids.push(ConnectionId::new(get_s(item, "id")?));
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :conn)")
+            .expression_attribute_values(":pk", s(room_pk(room)))
+            .expression_attribute_values(":conn", s("CONN#"))
+            .projection_expression("id");
+        let ids = query_all(query, "read a room's connections")
+            .await?
+            .iter()
+            .map(|item| get_s(item, "id").map(ConnectionId::new))
+            .collect::<Result<_, _>>()?;
         self.load(ids).await
     }
 
     async fn all(&self) -> PortResult<Vec<Connection>> {
-        let mut connections = vec![];
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(BY_KIND)
-                .key_condition_expression("#kind = :kind")
-                .expression_attribute_names("#kind", GSI2_PK)
-                .expression_attribute_values(":kind", s(CONNECTION_SK))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| port_error("list connections", e))?;
-            for item in out.items() {
-                connections.push(connection_from(item)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(connections);
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_KIND)
+            .key_condition_expression("#kind = :kind")
+            .expression_attribute_names("#kind", GSI2_PK)
+            .expression_attribute_values(":kind", s(CONNECTION_SK));
+        query_all(query, "list connections")
+            .await?
+            .iter()
+            .map(connection_from)
+            .collect()
     }
 }

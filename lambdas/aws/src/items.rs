@@ -12,6 +12,20 @@ use chat_core::ports::PortError;
 
 pub type Item = HashMap<String, AttributeValue>;
 
+/// Every item a query matches, following `LastEvaluatedKey` page after page.
+pub async fn query_all(
+    query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    what: &str,
+) -> Result<Vec<Item>, PortError> {
+    query
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| crate::errors::port_error(what, e))
+}
+
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
 /// GSI `by-user`: the connections of a user.

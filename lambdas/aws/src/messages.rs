@@ -16,7 +16,7 @@ use crate::errors::{
 };
 use crate::items::{
     Item, MESSAGE_SK_PREFIX, PK, SK, client_id_pk, get_s, message_attributes, message_from,
-    message_sk, n, recall_value, room_pk, s, version_sk, versions_pk,
+    message_sk, n, query_all, recall_value, room_pk, s, version_sk, versions_pk,
 };
 
 #[derive(Debug, Clone)]
@@ -222,28 +222,18 @@ impl MessageStore for DynamoMessageStore {
     }
 
     async fn versions(&self, id: MessageId) -> PortResult<Vec<Message>> {
-        let mut versions = vec![];
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(versions_pk(id)))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| port_error("read message versions", e))?;
-            for item in out.items() {
-                versions.push(message_from(item)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(versions);
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(versions_pk(id)));
+        query_all(query, "read message versions")
+            .await?
+            .iter()
+            .map(message_from)
+            .collect()
     }
 
     async fn find_by_client_id(
