@@ -65,82 +65,141 @@ fn gsi(name: &str, pk: &str, sk: &str) -> Result<GlobalSecondaryIndex, PortError
         .map_err(PortError::new)
 }
 
-/// Create both tables if they are missing (on-demand billing, TTL on connections) and wait until
-/// they are active. Idempotent.
-pub async fn ensure(client: &Client, names: &TableNames) -> Result<(), PortError> {
-    let messages = client
+/// A global secondary index (all attributes projected).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexSpec {
+    pub name: String,
+    pub partition_key: String,
+    pub sort_key: String,
+}
+
+/// One table as data: string keys, on-demand billing, optional indexes and TTL.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableSpec {
+    pub name: String,
+    pub partition_key: String,
+    pub sort_key: String,
+    pub indexes: Vec<IndexSpec>,
+    pub ttl_attribute: Option<String>,
+}
+
+/// The two tables of a stage.
+pub fn specs(names: &TableNames) -> [TableSpec; 2] {
+    let index = |name: &str, pk: &str, sk: &str| IndexSpec {
+        name: name.to_owned(),
+        partition_key: pk.to_owned(),
+        sort_key: sk.to_owned(),
+    };
+    [
+        TableSpec {
+            name: names.messages.clone(),
+            partition_key: PK.to_owned(),
+            sort_key: SK.to_owned(),
+            indexes: vec![],
+            ttl_attribute: None,
+        },
+        TableSpec {
+            name: names.connections.clone(),
+            partition_key: PK.to_owned(),
+            sort_key: SK.to_owned(),
+            indexes: vec![
+                index(BY_USER, GSI1_PK, GSI1_SK),
+                index(BY_KIND, GSI2_PK, GSI2_SK),
+            ],
+            ttl_attribute: Some(EXPIRES_AT.to_owned()),
+        },
+    ]
+}
+
+/// Create a table from its spec; `false` when it existed already.
+pub async fn create(client: &Client, spec: &TableSpec) -> Result<bool, PortError> {
+    let mut attributes: Vec<&str> = vec![&spec.partition_key, &spec.sort_key];
+    for index in &spec.indexes {
+        attributes.push(&index.partition_key);
+        attributes.push(&index.sort_key);
+    }
+    attributes.sort_unstable();
+    attributes.dedup();
+    let mut request = client
         .create_table()
-        .table_name(&names.messages)
+        .table_name(&spec.name)
         .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(key(PK, KeyType::Hash)?)
-        .key_schema(key(SK, KeyType::Range)?)
-        .attribute_definitions(string_attr(PK)?)
-        .attribute_definitions(string_attr(SK)?)
-        .send()
-        .await;
-    if let Err(e) = messages
-        && !is_table_in_use(&e)
-    {
-        return Err(port_error("create the messages table", e));
+        .key_schema(key(&spec.partition_key, KeyType::Hash)?)
+        .key_schema(key(&spec.sort_key, KeyType::Range)?);
+    for attribute in attributes {
+        request = request.attribute_definitions(string_attr(attribute)?);
     }
-    let connections = client
-        .create_table()
-        .table_name(&names.connections)
-        .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(key(PK, KeyType::Hash)?)
-        .key_schema(key(SK, KeyType::Range)?)
-        .attribute_definitions(string_attr(PK)?)
-        .attribute_definitions(string_attr(SK)?)
-        .attribute_definitions(string_attr(GSI1_PK)?)
-        .attribute_definitions(string_attr(GSI1_SK)?)
-        .attribute_definitions(string_attr(GSI2_PK)?)
-        .attribute_definitions(string_attr(GSI2_SK)?)
-        .global_secondary_indexes(gsi(BY_USER, GSI1_PK, GSI1_SK)?)
-        .global_secondary_indexes(gsi(BY_KIND, GSI2_PK, GSI2_SK)?)
-        .send()
-        .await;
-    if let Err(e) = connections
-        && !is_table_in_use(&e)
-    {
-        return Err(port_error("create the connections table", e));
+    for index in &spec.indexes {
+        request = request.global_secondary_indexes(gsi(
+            &index.name,
+            &index.partition_key,
+            &index.sort_key,
+        )?);
     }
-    for table in [&names.messages, &names.connections] {
-        wait_active(client, table).await?;
+    match request.send().await {
+        Ok(_) => Ok(true),
+        Err(e) if is_table_in_use(&e) => Ok(false),
+        Err(e) => Err(port_error(&format!("create table {}", spec.name), e)),
     }
-    // Checked on every run, not only after creating the table: a run that died between the two
-    // calls must not leave connections without expiry.
+}
+
+/// Turn on TTL for a spec that has one, unless it is on already. Checked on every run, not only
+/// after creating the table: a run that died between the two calls must not leave items without
+/// expiry.
+pub async fn ensure_ttl(client: &Client, spec: &TableSpec) -> Result<(), PortError> {
+    let Some(attribute) = &spec.ttl_attribute else {
+        return Ok(());
+    };
     let ttl = client
         .describe_time_to_live()
-        .table_name(&names.connections)
+        .table_name(&spec.name)
         .send()
         .await
-        .map_err(|e| port_error("read TTL of the connections table", e))?;
+        .map_err(|e| port_error(&format!("read TTL of {}", spec.name), e))?;
     let enabled = ttl.time_to_live_description.is_some_and(|d| {
-        d.attribute_name.as_deref() == Some(EXPIRES_AT)
+        d.attribute_name.as_deref() == Some(attribute.as_str())
             && matches!(
                 d.time_to_live_status,
                 Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
             )
     });
-    if !enabled {
-        client
-            .update_time_to_live()
-            .table_name(&names.connections)
-            .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .attribute_name(EXPIRES_AT)
-                    .enabled(true)
-                    .build()
-                    .map_err(PortError::new)?,
-            )
-            .send()
-            .await
-            .map_err(|e| port_error("enable TTL on the connections table", e))?;
+    if enabled {
+        return Ok(());
+    }
+    client
+        .update_time_to_live()
+        .table_name(&spec.name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name(attribute)
+                .enabled(true)
+                .build()
+                .map_err(PortError::new)?,
+        )
+        .send()
+        .await
+        .map_err(|e| port_error(&format!("enable TTL on {}", spec.name), e))?;
+    Ok(())
+}
+
+/// Create both tables if they are missing (on-demand billing, TTL on connections) and wait until
+/// they are active. Idempotent.
+pub async fn ensure(client: &Client, names: &TableNames) -> Result<(), PortError> {
+    let specs = specs(names);
+    for spec in &specs {
+        create(client, spec).await?;
+    }
+    for spec in &specs {
+        wait_active(client, &spec.name).await?;
+        ensure_ttl(client, spec).await?;
     }
     Ok(())
 }
 
-async fn wait_active(client: &Client, table: &str) -> Result<(), PortError> {
+/// Wait until a table is ACTIVE (at most two minutes).
+pub async fn wait_active(client: &Client, table: &str) -> Result<(), PortError> {
     // New on-demand tables turn ACTIVE within seconds; give up after two minutes.
     for _ in 0..120 {
         let status = client
