@@ -1,6 +1,9 @@
-//! `chatctl-infra`: the deployer side of chatctl. For now, packaging the Lambda handlers with
-//! cargo-lambda (`build`) and the one subprocess helper (`process`); the stack model, plan and
-//! apply come next.
+//! `chatctl-infra`: the deployer side of chatctl. Packaging the Lambda handlers with cargo-lambda
+//! (`build`), the one subprocess helper (`process`), the stack model (`stack`: the desired state
+//! of a stage, pure) and the plan (`plan`: desired vs observed → ordered actions, pure). Reading
+//! the observed state and applying a plan come next.
 
 pub mod build;
+pub mod plan;
 pub mod process;
+pub mod stack;

@@ -1,0 +1,344 @@
+//! Plan: a pure function from (desired, observed) to the ordered actions that make the observed
+//! state the desired one — create, update (with the changed fields), replace, delete, or keep.
+//! Creates, updates and replaces follow dependency order; deletes come last, in reverse. The plan
+//! is data: it prints as a diff, serialises as JSON, and apply executes it one action at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::stack::{DesiredStack, KNOWN_AFTER_APPLY, Kind};
+
+/// What exists now, as read from AWS: each resource of the stage by kind and name, with the same
+/// property names the stack model uses.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    pub resources: BTreeMap<(Kind, String), BTreeMap<String, Value>>,
+}
+
+/// One field that differs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldChange {
+    pub field: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Value>,
+    pub to: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "change", rename_all = "kebab-case")]
+pub enum Change {
+    Create,
+    Update { fields: Vec<FieldChange> },
+    Replace { fields: Vec<FieldChange> },
+    Delete,
+    Keep,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Action {
+    pub kind: Kind,
+    pub name: String,
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub stack: String,
+    pub actions: Vec<Action>,
+}
+
+/// Counts per change, for summaries and exit codes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub delete: usize,
+    pub keep: usize,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for a in &self.actions {
+            match a.change {
+                Change::Create => s.create += 1,
+                Change::Update { .. } => s.update += 1,
+                Change::Replace { .. } => s.replace += 1,
+                Change::Delete => s.delete += 1,
+                Change::Keep => s.keep += 1,
+            }
+        }
+        s
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.actions.iter().any(|a| a.change != Change::Keep)
+    }
+}
+
+fn differs(desired: &Value, observed: Option<&Value>) -> bool {
+    // A value AWS assigns later cannot be compared yet: it will change when it is known.
+    if desired.to_string().contains(KNOWN_AFTER_APPLY) {
+        return true;
+    }
+    observed != Some(desired)
+}
+
+/// The actions that turn `observed` into `desired`.
+pub fn plan(desired: &DesiredStack, observed: &Observed) -> Plan {
+    let mut actions = Vec::with_capacity(desired.resources.len());
+    let mut wanted = BTreeSet::new();
+    for resource in &desired.resources {
+        wanted.insert((resource.kind, resource.name.clone()));
+        let change = match observed
+            .resources
+            .get(&(resource.kind, resource.name.clone()))
+        {
+            None => Change::Create,
+            Some(current) => {
+                let fields: Vec<FieldChange> = resource
+                    .properties
+                    .iter()
+                    .filter(|(field, value)| differs(value, current.get(*field)))
+                    .map(|(field, value)| FieldChange {
+                        field: field.clone(),
+                        from: current.get(field).cloned(),
+                        to: value.clone(),
+                    })
+                    .collect();
+                if fields.is_empty() {
+                    Change::Keep
+                } else if fields
+                    .iter()
+                    .any(|f| resource.replace_on.contains(&f.field.as_str()))
+                {
+                    Change::Replace { fields }
+                } else {
+                    Change::Update { fields }
+                }
+            }
+        };
+        actions.push(Action {
+            kind: resource.kind,
+            name: resource.name.clone(),
+            change,
+        });
+    }
+    // What the stage has but no longer wants goes last, dependents first.
+    let mut orphans: Vec<&(Kind, String)> = observed
+        .resources
+        .keys()
+        .filter(|key| !wanted.contains(*key))
+        .collect();
+    orphans.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    actions.extend(orphans.into_iter().map(|(kind, name)| Action {
+        kind: *kind,
+        name: name.clone(),
+        change: Change::Delete,
+    }));
+    Plan {
+        stack: desired.name.to_string(),
+        actions,
+    }
+}
+
+fn short(v: &Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 100 {
+        format!("{}…", text.chars().take(99).collect::<String>())
+    } else {
+        text
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.summary();
+        if !self.has_changes() {
+            return write!(
+                f,
+                "stack {}: no changes ({} resources up to date)",
+                self.stack, s.keep
+            );
+        }
+        writeln!(f, "stack {}:", self.stack)?;
+        for a in &self.actions {
+            let (mark, fields) = match &a.change {
+                Change::Keep => continue,
+                Change::Create => ("+", None),
+                Change::Delete => ("-", None),
+                Change::Update { fields } => ("~", Some(fields)),
+                Change::Replace { fields } => ("-/+", Some(fields)),
+            };
+            writeln!(f, "  {mark:<3} {} {}", a.kind.label(), a.name)?;
+            for field in fields.into_iter().flatten() {
+                match &field.from {
+                    Some(from) => writeln!(
+                        f,
+                        "        {}: {} -> {}",
+                        field.field,
+                        short(from),
+                        short(&field.to)
+                    )?,
+                    None => writeln!(f, "        {}: (none) -> {}", field.field, short(&field.to))?,
+                }
+            }
+        }
+        write!(
+            f,
+            "{} to create, {} to update, {} to replace, {} to delete, {} unchanged",
+            s.create, s.update, s.replace, s.delete, s.keep
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::{Code, Environment, StackName, StageSettings, desired};
+
+    fn stack(settings: &StageSettings, code: &Code, api_id: Option<&str>) -> DesiredStack {
+        desired(
+            &StackName::new("chat", "prod").unwrap(),
+            settings,
+            &Environment {
+                account_id: "123456789012".into(),
+                region: "eu-west-1".into(),
+                api_id: api_id.map(str::to_owned),
+            },
+            code,
+        )
+    }
+
+    fn code() -> Code {
+        Code {
+            ws_sha256: "d3MtdjE=".into(),
+            fanout_sha256: "ZmFub3V0LXYx".into(),
+        }
+    }
+
+    /// What AWS would report after applying `desired` exactly.
+    fn observed_as(desired: &DesiredStack) -> Observed {
+        Observed {
+            resources: desired
+                .resources
+                .iter()
+                .map(|r| ((r.kind, r.name.clone()), r.properties.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn from_nothing_everything_is_created_in_dependency_order() {
+        let plan = plan(
+            &stack(&StageSettings::default(), &code(), None),
+            &Observed::default(),
+        );
+        assert!(plan.actions.iter().all(|a| a.change == Change::Create));
+        insta::assert_snapshot!(plan.to_string());
+    }
+
+    #[test]
+    fn an_unchanged_stack_plans_no_changes() {
+        let desired = stack(&StageSettings::default(), &code(), Some("a1b2c3d4e5"));
+        let plan = plan(&desired, &observed_as(&desired));
+        assert!(!plan.has_changes());
+        assert_eq!(
+            plan.to_string(),
+            "stack chat/prod: no changes (25 resources up to date)"
+        );
+    }
+
+    #[test]
+    fn a_code_change_updates_only_that_functions_code() {
+        let before = stack(&StageSettings::default(), &code(), Some("a1b2c3d4e5"));
+        let new_code = Code {
+            ws_sha256: "d3MtdjI=".into(),
+            ..code()
+        };
+        let plan = plan(
+            &stack(&StageSettings::default(), &new_code, Some("a1b2c3d4e5")),
+            &observed_as(&before),
+        );
+        let changed: Vec<_> = plan
+            .actions
+            .iter()
+            .filter(|a| a.change != Change::Keep)
+            .collect();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].name, "chat-prod-ws");
+        insta::assert_snapshot!(plan.to_string());
+        insta::assert_json_snapshot!(changed[0]);
+    }
+
+    #[test]
+    fn a_setting_change_updates_only_that_resource() {
+        let before = stack(&StageSettings::default(), &code(), Some("a1b2c3d4e5"));
+        let settings = StageSettings {
+            log_retention_days: 30,
+            ..StageSettings::default()
+        };
+        let plan = plan(
+            &stack(&settings, &code(), Some("a1b2c3d4e5")),
+            &observed_as(&before),
+        );
+        let s = plan.summary();
+        assert_eq!(
+            (s.update, s.create, s.replace, s.delete),
+            (2, 0, 0, 0),
+            "{plan}"
+        );
+        assert!(
+            plan.to_string().contains("retentionDays: 14 -> 30"),
+            "{plan}"
+        );
+    }
+
+    #[test]
+    fn immutable_fields_replace_and_orphans_are_deleted_last() {
+        let desired = stack(&StageSettings::default(), &code(), Some("a1b2c3d4e5"));
+        let mut observed = observed_as(&desired);
+        let ws = observed
+            .resources
+            .get_mut(&(Kind::Function, "chat-prod-ws".to_owned()))
+            .unwrap();
+        ws.insert("architecture".into(), Value::from("x86_64"));
+        observed.resources.insert(
+            (Kind::Route, "chat-prod-api/typing".into()),
+            BTreeMap::new(),
+        );
+        observed
+            .resources
+            .insert((Kind::Table, "chat-prod-old".into()), BTreeMap::new());
+        let plan = plan(&desired, &observed);
+        insta::assert_snapshot!(plan.to_string());
+        let last: Vec<_> = plan
+            .actions
+            .iter()
+            .rev()
+            .take(2)
+            .map(|a| (a.kind, a.change.clone()))
+            .collect();
+        assert_eq!(
+            last,
+            [(Kind::Table, Change::Delete), (Kind::Route, Change::Delete)]
+        );
+    }
+
+    #[test]
+    fn the_plan_serialises_for_scripts() {
+        let desired = stack(&StageSettings::default(), &code(), None);
+        let plan = plan(&desired, &Observed::default());
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(
+            json["actions"][0],
+            serde_json::json!({"kind":"table","name":"chat-prod-messages","change":"create"})
+        );
+        assert_eq!(serde_json::to_value(plan.summary()).unwrap()["create"], 25);
+    }
+}

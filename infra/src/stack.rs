@@ -1,0 +1,544 @@
+//! The stack model: for an app, a stage and its settings, the full desired state of every AWS
+//! resource, as data. Names are deterministic (`{app}-{stage}-…`), everything that takes tags is
+//! tagged `chatctl:app` / `chatctl:stage`, and IAM policies (templates/iam) are scoped to this
+//! stage's ARNs. Pure: no AWS call; what is only known after creation (the API id) is marked.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chat_aws::tables::{TableNames, TableSpec, specs};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::build::Arch;
+
+/// Shown for values AWS assigns at creation (the WebSocket API's id before it exists).
+pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
+
+const LAMBDA_TRUST: &str = include_str!("../../templates/iam/lambda-trust.json");
+const WS_POLICY: &str = include_str!("../../templates/iam/ws-policy.json");
+const FANOUT_POLICY: &str = include_str!("../../templates/iam/fanout-policy.json");
+
+/// The routes of the WebSocket API: API Gateway's three and the protocol's actions.
+pub const ROUTES: [&str; 10] = [
+    "$connect",
+    "$disconnect",
+    "$default",
+    "send",
+    "history",
+    "recall",
+    "join",
+    "leave",
+    "presence",
+    "ping",
+];
+
+/// An invalid app or stage name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{what} {value:?} is not valid: use 1-20 lowercase letters, digits and '-', starting with a letter (it becomes part of every resource name)"
+)]
+pub struct NameError {
+    pub what: &'static str,
+    pub value: String,
+}
+
+/// `app` and `stage`, validated: they become part of every resource name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StackName {
+    pub app: String,
+    pub stage: String,
+}
+
+impl StackName {
+    pub fn new(app: &str, stage: &str) -> Result<Self, NameError> {
+        let check = |what: &'static str, value: &str| {
+            let ok = (1..=20).contains(&value.len())
+                && value.starts_with(|c: char| c.is_ascii_lowercase())
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if ok {
+                Ok(())
+            } else {
+                Err(NameError {
+                    what,
+                    value: value.to_owned(),
+                })
+            }
+        };
+        check("app name", app)?;
+        check("stage name", stage)?;
+        Ok(Self {
+            app: app.to_owned(),
+            stage: stage.to_owned(),
+        })
+    }
+
+    /// `{app}-{stage}`, the prefix of every resource name.
+    pub fn prefix(&self) -> String {
+        format!("{}-{}", self.app, self.stage)
+    }
+
+    pub fn tables(&self) -> TableNames {
+        TableNames::for_stage(&self.app, &self.stage)
+    }
+
+    fn tags(&self) -> Value {
+        json!({ "chatctl:app": self.app, "chatctl:stage": self.stage })
+    }
+}
+
+impl fmt::Display for StackName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.app, self.stage)
+    }
+}
+
+/// Per-stage settings (from chatctl.toml and flags).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageSettings {
+    pub memory_mb: u32,
+    pub timeout_s: u32,
+    pub arch: Arch,
+    pub recall_window_ms: i64,
+    pub log_retention_days: u32,
+    /// Stage-wide request rate (steady state) and burst.
+    pub throttle_rate: f64,
+    pub throttle_burst: u32,
+}
+
+impl Default for StageSettings {
+    fn default() -> Self {
+        Self {
+            memory_mb: 512,
+            timeout_s: 10,
+            arch: Arch::Arm64,
+            recall_window_ms: 120_000,
+            log_retention_days: 14,
+            throttle_rate: 500.0,
+            throttle_burst: 1000,
+        }
+    }
+}
+
+/// What is known of the target when planning: the account and region, and the ids AWS assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environment {
+    pub account_id: String,
+    pub region: String,
+    /// The WebSocket API's id, once it exists.
+    pub api_id: Option<String>,
+}
+
+/// The code of each function, as `CodeSha256` (from `chatctl build`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Code {
+    pub ws_sha256: String,
+    pub fanout_sha256: String,
+}
+
+/// Resource kinds, in dependency order: a resource depends only on kinds before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Table,
+    Topic,
+    LogGroup,
+    Api,
+    Role,
+    Function,
+    Integration,
+    Route,
+    Stage,
+    Permission,
+    Subscription,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Table => "dynamodb table",
+            Kind::Topic => "sns topic",
+            Kind::LogGroup => "log group",
+            Kind::Api => "websocket api",
+            Kind::Role => "iam role",
+            Kind::Function => "lambda function",
+            Kind::Integration => "api integration",
+            Kind::Route => "api route",
+            Kind::Stage => "api stage",
+            Kind::Permission => "lambda permission",
+            Kind::Subscription => "sns subscription",
+        }
+    }
+}
+
+/// One resource's desired state: its properties as JSON values, compared field by field.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resource {
+    pub kind: Kind,
+    pub name: String,
+    pub properties: BTreeMap<String, Value>,
+    /// Fields AWS cannot change in place: a difference there means delete and create.
+    #[serde(skip)]
+    pub replace_on: &'static [&'static str],
+}
+
+/// Every resource of a stage, in dependency order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DesiredStack {
+    pub name: StackName,
+    pub resources: Vec<Resource>,
+}
+
+fn props(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> BTreeMap<String, Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+fn render(template: &str, vars: &[(&str, &str)]) -> Value {
+    let text = vars.iter().fold(template.to_owned(), |t, (k, v)| {
+        t.replace(&format!("${{{k}}}"), v)
+    });
+    // The templates are part of the binary and tested to parse; a broken one shows as a string.
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
+fn table(spec: &TableSpec, tags: &Value) -> Resource {
+    let indexes: Vec<Value> = spec
+        .indexes
+        .iter()
+        .map(|i| json!({ "name": i.name, "partitionKey": i.partition_key, "sortKey": i.sort_key }))
+        .collect();
+    Resource {
+        kind: Kind::Table,
+        name: spec.name.clone(),
+        properties: props([
+            ("keys", json!([spec.partition_key, spec.sort_key])),
+            ("billing", json!("PAY_PER_REQUEST")),
+            ("indexes", json!(indexes)),
+            ("ttlAttribute", json!(spec.ttl_attribute)),
+            ("tags", tags.clone()),
+        ]),
+        replace_on: &["keys"],
+    }
+}
+
+/// The desired state of a stage.
+pub fn desired(
+    name: &StackName,
+    settings: &StageSettings,
+    env: &Environment,
+    code: &Code,
+) -> DesiredStack {
+    let prefix = name.prefix();
+    let tags = name.tags();
+    let (region, account) = (env.region.as_str(), env.account_id.as_str());
+    let tables = name.tables();
+    let table_arn = |t: &str| format!("arn:aws:dynamodb:{region}:{account}:table/{t}");
+    let topic = format!("{prefix}-events");
+    let topic_arn = format!("arn:aws:sns:{region}:{account}:{topic}");
+    let api = format!("{prefix}-api");
+    let api_id = env.api_id.as_deref().unwrap_or(KNOWN_AFTER_APPLY);
+    let function = |role: &str| format!("{prefix}-{role}");
+    let function_arn =
+        |role: &str| format!("arn:aws:lambda:{region}:{account}:function:{prefix}-{role}");
+    let log_group = |role: &str| format!("/aws/lambda/{prefix}-{role}");
+    let log_group_arn = |role: &str| {
+        format!("arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{prefix}-{role}")
+    };
+    let connections_api_arn = format!(
+        "arn:aws:execute-api:{region}:{account}:{api_id}/{}/POST/@connections/*",
+        name.stage
+    );
+    let management_endpoint = format!(
+        "https://{api_id}.execute-api.{region}.amazonaws.com/{}",
+        name.stage
+    );
+
+    let mut resources: Vec<Resource> = specs(&tables).iter().map(|s| table(s, &tags)).collect();
+    resources.push(Resource {
+        kind: Kind::Topic,
+        name: topic.clone(),
+        properties: props([("tags", tags.clone())]),
+        replace_on: &[],
+    });
+    for role in ["ws", "fanout"] {
+        resources.push(Resource {
+            kind: Kind::LogGroup,
+            name: log_group(role),
+            properties: props([
+                ("retentionDays", json!(settings.log_retention_days)),
+                ("tags", tags.clone()),
+            ]),
+            replace_on: &[],
+        });
+    }
+    resources.push(Resource {
+        kind: Kind::Api,
+        name: api.clone(),
+        properties: props([
+            ("protocol", json!("WEBSOCKET")),
+            ("routeSelectionExpression", json!("$request.body.action")),
+            ("tags", tags.clone()),
+        ]),
+        replace_on: &["protocol"],
+    });
+    for (role, template) in [("ws", WS_POLICY), ("fanout", FANOUT_POLICY)] {
+        let policy = render(
+            template,
+            &[
+                ("MessagesTableArn", &table_arn(&tables.messages)),
+                ("ConnectionsTableArn", &table_arn(&tables.connections)),
+                ("TopicArn", &topic_arn),
+                ("ConnectionsApiArn", &connections_api_arn),
+                ("LogGroupArn", &log_group_arn(role)),
+            ],
+        );
+        resources.push(Resource {
+            kind: Kind::Role,
+            name: format!("{prefix}-{role}-role"),
+            properties: props([
+                ("assumeRolePolicy", render(LAMBDA_TRUST, &[])),
+                ("inlinePolicy", policy),
+                ("tags", tags.clone()),
+            ]),
+            replace_on: &[],
+        });
+    }
+    for (role, sha) in [("ws", &code.ws_sha256), ("fanout", &code.fanout_sha256)] {
+        resources.push(Resource {
+            kind: Kind::Function,
+            name: function(role),
+            properties: props([
+                ("runtime", json!("provided.al2023")),
+                ("handler", json!("bootstrap")),
+                ("architecture", json!(settings.arch.lambda_name())),
+                ("memoryMb", json!(settings.memory_mb)),
+                ("timeoutS", json!(settings.timeout_s)),
+                (
+                    "role",
+                    json!(format!("arn:aws:iam::{account}:role/{prefix}-{role}-role")),
+                ),
+                ("codeSha256", json!(sha)),
+                (
+                    "environment",
+                    json!({
+                        chat_aws::lambda::MESSAGES_TABLE: tables.messages,
+                        chat_aws::lambda::CONNECTIONS_TABLE: tables.connections,
+                        chat_aws::lambda::TOPIC_ARN: topic_arn,
+                        chat_aws::lambda::MANAGEMENT_ENDPOINT: management_endpoint,
+                        chat_aws::lambda::RECALL_WINDOW_MS: settings.recall_window_ms.to_string(),
+                    }),
+                ),
+                ("tags", tags.clone()),
+            ]),
+            replace_on: &["architecture"],
+        });
+    }
+    resources.push(Resource {
+        kind: Kind::Integration,
+        name: format!("{api}/ws"),
+        properties: props([
+            ("type", json!("AWS_PROXY")),
+            (
+                "uri",
+                json!(format!(
+                    "arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{}/invocations",
+                    function_arn("ws")
+                )),
+            ),
+        ]),
+        replace_on: &[],
+    });
+    for route in ROUTES {
+        resources.push(Resource {
+            kind: Kind::Route,
+            name: format!("{api}/{route}"),
+            properties: props([("target", json!(format!("integrations/{api}/ws")))]),
+            replace_on: &[],
+        });
+    }
+    resources.push(Resource {
+        kind: Kind::Stage,
+        name: format!("{api}/{}", name.stage),
+        properties: props([
+            ("autoDeploy", json!(true)),
+            ("throttleRate", json!(settings.throttle_rate)),
+            ("throttleBurst", json!(settings.throttle_burst)),
+            ("tags", tags.clone()),
+        ]),
+        replace_on: &[],
+    });
+    resources.push(Resource {
+        kind: Kind::Permission,
+        name: format!("{}/apigateway", function("ws")),
+        properties: props([
+            ("principal", json!("apigateway.amazonaws.com")),
+            ("action", json!("lambda:InvokeFunction")),
+            (
+                "sourceArn",
+                json!(format!("arn:aws:execute-api:{region}:{account}:{api_id}/*")),
+            ),
+        ]),
+        replace_on: &["principal", "sourceArn"],
+    });
+    resources.push(Resource {
+        kind: Kind::Permission,
+        name: format!("{}/sns", function("fanout")),
+        properties: props([
+            ("principal", json!("sns.amazonaws.com")),
+            ("action", json!("lambda:InvokeFunction")),
+            ("sourceArn", json!(topic_arn)),
+        ]),
+        replace_on: &["principal", "sourceArn"],
+    });
+    resources.push(Resource {
+        kind: Kind::Subscription,
+        name: format!("{topic}/{}", function("fanout")),
+        properties: props([
+            ("protocol", json!("lambda")),
+            ("endpoint", json!(function_arn("fanout"))),
+        ]),
+        replace_on: &["protocol", "endpoint"],
+    });
+    DesiredStack {
+        name: name.clone(),
+        resources,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> DesiredStack {
+        desired(
+            &StackName::new("chat", "prod").unwrap(),
+            &StageSettings::default(),
+            &Environment {
+                account_id: "123456789012".into(),
+                region: "eu-west-1".into(),
+                api_id: Some("a1b2c3d4e5".into()),
+            },
+            &Code {
+                ws_sha256: "d3M=".into(),
+                fanout_sha256: "ZmFub3V0".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(StackName::new("chat", "prod").is_ok());
+        assert!(StackName::new("chat-2", "pr-42").is_ok());
+        for (app, stage) in [
+            ("Chat", "prod"),
+            ("chat", ""),
+            ("chat", "a_b"),
+            ("1chat", "x"),
+            ("chat", &"x".repeat(21)),
+        ] {
+            let err = StackName::new(app, stage).unwrap_err();
+            assert!(err.to_string().contains("lowercase"), "{err}");
+        }
+    }
+
+    #[test]
+    fn templates_parse_and_are_fully_rendered() {
+        for r in sample().resources.iter().filter(|r| r.kind == Kind::Role) {
+            let text = serde_json::to_string(&r.properties).unwrap();
+            assert!(
+                !text.contains("${"),
+                "unrendered placeholder in {}: {text}",
+                r.name
+            );
+            assert!(
+                r.properties["inlinePolicy"].is_object(),
+                "{} policy does not parse",
+                r.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_policy_statement_is_scoped_to_this_stage() {
+        for r in sample().resources.iter().filter(|r| r.kind == Kind::Role) {
+            for statement in r.properties["inlinePolicy"]["Statement"]
+                .as_array()
+                .unwrap()
+            {
+                let resources = match &statement["Resource"] {
+                    Value::Array(a) => a.clone(),
+                    one => vec![one.clone()],
+                };
+                for arn in resources {
+                    let arn = arn.as_str().unwrap();
+                    assert!(
+                        arn.contains("chat-prod") || arn.contains("a1b2c3d4e5/prod/"),
+                        "{}: {arn} is not scoped to the stage",
+                        r.name
+                    );
+                    assert!(!arn.ends_with(":*:*") && arn != "*", "{arn}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn everything_taggable_is_tagged() {
+        for r in sample().resources {
+            if let Some(tags) = r.properties.get("tags") {
+                assert_eq!(
+                    tags,
+                    &json!({"chatctl:app": "chat", "chatctl:stage": "prod"}),
+                    "{}",
+                    r.name
+                );
+            } else {
+                assert!(
+                    matches!(
+                        r.kind,
+                        Kind::Integration | Kind::Route | Kind::Permission | Kind::Subscription
+                    ),
+                    "{} ({:?}) takes tags but has none",
+                    r.name,
+                    r.kind
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn resources_come_in_dependency_order() {
+        let kinds: Vec<Kind> = sample().resources.iter().map(|r| r.kind).collect();
+        assert!(kinds.windows(2).all(|w| w[0] <= w[1]), "{kinds:?}");
+    }
+
+    #[test]
+    fn the_api_id_is_marked_until_it_is_known() {
+        let mut env = Environment {
+            account_id: "123456789012".into(),
+            region: "eu-west-1".into(),
+            api_id: None,
+        };
+        let name = StackName::new("chat", "prod").unwrap();
+        let code = Code {
+            ws_sha256: "a".into(),
+            fanout_sha256: "b".into(),
+        };
+        let before = desired(&name, &StageSettings::default(), &env, &code);
+        assert!(
+            serde_json::to_string(&before)
+                .unwrap()
+                .contains(KNOWN_AFTER_APPLY)
+        );
+        env.api_id = Some("abc".into());
+        let after = desired(&name, &StageSettings::default(), &env, &code);
+        assert!(
+            !serde_json::to_string(&after)
+                .unwrap()
+                .contains(KNOWN_AFTER_APPLY)
+        );
+    }
+}
