@@ -250,7 +250,7 @@ mod tests {
         assert!(!plan.has_changes());
         assert_eq!(
             plan.to_string(),
-            "stack chat/prod: no changes (25 resources up to date)"
+            "stack chat/prod: no changes (26 resources up to date)"
         );
     }
 
@@ -339,6 +339,6 @@ mod tests {
             json["actions"][0],
             serde_json::json!({"kind":"table","name":"chat-prod-messages","change":"create"})
         );
-        assert_eq!(serde_json::to_value(plan.summary()).unwrap()["create"], 25);
+        assert_eq!(serde_json::to_value(plan.summary()).unwrap()["create"], 26);
     }
 }

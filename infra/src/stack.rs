@@ -145,6 +145,7 @@ pub struct Code {
 pub enum Kind {
     Table,
     Topic,
+    Parameter,
     LogGroup,
     Api,
     Role,
@@ -161,6 +162,7 @@ impl Kind {
         match self {
             Kind::Table => "dynamodb table",
             Kind::Topic => "sns topic",
+            Kind::Parameter => "ssm parameter",
             Kind::LogGroup => "log group",
             Kind::Api => "websocket api",
             Kind::Role => "iam role",
@@ -247,6 +249,8 @@ pub fn desired(
     let log_group_arn = |role: &str| {
         format!("arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{prefix}-{role}")
     };
+    let secret = chat_aws::secret::parameter_name(&name.app, &name.stage);
+    let secret_arn = format!("arn:aws:ssm:{region}:{account}:parameter{secret}");
     let connections_api_arn = format!(
         "arn:aws:execute-api:{region}:{account}:{api_id}/{}/POST/@connections/*",
         name.stage
@@ -262,6 +266,13 @@ pub fn desired(
         name: topic.clone(),
         properties: props([("tags", tags.clone())]),
         replace_on: &[],
+    });
+    // The value is random and never compared: only its existence and type are planned.
+    resources.push(Resource {
+        kind: Kind::Parameter,
+        name: secret.clone(),
+        properties: props([("type", json!("SecureString")), ("tags", tags.clone())]),
+        replace_on: &["type"],
     });
     for role in ["ws", "fanout"] {
         resources.push(Resource {
@@ -292,6 +303,7 @@ pub fn desired(
                 ("ConnectionsTableArn", &table_arn(&tables.connections)),
                 ("TopicArn", &topic_arn),
                 ("ConnectionsApiArn", &connections_api_arn),
+                ("TokenSecretParameterArn", &secret_arn),
                 ("LogGroupArn", &log_group_arn(role)),
             ],
         );
@@ -329,6 +341,7 @@ pub fn desired(
                         chat_aws::lambda::TOPIC_ARN: topic_arn,
                         chat_aws::lambda::MANAGEMENT_ENDPOINT: management_endpoint,
                         chat_aws::lambda::RECALL_WINDOW_MS: settings.recall_window_ms.to_string(),
+                        chat_aws::lambda::TOKEN_SECRET_PARAMETER: secret,
                     }),
                 ),
                 ("tags", tags.clone()),
@@ -475,7 +488,9 @@ mod tests {
                 for arn in resources {
                     let arn = arn.as_str().unwrap();
                     assert!(
-                        arn.contains("chat-prod") || arn.contains("a1b2c3d4e5/prod/"),
+                        arn.contains("chat-prod")
+                            || arn.contains("a1b2c3d4e5/prod/")
+                            || arn.ends_with(":parameter/chatctl/chat/prod/token-secret"),
                         "{}: {arn} is not scoped to the stage",
                         r.name
                     );

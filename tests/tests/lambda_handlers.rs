@@ -168,7 +168,9 @@ async fn lambda_handlers_on_dynamodb_post_to_real_sockets_and_drop_gone_ones() {
     })
     .unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let chat = chat_aws::lambda::service_with_clock(&settings, &config, clock.clone());
+    let chat = chat_aws::lambda::service_with_clock(&settings, &config, clock.clone())
+        .await
+        .unwrap();
     let key = TokenKey::new(
         b"\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa\xbb\xcc\xdd\xee\xff\x00\x11\x22\x33"
             .to_vec(),

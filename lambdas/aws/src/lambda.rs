@@ -15,6 +15,7 @@ pub const CONNECTIONS_TABLE: &str = "CHAT_CONNECTIONS_TABLE";
 pub const TOPIC_ARN: &str = "CHAT_TOPIC_ARN";
 pub const MANAGEMENT_ENDPOINT: &str = "CHAT_MANAGEMENT_ENDPOINT";
 pub const TOKEN_SECRET: &str = "CHAT_TOKEN_SECRET";
+pub const TOKEN_SECRET_PARAMETER: &str = "CHAT_TOKEN_SECRET_PARAMETER";
 pub const RECALL_WINDOW_MS: &str = "CHAT_RECALL_WINDOW_MS";
 pub const ONLINE_MS: &str = "CHAT_ONLINE_MS";
 pub const IDLE_MS: &str = "CHAT_IDLE_MS";
@@ -27,6 +28,17 @@ pub enum SettingsError {
     Missing(&'static str),
     #[error("environment variable {name} is invalid: {why}")]
     Invalid { name: &'static str, why: String },
+    #[error("the token secret cannot be loaded: {0}")]
+    Secret(chat_core::ports::PortError),
+}
+
+/// Where the token secret comes from.
+#[derive(Debug, Clone)]
+pub enum TokenSecret {
+    /// `CHAT_TOKEN_SECRET`: the hex value itself (tests, local runs).
+    Inline(TokenKey),
+    /// `CHAT_TOKEN_SECRET_PARAMETER`: an SSM SecureString, read once at start.
+    Parameter(String),
 }
 
 /// Everything a handler instance needs to know.
@@ -36,7 +48,8 @@ pub struct Settings {
     pub topic_arn: String,
     /// `https://{api}.execute-api.{region}.amazonaws.com/{stage}`
     pub management_endpoint: String,
-    pub token_key: TokenKey,
+    /// `None` for handlers that never check tokens (the fan-out).
+    pub token_secret: Option<TokenSecret>,
     pub chat: ChatConfig,
 }
 
@@ -60,14 +73,25 @@ impl Settings {
                     }),
                 }
             };
-        let secret = decode_hex(&required(TOKEN_SECRET)?).ok_or(SettingsError::Invalid {
-            name: TOKEN_SECRET,
-            why: "not hexadecimal".into(),
-        })?;
-        let token_key = TokenKey::new(secret).map_err(|e| SettingsError::Invalid {
-            name: TOKEN_SECRET,
-            why: e.to_string(),
-        })?;
+        let token_secret = match (
+            get(TOKEN_SECRET).filter(|v| !v.is_empty()),
+            get(TOKEN_SECRET_PARAMETER).filter(|v| !v.is_empty()),
+        ) {
+            (Some(hex), _) => {
+                let secret = decode_hex(&hex).ok_or(SettingsError::Invalid {
+                    name: TOKEN_SECRET,
+                    why: "not hexadecimal".into(),
+                })?;
+                Some(TokenSecret::Inline(TokenKey::new(secret).map_err(|e| {
+                    SettingsError::Invalid {
+                        name: TOKEN_SECRET,
+                        why: e.to_string(),
+                    }
+                })?))
+            }
+            (None, Some(parameter)) => Some(TokenSecret::Parameter(parameter)),
+            (None, None) => None,
+        };
         let defaults = ChatConfig::default();
         let mut chat = ChatConfig {
             recall_window_ms: number(RECALL_WINDOW_MS, defaults.recall_window_ms)?,
@@ -91,13 +115,14 @@ impl Settings {
             },
             topic_arn: required(TOPIC_ARN)?,
             management_endpoint: required(MANAGEMENT_ENDPOINT)?,
-            token_key,
+            token_secret,
             chat,
         })
     }
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
+/// Bytes of a hex string (surrounding white space ignored).
+pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
     if !s.len().is_multiple_of(2) {
         return None;
@@ -108,17 +133,38 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The token key of `settings`, reading SSM when the secret is a parameter.
+pub async fn token_key(
+    settings: &Settings,
+    config: &aws_config::SdkConfig,
+) -> Result<Option<TokenKey>, SettingsError> {
+    match &settings.token_secret {
+        None => Ok(None),
+        Some(TokenSecret::Inline(key)) => Ok(Some(key.clone())),
+        Some(TokenSecret::Parameter(name)) => {
+            crate::secret::load(&aws_sdk_ssm::Client::new(config), name)
+                .await
+                .map(Some)
+                .map_err(SettingsError::Secret)
+        }
+    }
+}
+
 /// The chat service on AWS adapters built from `config`.
-pub fn service(settings: &Settings, config: &aws_config::SdkConfig) -> ChatService {
-    service_with_clock(settings, config, Arc::new(SystemClock))
+pub async fn service(
+    settings: &Settings,
+    config: &aws_config::SdkConfig,
+) -> Result<ChatService, SettingsError> {
+    service_with_clock(settings, config, Arc::new(SystemClock)).await
 }
 
 /// As [`service`], with a given clock (tests move a manual one past thresholds).
-pub fn service_with_clock(
+pub async fn service_with_clock(
     settings: &Settings,
     config: &aws_config::SdkConfig,
     clock: Arc<dyn Clock>,
-) -> ChatService {
+) -> Result<ChatService, SettingsError> {
+    let key = token_key(settings, config).await?;
     let dynamo = aws_sdk_dynamodb::Client::new(config);
     let ports = Ports {
         messages: Arc::new(DynamoMessageStore::new(
@@ -138,17 +184,22 @@ pub fn service_with_clock(
         ids: Arc::new(MonotonicUlids::default()),
     };
     let auth = AuthConfig {
-        key: Some(settings.token_key.clone()),
+        key,
         allow_anonymous: false,
     };
-    ChatService::new(ports, settings.chat.clone(), auth)
+    Ok(ChatService::new(ports, settings.chat.clone(), auth))
 }
 
-/// Settings from the process environment and the default AWS configuration chain.
-pub async fn service_from_env() -> Result<ChatService, SettingsError> {
+/// Settings from the process environment and the default AWS configuration chain. With
+/// `needs_tokens`, a missing token secret stops the function at start rather than refusing every
+/// connection later.
+pub async fn service_from_env(needs_tokens: bool) -> Result<ChatService, SettingsError> {
     let settings = Settings::from_vars(|name| std::env::var(name).ok())?;
+    if needs_tokens && settings.token_secret.is_none() {
+        return Err(SettingsError::Missing(TOKEN_SECRET_PARAMETER));
+    }
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    Ok(service(&settings, &config))
+    service(&settings, &config).await
 }
 
 /// One JSON object per log line (CloudWatch Logs Insights parses them), filtered by `RUST_LOG`.
@@ -205,6 +256,26 @@ mod tests {
                 .recall_window_ms,
             60_000
         );
+    }
+
+    #[test]
+    fn the_token_secret_is_inline_a_parameter_or_absent() {
+        let mut with = FULL[..4].to_vec();
+        assert!(
+            Settings::from_vars(vars(&with))
+                .unwrap()
+                .token_secret
+                .is_none()
+        );
+        with.push((TOKEN_SECRET_PARAMETER, "/chatctl/chat/prod/token-secret"));
+        assert!(matches!(
+            Settings::from_vars(vars(&with)).unwrap().token_secret,
+            Some(TokenSecret::Parameter(p)) if p == "/chatctl/chat/prod/token-secret"
+        ));
+        assert!(matches!(
+            Settings::from_vars(vars(&FULL)).unwrap().token_secret,
+            Some(TokenSecret::Inline(_))
+        ));
     }
 
     #[test]

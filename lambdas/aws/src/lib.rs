@@ -8,6 +8,7 @@ pub mod items;
 pub mod lambda;
 pub mod management;
 pub mod messages;
+pub mod secret;
 pub mod sns;
 pub mod tables;
 

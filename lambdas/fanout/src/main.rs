@@ -9,7 +9,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     chat_aws::lambda::init_logging();
-    let chat = Arc::new(chat_aws::lambda::service_from_env().await?);
+    let chat = Arc::new(chat_aws::lambda::service_from_env(false).await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SnsEvent>| {
         let chat = Arc::clone(&chat);
         async move {

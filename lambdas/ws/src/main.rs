@@ -10,7 +10,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     chat_aws::lambda::init_logging();
-    let chat = Arc::new(chat_aws::lambda::service_from_env().await?);
+    let chat = Arc::new(chat_aws::lambda::service_from_env(true).await?);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
             let chat = Arc::clone(&chat);
