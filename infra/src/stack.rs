@@ -207,9 +207,11 @@ fn render(template: &str, vars: &[(&str, &str)]) -> Value {
 }
 
 fn table(spec: &TableSpec, tags: &Value) -> Resource {
-    let indexes: Vec<Value> = spec
-        .indexes
-        .iter()
+    // Sorted by name: AWS lists indexes in no particular order, and the plan compares lists.
+    let mut sorted: Vec<_> = spec.indexes.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let indexes: Vec<Value> = sorted
+        .into_iter()
         .map(|i| json!({ "name": i.name, "partitionKey": i.partition_key, "sortKey": i.sort_key }))
         .collect();
     Resource {
