@@ -188,6 +188,10 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
     if d.is_zero() {
         return Err("must be longer than zero".to_owned());
     }
+    // Timers and tokens work in milliseconds and seconds; a year is past any sensible limit.
+    if d > Duration::from_secs(366 * 24 * 3600) {
+        return Err("must be at most a year".to_owned());
+    }
     Ok(d)
 }
 

@@ -398,3 +398,22 @@ async fn dev_on_dynamodb_chats_over_real_sockets() {
         .unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn a_second_dev_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Dev::start(dir.path(), &[]);
+    let out = chatctl(&[
+        "dev",
+        "--port",
+        "0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another chatctl dev is using the data directory"),
+        "{stderr}"
+    );
+}

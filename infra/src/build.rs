@@ -158,7 +158,10 @@ impl Toolchain {
 /// directory at or above `start` whose Cargo.toml sits beside `lambdas/ws`.
 pub fn find_workspace(start: &Path, manifest_path: Option<&Path>) -> Result<PathBuf, BuildError> {
     if let Some(manifest) = manifest_path {
-        let dir = manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let dir = match manifest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         return if is_workspace(&dir) {
             Ok(dir)
         } else {

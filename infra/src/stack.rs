@@ -321,6 +321,17 @@ pub fn desired(
         });
     }
     for (role, sha) in [("ws", &code.ws_sha256), ("fanout", &code.fanout_sha256)] {
+        let mut environment = json!({
+            chat_aws::lambda::MESSAGES_TABLE: tables.messages,
+            chat_aws::lambda::CONNECTIONS_TABLE: tables.connections,
+            chat_aws::lambda::TOPIC_ARN: topic_arn,
+            chat_aws::lambda::MANAGEMENT_ENDPOINT: management_endpoint,
+            chat_aws::lambda::RECALL_WINDOW_MS: settings.recall_window_ms.to_string(),
+        });
+        // Only the WebSocket handler checks tokens; only its role may read the secret.
+        if role == "ws" {
+            environment[chat_aws::lambda::TOKEN_SECRET_PARAMETER] = json!(secret);
+        }
         resources.push(Resource {
             kind: Kind::Function,
             name: function(role),
@@ -335,20 +346,12 @@ pub fn desired(
                     json!(format!("arn:aws:iam::{account}:role/{prefix}-{role}-role")),
                 ),
                 ("codeSha256", json!(sha)),
-                (
-                    "environment",
-                    json!({
-                        chat_aws::lambda::MESSAGES_TABLE: tables.messages,
-                        chat_aws::lambda::CONNECTIONS_TABLE: tables.connections,
-                        chat_aws::lambda::TOPIC_ARN: topic_arn,
-                        chat_aws::lambda::MANAGEMENT_ENDPOINT: management_endpoint,
-                        chat_aws::lambda::RECALL_WINDOW_MS: settings.recall_window_ms.to_string(),
-                        chat_aws::lambda::TOKEN_SECRET_PARAMETER: secret,
-                    }),
-                ),
+                ("environment", environment),
                 ("tags", tags.clone()),
             ]),
-            replace_on: &["architecture"],
+            // Lambda changes the architecture in place (UpdateFunctionCode), keeping the
+            // function's resource policy; a replace would drop the invoke permissions.
+            replace_on: &[],
         });
     }
     resources.push(Resource {
@@ -524,6 +527,39 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn only_the_websocket_handler_may_read_the_token_secret() {
+        let stack = sample();
+        let get = |kind: Kind, name: &str| {
+            stack
+                .resources
+                .iter()
+                .find(|r| r.kind == kind && r.name == name)
+                .unwrap()
+                .properties
+                .clone()
+        };
+        let ws = get(Kind::Function, "chat-prod-ws");
+        let fanout = get(Kind::Function, "chat-prod-fanout");
+        assert!(
+            ws["environment"]
+                .get(chat_aws::lambda::TOKEN_SECRET_PARAMETER)
+                .is_some()
+        );
+        assert!(
+            fanout["environment"]
+                .get(chat_aws::lambda::TOKEN_SECRET_PARAMETER)
+                .is_none()
+        );
+        let can_read = |role: &str| {
+            get(Kind::Role, role)["inlinePolicy"]
+                .to_string()
+                .contains("ssm:GetParameter")
+        };
+        assert!(can_read("chat-prod-ws-role"));
+        assert!(!can_read("chat-prod-fanout-role"));
     }
 
     #[test]

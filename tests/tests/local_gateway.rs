@@ -759,3 +759,23 @@ async fn paths_that_are_no_stage_are_not_found() {
         .unwrap();
     staged.say("lobby", "trailing slash").await;
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    let t = TestServer::start().await;
+    let mut ann = t.join("lobby", "ann").await;
+    ann.send_raw(Message::Close(Some(
+        tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+            reason: "bye".into(),
+        },
+    )))
+    .await
+    .unwrap();
+    let reply = ann
+        .closed()
+        .await
+        .unwrap()
+        .expect("the close handshake completes");
+    assert_eq!(u16::from(reply.code), 1000);
+}

@@ -194,9 +194,13 @@ pub async fn service_with_clock(
 /// `needs_tokens`, a missing token secret stops the function at start rather than refusing every
 /// connection later.
 pub async fn service_from_env(needs_tokens: bool) -> Result<ChatService, SettingsError> {
-    let settings = Settings::from_vars(|name| std::env::var(name).ok())?;
+    let mut settings = Settings::from_vars(|name| std::env::var(name).ok())?;
     if needs_tokens && settings.token_secret.is_none() {
         return Err(SettingsError::Missing(TOKEN_SECRET_PARAMETER));
+    }
+    if !needs_tokens {
+        // The fan-out never checks tokens: it must not need (or be allowed) to read the secret.
+        settings.token_secret = None;
     }
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     service(&settings, &config).await

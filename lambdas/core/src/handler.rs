@@ -175,13 +175,15 @@ impl ChatService {
             last_seen: now,
             operator,
         };
-        let already_present = self
-            .user_connections_in(&room, &connection.user, Some(&connection.id), now)
-            .await
-            .map_err(internal_refusal)?;
+        // Write first, then look: a departure racing this arrival then sees it (and says
+        // nothing), and of two arrivals only the younger stays silent.
         self.ports
             .connections
             .put(&connection)
+            .await
+            .map_err(internal_refusal)?;
+        let already_present = self
+            .user_present_before(&room, &connection, now)
             .await
             .map_err(internal_refusal)?;
         if !already_present {
@@ -245,14 +247,8 @@ impl ChatService {
     /// After `connection` was removed: `left` in each room where it was the user's last live
     /// connection. A connection already gone by its heartbeat was announced by the sweep.
     async fn announce_departure(&self, connection: &Connection, now: i64) -> Result<(), PortError> {
-        if self
-            .config
-            .presence
-            .state(connection.last_seen, now)
-            .is_none()
-        {
-            return Ok(());
-        }
+        // Announced even when the sweep already said `left` for a silent connection: there is no
+        // sweep on AWS yet, and a repeated hint is better than a member who never leaves.
         for room in &connection.rooms {
             if !self
                 .user_connections_in(room, &connection.user, Some(&connection.id), now)
@@ -288,6 +284,14 @@ impl ChatService {
 
     /// Answer a frame that never reached parsing (a binary frame, say) with an error frame.
     pub async fn refuse(&self, id: &ConnectionId, err: FrameError) {
+        let err = if self.limiter.allow(&self.config.rate_limit, id, self.now()) {
+            err
+        } else {
+            FrameError::new(
+                ErrorCode::RateLimited,
+                "too many frames; slow down and retry",
+            )
+        };
         self.reply(id, &err.to_frame()).await;
     }
 
@@ -412,10 +416,28 @@ impl ChatService {
             .history(&room, before, limit)
             .await
             .map_err(internal)?;
+        let mut messages: Vec<HistoryItem> = page.messages.iter().map(HistoryItem::from).collect();
+        let mut more = page.more;
+        // A reply must fit in one Management API post (128 KB): 50 messages of 4 KB do not, so
+        // the page gives up its oldest messages, and `more` tells the client to ask again.
+        let sizes: Vec<usize> = messages
+            .iter()
+            .map(|m| serde_json::to_string(m).map_or(0, |s| s.len() + 1))
+            .collect();
+        let mut total: usize = sizes.iter().sum::<usize>() + 256 + room.as_str().len();
+        let mut drop = 0;
+        while total > self.config.max_reply_bytes && drop + 1 < messages.len() {
+            total -= sizes[drop];
+            drop += 1;
+        }
+        if drop > 0 {
+            messages.drain(..drop);
+            more = true;
+        }
         Ok(Outcome::reply(ServerFrame::History {
             room,
-            messages: page.messages.iter().map(HistoryItem::from).collect(),
-            more: page.more,
+            messages,
+            more,
         }))
     }
 
@@ -550,10 +572,6 @@ impl ChatService {
             ));
         }
         if !connection.rooms.contains(&room) {
-            announce = !self
-                .user_connections_in(&room, &connection.user, Some(&connection.id), now)
-                .await
-                .map_err(internal)?;
             let registered = self
                 .ports
                 .connections
@@ -563,6 +581,10 @@ impl ChatService {
             if !registered {
                 return Err(not_registered());
             }
+            announce = !self
+                .user_present_before(&room, connection, now)
+                .await
+                .map_err(internal)?;
         }
         let outcome = self.presence(connection, room.clone(), now).await?;
         Ok(if announce {
@@ -785,6 +807,23 @@ impl ChatService {
     /// Presence changes are best effort: a failed announcement is logged, never fatal.
     async fn announce(&self, room: &RoomName, user: &UserName, state: PresenceChange, now: i64) {
         let _ = self.publish(presence_event(room, user, state, now)).await;
+    }
+
+    /// Whether the user of `connection` has another live connection in `room` that arrived
+    /// before it (older `connected_at`, ties broken by id).
+    async fn user_present_before(
+        &self,
+        room: &RoomName,
+        connection: &Connection,
+        now: i64,
+    ) -> Result<bool, PortError> {
+        let policy = self.config.presence;
+        Ok(self.ports.connections.in_room(room).await?.iter().any(|c| {
+            c.user == connection.user
+                && c.id != connection.id
+                && (c.connected_at, &c.id) < (connection.connected_at, &connection.id)
+                && policy.state(c.last_seen, now).is_some()
+        }))
     }
 
     /// Whether `user` has another live connection (not gone by its heartbeat) in `room`.

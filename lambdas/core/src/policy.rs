@@ -93,6 +93,8 @@ pub struct ChatConfig {
     /// Rooms one connection may be in at once. Each room costs a write on connect and
     /// disconnect, and DynamoDB transactions hold at most 100 items.
     pub max_rooms_per_connection: usize,
+    /// Largest reply frame: API Gateway posts at most 128 KB, less a margin.
+    pub max_reply_bytes: usize,
 }
 
 impl Default for ChatConfig {
@@ -105,6 +107,7 @@ impl Default for ChatConfig {
             fanout_concurrency: 32,
             gone_grace_ms: 5_000,
             max_rooms_per_connection: 50,
+            max_reply_bytes: 120 * 1024,
         }
     }
 }

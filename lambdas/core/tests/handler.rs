@@ -931,3 +931,46 @@ async fn a_connection_is_in_a_bounded_number_of_rooms() {
         .await;
     assert_eq!(r[0]["type"], "members");
 }
+
+#[tokio::test]
+async fn a_history_page_fits_in_one_post() {
+    let f = fixture();
+    f.join("a", "lobby", "ann").await;
+    for i in 0..50 {
+        f.clock.advance(1_000); // stay under the rate limit
+        let text = format!("{i:02}{}", "x".repeat(4090));
+        f.frame(
+            "a",
+            serde_json::json!({"action":"send","room":"lobby","text":text}),
+        )
+        .await;
+    }
+    let page = f
+        .frame("a", serde_json::json!({"action":"history","room":"lobby"}))
+        .await;
+    let encoded = serde_json::to_string(&page[0]).unwrap();
+    assert!(encoded.len() <= 120 * 1024, "{} bytes", encoded.len());
+    let messages = page[0]["messages"].as_array().unwrap();
+    assert!(
+        messages.len() < 50 && messages.len() > 20,
+        "{}",
+        messages.len()
+    );
+    assert_eq!(page[0]["more"], true);
+    // The newest are kept; paging back from the oldest kept one finds the rest.
+    assert!(
+        messages.last().unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("49")
+    );
+    let before = messages[0]["id"].clone();
+    let older = f
+        .frame(
+            "a",
+            serde_json::json!({"action":"history","room":"lobby","before":before}),
+        )
+        .await;
+    let total = messages.len() + older[0]["messages"].as_array().unwrap().len();
+    assert_eq!(total, 50);
+}

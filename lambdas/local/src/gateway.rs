@@ -308,6 +308,10 @@ async fn serve_socket(
                 reason: reason.into(),
             }));
             let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(frame)).await;
+        } else {
+            // The client closed: completing the handshake sends the reply the WebSocket layer
+            // queued, so the client sees a clean close rather than 1006.
+            let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
         }
     });
 

@@ -142,14 +142,25 @@ fn request_close(entry: &Entry, code: u16, reason: String) {
     });
 }
 
-/// The handlers' connection sender: posts go straight to the registry, as the Management API's
-/// `PostToConnection` does over HTTP.
+/// The handlers' connection sender: posts go straight to the registry, with the Management API's
+/// size limit, as `PostToConnection` does over HTTP.
 #[derive(Debug, Clone)]
-pub struct LocalSender(pub Arc<Registry>);
+pub struct LocalSender {
+    pub registry: Arc<Registry>,
+    /// Largest post in bytes (API Gateway: 128 KB).
+    pub max_bytes: usize,
+}
 
 #[async_trait]
 impl ConnectionSender for LocalSender {
     async fn post(&self, id: &ConnectionId, data: &str) -> Result<(), PostError> {
-        self.0.post(id, Outbound::Text(data.to_owned()))
+        if data.len() > self.max_bytes {
+            return Err(PostError::Other(format!(
+                "payload too large: {} bytes; the Management API takes at most {}",
+                data.len(),
+                self.max_bytes
+            )));
+        }
+        self.registry.post(id, Outbound::Text(data.to_owned()))
     }
 }

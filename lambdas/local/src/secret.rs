@@ -31,17 +31,10 @@ pub fn load_or_create(data_dir: &Path) -> Result<TokenKey, SecretError> {
         source,
     };
     std::fs::create_dir_all(data_dir).map_err(io)?;
-    let hex = match std::fs::read_to_string(&path) {
-        Ok(hex) => hex,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes).map_err(|e| io(std::io::Error::other(e.to_string())))?;
-            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            write_private(&path, &hex).map_err(io)?;
-            hex
-        }
-        Err(e) => return Err(io(e)),
-    };
+    if !path.exists() {
+        create(data_dir, &path).map_err(io)?;
+    }
+    let hex = std::fs::read_to_string(&path).map_err(io)?;
     let bytes = decode_hex(hex.trim()).ok_or_else(|| SecretError::Damaged {
         path: path.clone(),
         reason: "not hexadecimal".into(),
@@ -50,6 +43,23 @@ pub fn load_or_create(data_dir: &Path) -> Result<TokenKey, SecretError> {
         path,
         reason: e.to_string(),
     })
+}
+
+/// Write a fresh secret beside `path` and link it into place, so a concurrent reader never sees a
+/// half-written file and a concurrent creator's secret wins over ours, never replaced.
+fn create(data_dir: &Path, path: &Path) -> std::io::Result<()> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = data_dir.join(format!(".{SECRET_FILE}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, &hex)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

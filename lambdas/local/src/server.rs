@@ -60,6 +60,10 @@ pub enum StartError {
     Store(#[from] OpenError),
     #[error(transparent)]
     Secret(#[from] SecretError),
+    #[error(
+        "another chatctl dev is using the data directory {path}; stop it or pass another --data-dir"
+    )]
+    Busy { path: PathBuf },
     #[error("cannot clear the connections of a previous run: {0}")]
     Clear(chat_core::ports::PortError),
     #[error("cannot listen on {addr}: {source}; {hint}")]
@@ -99,6 +103,9 @@ pub struct LocalServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
+    /// Held while running: a second backend on the same data directory would clear this one's
+    /// connections. The OS releases it when the process dies, however it dies.
+    _lock: std::fs::File,
 }
 
 pub const MESSAGES_DB: &str = "messages.db";
@@ -130,6 +137,7 @@ impl LocalServer {
             path: config.data_dir.clone(),
             source,
         })?;
+        let lock = lock_data_dir(&config.data_dir)?;
         let (messages, connections): (Arc<dyn MessageStore>, Arc<dyn ConnectionStore>) =
             match stores {
                 Stores::Sqlite => {
@@ -168,7 +176,10 @@ impl LocalServer {
             messages,
             connections,
             topic: Arc::new(topic),
-            sender: Arc::new(LocalSender(Arc::clone(&registry))),
+            sender: Arc::new(LocalSender {
+                registry: Arc::clone(&registry),
+                max_bytes: config.limits.max_message_bytes,
+            }),
             clock: Arc::clone(&clock),
             ids: Arc::new(MonotonicUlids::default()),
         };
@@ -226,6 +237,7 @@ impl LocalServer {
             shutdown: Some(shutdown_tx),
             task,
             background,
+            _lock: lock,
         })
     }
 
@@ -286,6 +298,26 @@ impl LocalServer {
     }
 }
 
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StartError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Busy {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StartError::DataDir { path, source }),
+    }
+}
+
 async fn bind(addr: SocketAddr, fallbacks: u16) -> Result<TcpListener, StartError> {
     let mut candidate = addr;
     loop {
@@ -325,9 +357,10 @@ async fn sweep_presence(chat: Arc<ChatService>, clock: Arc<dyn Clock>, every: Du
         if now <= since {
             continue;
         }
-        if let Err(e) = chat.sweep_presence(since, now).await {
-            warn!(error = %e, "presence sweep failed");
+        // On failure `since` stays, so the next sweep covers the missed transitions too.
+        match chat.sweep_presence(since, now).await {
+            Ok(_) => since = now,
+            Err(e) => warn!(error = %e, "presence sweep failed"),
         }
-        since = now;
     }
 }
