@@ -303,6 +303,11 @@ mod tests {
     fn immutable_fields_replace_and_orphans_are_deleted_last() {
         let desired = stack(&StageSettings::default(), &code(), Some("a1b2c3d4e5"));
         let mut observed = observed_as(&desired);
+        let table = observed
+            .resources
+            .get_mut(&(Kind::Table, "chat-prod-messages".to_owned()))
+            .unwrap();
+        table.insert("keys".into(), serde_json::json!(["id"]));
         let ws = observed
             .resources
             .get_mut(&(Kind::Function, "chat-prod-ws".to_owned()))
@@ -317,6 +322,12 @@ mod tests {
             .insert((Kind::Table, "chat-prod-old".into()), BTreeMap::new());
         let plan = plan(&desired, &observed);
         insta::assert_snapshot!(plan.to_string());
+        let s = plan.summary();
+        assert_eq!(
+            (s.replace, s.update, s.delete),
+            (1, 1, 2),
+            "keys replace, architecture updates in place"
+        );
         let last: Vec<_> = plan
             .actions
             .iter()
