@@ -641,9 +641,33 @@ impl ChatService {
             .in_room(&room)
             .await
             .map_err(internal)?;
+        let mut members = self.config.presence.members(&connections, now);
+        // Like history, the answer must fit one post: keep the freshest members, in name order.
+        let sizes: Vec<usize> = members
+            .iter()
+            .map(|m| serde_json::to_string(m).map_or(0, |s| s.len() + 1))
+            .collect();
+        let mut truncated = false;
+        if sizes.iter().sum::<usize>() + 256 > self.config.max_reply_bytes {
+            let mut by_freshness: Vec<usize> = (0..members.len()).collect();
+            by_freshness.sort_by_key(|&i| std::cmp::Reverse(members[i].last_seen));
+            let mut keep = vec![false; members.len()];
+            let mut total = 256;
+            for i in by_freshness {
+                if total + sizes[i] > self.config.max_reply_bytes {
+                    break;
+                }
+                total += sizes[i];
+                keep[i] = true;
+            }
+            let mut flags = keep.into_iter();
+            members.retain(|_| flags.next().unwrap_or(false));
+            truncated = true;
+        }
         Ok(Outcome::reply(ServerFrame::Members {
-            members: self.config.presence.members(&connections, now),
+            members,
             room,
+            truncated,
         }))
     }
 

@@ -373,6 +373,10 @@ pub enum ServerFrame {
     Members {
         room: RoomName,
         members: Vec<MemberInfo>,
+        /// True when the list was cut to fit one frame (rooms of thousands of members): the
+        /// freshest members are kept.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
     },
     Pong {
         ts: i64,
@@ -587,6 +591,7 @@ mod tests {
                 ts: 7,
             },
             ServerFrame::Members {
+                truncated: false,
                 room: room.clone(),
                 members: vec![MemberInfo {
                     user: user.clone(),

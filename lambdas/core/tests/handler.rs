@@ -974,3 +974,36 @@ async fn a_history_page_fits_in_one_post() {
     let total = messages.len() + older[0]["messages"].as_array().unwrap().len();
     assert_eq!(total, 50);
 }
+
+#[tokio::test]
+async fn a_members_answer_fits_in_one_post() {
+    let f = fixture_with(ChatConfig {
+        max_reply_bytes: 2_000,
+        ..ChatConfig::default()
+    });
+    for i in 0..100 {
+        f.chat
+            .connect(cid(&format!("c{i}")), &anon("big", &format!("user-{i:03}")))
+            .await
+            .unwrap();
+        f.clock.advance(1);
+    }
+    let r = f
+        .frame("c99", serde_json::json!({"action":"presence","room":"big"}))
+        .await;
+    let encoded = serde_json::to_string(&r[0]).unwrap();
+    assert!(encoded.len() <= 2_000, "{}", encoded.len());
+    assert_eq!(r[0]["truncated"], true);
+    let users: Vec<_> = r[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        users.contains(&"user-099".to_owned()),
+        "the freshest are kept: {users:?}"
+    );
+    assert!(!users.contains(&"user-000".to_owned()));
+    assert!(users.windows(2).all(|w| w[0] < w[1]), "still in name order");
+}
