@@ -36,6 +36,43 @@ pub enum Command {
     Token(TokenArgs),
     /// Build the Lambda handlers (cargo-lambda, release) into deployable zips.
     Build(BuildArgs),
+    /// Show what `deploy` would change in a stage (reads AWS, changes nothing).
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The stage: part of every resource name ({app}-{stage}-…).
+    #[arg(long, value_name = "NAME")]
+    pub stage: String,
+
+    /// The app name [default: `app` in chatctl.toml, else "chat"].
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<String>,
+
+    /// AWS region [default: chatctl.toml, then AWS_REGION / the profile's].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// AWS profile [default: chatctl.toml, then AWS_PROFILE].
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Send every AWS call here instead (an emulator such as moto).
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+
+    /// The project file.
+    #[arg(long, value_name = "PATH", default_value = "chatctl.toml")]
+    pub config: PathBuf,
+
+    /// Where `chatctl build` left the zips [default: target/lambda-zips].
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+
+    /// Exit 0 when nothing would change, 2 when something would, 1 on errors.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

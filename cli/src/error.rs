@@ -14,6 +14,13 @@ pub enum CliError {
     Secret(#[from] chat_local::secret::SecretError),
     #[error(transparent)]
     Build(#[from] chatctl_infra::build::BuildError),
+    #[error(transparent)]
+    Config(#[from] chatctl_infra::config::ConfigError),
+    #[error(transparent)]
+    Observe(#[from] chatctl_infra::observe::ObserveError),
+    /// Build artifacts are missing or unusable.
+    #[error("{0}")]
+    Artifacts(String),
     /// The machine or process environment is not usable.
     #[error("{0}")]
     Environment(String),
@@ -22,6 +29,8 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
+            // 2 is also `plan --detailed-exitcode`'s "changes": only command-line mistakes that
+            // stop a command before it starts use it.
             CliError::Usage(_) => 2,
             _ => 1,
         }
@@ -33,6 +42,9 @@ impl CliError {
             CliError::Start(_) => "start",
             CliError::Secret(_) => "secret",
             CliError::Build(_) => "build",
+            CliError::Config(_) => "config",
+            CliError::Observe(_) => "observe",
+            CliError::Artifacts(_) => "artifacts",
             CliError::Environment(_) => "environment",
         }
     }

@@ -20,12 +20,13 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let output = cli.output;
     let result = match cli.command {
-        Command::Dev(args) => commands::dev::run(args, output),
-        Command::Token(args) => commands::token::run(args, output),
-        Command::Build(args) => commands::build::run(args, output),
+        Command::Dev(args) => commands::dev::run(args, output).map(|()| 0),
+        Command::Token(args) => commands::token::run(args, output).map(|()| 0),
+        Command::Build(args) => commands::build::run(args, output).map(|()| 0),
+        Command::Plan(args) => commands::plan::run(args, output),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             output::error(output, &err);
             ExitCode::from(err.exit_code())

@@ -4,6 +4,8 @@
 //! the observed state and applying a plan come next.
 
 pub mod build;
+pub mod config;
+pub mod observe;
 pub mod plan;
 pub mod process;
 pub mod stack;

@@ -12,6 +12,14 @@ use serde_json::{Value, json};
 
 use crate::build::Arch;
 
+/// The name of each role's inline policy.
+pub const INLINE_POLICY: &str = "chatctl";
+
+/// The statement id of the Lambda permission for `source` (`apigateway`, `sns`).
+pub fn permission_sid(source: &str) -> String {
+    format!("chatctl-{source}")
+}
+
 /// Shown for values AWS assigns at creation (the WebSocket API's id before it exists).
 pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
 

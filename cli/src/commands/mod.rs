@@ -2,4 +2,5 @@
 
 pub mod build;
 pub mod dev;
+pub mod plan;
 pub mod token;

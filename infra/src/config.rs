@@ -1,0 +1,257 @@
+//! `chatctl.toml`: the app name and per-stage settings (region, profile, endpoint, memory, recall
+//! window, log retention …). Flags override it; the file is optional (defaults apply).
+//!
+//! ```toml
+//! app = "chat"
+//!
+//! [defaults]
+//! region = "eu-west-1"
+//!
+//! [stages.prod]
+//! profile = "prod"
+//! memory_mb = 1024
+//! log_retention_days = 30
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::build::Arch;
+use crate::stack::{NameError, StackName, StageSettings};
+
+pub const DEFAULT_FILE: &str = "chatctl.toml";
+pub const DEFAULT_APP: &str = "chat";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {why}")]
+    Invalid { path: PathBuf, why: String },
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
+/// One stage's settings as written; every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageTable {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub memory_mb: Option<u32>,
+    pub timeout_s: Option<u32>,
+    pub arch: Option<String>,
+    pub recall_window: Option<String>,
+    pub log_retention_days: Option<u32>,
+    pub throttle_rate: Option<f64>,
+    pub throttle_burst: Option<u32>,
+}
+
+impl StageTable {
+    /// `self` with `over`'s fields where it has them.
+    fn merged(&self, over: &StageTable) -> StageTable {
+        macro_rules! pick {
+            ($($f:ident),*) => { StageTable { $($f: over.$f.clone().or_else(|| self.$f.clone())),* } };
+        }
+        pick!(
+            region,
+            profile,
+            endpoint_url,
+            memory_mb,
+            timeout_s,
+            arch,
+            recall_window,
+            log_retention_days,
+            throttle_rate,
+            throttle_burst
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectFile {
+    pub app: Option<String>,
+    #[serde(default)]
+    pub defaults: StageTable,
+    #[serde(default)]
+    pub stages: BTreeMap<String, StageTable>,
+}
+
+/// Where a stage lives and how it is built: what `plan`/`deploy` need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageConfig {
+    pub name: StackName,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub settings: StageSettings,
+}
+
+impl ProjectFile {
+    /// Read `path`; a missing file is an empty project (all defaults).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text).map_err(|why| ConfigError::Invalid {
+                path: path.to_owned(),
+                why,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The settings of `stage`: defaults, then `[stages.NAME]`, then `overrides` (flags).
+    pub fn stage(
+        &self,
+        path: &Path,
+        app: Option<&str>,
+        stage: &str,
+        overrides: &StageTable,
+    ) -> Result<StageConfig, ConfigError> {
+        let app = app.or(self.app.as_deref()).unwrap_or(DEFAULT_APP);
+        let name = StackName::new(app, stage)?;
+        let table = self
+            .defaults
+            .merged(self.stages.get(stage).unwrap_or(&StageTable::default()))
+            .merged(overrides);
+        let invalid = |why: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            why,
+        };
+        let d = StageSettings::default();
+        let arch = match table.arch.as_deref() {
+            None | Some("arm64") => Arch::Arm64,
+            Some("x86-64" | "x86_64") => Arch::X86_64,
+            Some(other) => return Err(invalid(format!("arch {other:?}: use arm64 or x86-64"))),
+        };
+        let recall_window_ms = match &table.recall_window {
+            None => d.recall_window_ms,
+            Some(text) => humantime::parse_duration(text)
+                .map_err(|e| invalid(format!("recall_window {text:?}: {e}; write e.g. \"2m\"")))
+                .map(|w: Duration| i64::try_from(w.as_millis()).unwrap_or(i64::MAX))?,
+        };
+        let memory_mb = table.memory_mb.unwrap_or(d.memory_mb);
+        if !(128..=10_240).contains(&memory_mb) {
+            return Err(invalid(format!(
+                "memory_mb {memory_mb}: Lambda allows 128 to 10240"
+            )));
+        }
+        let timeout_s = table.timeout_s.unwrap_or(d.timeout_s);
+        if !(1..=900).contains(&timeout_s) {
+            return Err(invalid(format!(
+                "timeout_s {timeout_s}: Lambda allows 1 to 900"
+            )));
+        }
+        Ok(StageConfig {
+            name,
+            region: table.region,
+            profile: table.profile,
+            endpoint_url: table.endpoint_url,
+            settings: StageSettings {
+                memory_mb,
+                timeout_s,
+                arch,
+                recall_window_ms,
+                log_retention_days: table.log_retention_days.unwrap_or(d.log_retention_days),
+                throttle_rate: table.throttle_rate.unwrap_or(d.throttle_rate),
+                throttle_burst: table.throttle_burst.unwrap_or(d.throttle_burst),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+app = "chat"
+
+[defaults]
+region = "eu-west-1"
+memory_mb = 256
+
+[stages.prod]
+profile = "prod"
+memory_mb = 1024
+recall_window = "5m"
+"#;
+
+    #[test]
+    fn stages_layer_defaults_file_and_flags() {
+        let file = ProjectFile::parse(FILE).unwrap();
+        let p = Path::new("chatctl.toml");
+        let prod = file.stage(p, None, "prod", &StageTable::default()).unwrap();
+        assert_eq!(prod.name.prefix(), "chat-prod");
+        assert_eq!(prod.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(prod.profile.as_deref(), Some("prod"));
+        assert_eq!(prod.settings.memory_mb, 1024);
+        assert_eq!(prod.settings.recall_window_ms, 300_000);
+        let ci = file
+            .stage(
+                p,
+                None,
+                "ci",
+                &StageTable {
+                    region: Some("us-east-1".into()),
+                    ..StageTable::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            ci.settings.memory_mb, 256,
+            "defaults apply to stages not in the file"
+        );
+        assert_eq!(ci.region.as_deref(), Some("us-east-1"), "flags win");
+        let other_app = file
+            .stage(p, Some("talk"), "ci", &StageTable::default())
+            .unwrap();
+        assert_eq!(other_app.name.prefix(), "talk-ci");
+    }
+
+    #[test]
+    fn mistakes_name_the_file_and_the_field() {
+        let p = Path::new("chatctl.toml");
+        let err = ProjectFile::parse("app = \"chat\"\n[stages.x]\nmemmory_mb = 1\n").unwrap_err();
+        assert!(err.contains("memmory_mb"), "{err}");
+        let file = ProjectFile::parse("[stages.x]\nmemory_mb = 64\n").unwrap();
+        let err = file
+            .stage(p, None, "x", &StageTable::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("chatctl.toml") && err.contains("128 to 10240"),
+            "{err}"
+        );
+        let err = file
+            .stage(p, None, "Bad_Stage", &StageTable::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stage name"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_all_defaults() {
+        let file = ProjectFile::load(Path::new("/nonexistent/chatctl.toml")).unwrap();
+        let s = file
+            .stage(Path::new("x"), None, "dev", &StageTable::default())
+            .unwrap();
+        assert_eq!(s.name.prefix(), "chat-dev");
+        assert_eq!(s.settings, StageSettings::default());
+    }
+}

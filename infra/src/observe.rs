@@ -1,0 +1,701 @@
+//! Observe: read what exists of a stage from AWS into the property maps the stack model uses, so
+//! `plan` can diff them. Read-only; every resource is found by its deterministic name.
+
+use std::collections::BTreeMap;
+
+use aws_config::SdkConfig;
+use serde_json::{Value, json};
+
+use crate::plan::Observed;
+use crate::stack::{Environment, Kind, StackName};
+
+/// A read that failed; names the resource and what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error(
+        "cannot tell which AWS account this is ({0}); check your credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID …)"
+    )]
+    Identity(String),
+    #[error("the AWS configuration has no region; pass --region or set AWS_REGION")]
+    NoRegion,
+    #[error("cannot read {what}: {why}")]
+    Read { what: String, why: String },
+}
+
+fn read_error(what: impl Into<String>, err: impl std::error::Error) -> ObserveError {
+    ObserveError::Read {
+        what: what.into(),
+        why: aws_sdk_dynamodb::error::DisplayErrorContext(err).to_string(),
+    }
+}
+
+/// The clients observe needs, built once from one configuration.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub config: SdkConfig,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub apigw: aws_sdk_apigatewayv2::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub lambda: aws_sdk_lambda::Client,
+    pub sts: aws_sdk_sts::Client,
+}
+
+impl Clients {
+    pub fn new(config: &SdkConfig) -> Self {
+        Self {
+            config: config.clone(),
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            sns: aws_sdk_sns::Client::new(config),
+            ssm: aws_sdk_ssm::Client::new(config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(config),
+            apigw: aws_sdk_apigatewayv2::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
+            lambda: aws_sdk_lambda::Client::new(config),
+            sts: aws_sdk_sts::Client::new(config),
+        }
+    }
+}
+
+fn our_tags<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Value {
+    let map: BTreeMap<&str, &str> = tags
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("chatctl:"))
+        .collect();
+    json!(map)
+}
+
+fn decode_policy(text: &str) -> Value {
+    // IAM returns policy documents URL-encoded.
+    let decoded = url::form_urlencoded::parse(format!("x={text}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    serde_json::from_str(&decoded).unwrap_or(Value::String(decoded))
+}
+
+struct Reader<'a> {
+    clients: &'a Clients,
+    observed: Observed,
+}
+
+impl Reader<'_> {
+    fn put(&mut self, kind: Kind, name: &str, props: BTreeMap<String, Value>) {
+        self.observed
+            .resources
+            .insert((kind, name.to_owned()), props);
+    }
+}
+
+fn props(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> BTreeMap<String, Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// The account and region, and everything of the stage that exists.
+pub async fn observe(
+    clients: &Clients,
+    name: &StackName,
+) -> Result<(Environment, Observed), ObserveError> {
+    let region = clients
+        .config
+        .region()
+        .map(ToString::to_string)
+        .ok_or(ObserveError::NoRegion)?;
+    let account_id = clients
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| {
+            ObserveError::Identity(aws_sdk_sts::error::DisplayErrorContext(e).to_string())
+        })?
+        .account
+        .ok_or_else(|| ObserveError::Identity("no account in the caller identity".into()))?;
+    let mut r = Reader {
+        clients,
+        observed: Observed::default(),
+    };
+    let prefix = name.prefix();
+    let tables = name.tables();
+    for table in [&tables.messages, &tables.connections] {
+        read_table(&mut r, table).await?;
+    }
+    let topic_arn = format!("arn:aws:sns:{region}:{account_id}:{prefix}-events");
+    read_topic(&mut r, &format!("{prefix}-events"), &topic_arn).await?;
+    read_parameter(
+        &mut r,
+        &chat_aws::secret::parameter_name(&name.app, &name.stage),
+    )
+    .await?;
+    for role in ["ws", "fanout"] {
+        read_log_group(&mut r, &format!("/aws/lambda/{prefix}-{role}")).await?;
+    }
+    let api_id = read_api(&mut r, &format!("{prefix}-api"), &name.stage).await?;
+    for role in ["ws", "fanout"] {
+        read_role(&mut r, &format!("{prefix}-{role}-role")).await?;
+        read_function(&mut r, &format!("{prefix}-{role}")).await?;
+    }
+    read_permission(&mut r, &format!("{prefix}-ws"), "apigateway").await?;
+    read_permission(&mut r, &format!("{prefix}-fanout"), "sns").await?;
+    let fanout_arn = format!("arn:aws:lambda:{region}:{account_id}:function:{prefix}-fanout");
+    read_subscription(&mut r, &format!("{prefix}-events"), &topic_arn, &fanout_arn).await?;
+    let environment = Environment {
+        account_id,
+        region,
+        api_id,
+    };
+    Ok((environment, r.observed))
+}
+
+async fn read_table(r: &mut Reader<'_>, name: &str) -> Result<(), ObserveError> {
+    use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
+    let table = match r
+        .clients
+        .dynamodb
+        .describe_table()
+        .table_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => out.table,
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(DescribeTableError::ResourceNotFoundException(_))
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(read_error(format!("table {name}"), e)),
+    };
+    let Some(table) = table else { return Ok(()) };
+    let keys: Vec<&str> = table
+        .key_schema()
+        .iter()
+        .map(|k| k.attribute_name())
+        .collect();
+    let mut indexes: Vec<Value> = table
+        .global_secondary_indexes()
+        .iter()
+        .map(|i| {
+            let key = |t: aws_sdk_dynamodb::types::KeyType| {
+                i.key_schema()
+                    .iter()
+                    .find(|k| *k.key_type() == t)
+                    .map(|k| k.attribute_name().to_owned())
+            };
+            json!({
+                "name": i.index_name(),
+                "partitionKey": key(aws_sdk_dynamodb::types::KeyType::Hash),
+                "sortKey": key(aws_sdk_dynamodb::types::KeyType::Range),
+            })
+        })
+        .collect();
+    indexes.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let billing = table
+        .billing_mode_summary()
+        .and_then(|b| b.billing_mode())
+        .map_or("PROVISIONED", |m| m.as_str());
+    let ttl = r
+        .clients
+        .dynamodb
+        .describe_time_to_live()
+        .table_name(name)
+        .send()
+        .await
+        .map_err(|e| read_error(format!("TTL of {name}"), e))?
+        .time_to_live_description
+        .filter(|d| {
+            matches!(
+                d.time_to_live_status(),
+                Some(
+                    aws_sdk_dynamodb::types::TimeToLiveStatus::Enabled
+                        | aws_sdk_dynamodb::types::TimeToLiveStatus::Enabling
+                )
+            )
+        })
+        .and_then(|d| d.attribute_name);
+    let tags = match table.table_arn() {
+        Some(arn) => r
+            .clients
+            .dynamodb
+            .list_tags_of_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .map_err(|e| read_error(format!("tags of {name}"), e))?
+            .tags
+            .unwrap_or_default(),
+        None => vec![],
+    };
+    r.put(
+        Kind::Table,
+        name,
+        props([
+            ("keys", json!(keys)),
+            ("billing", json!(billing)),
+            ("indexes", json!(indexes)),
+            ("ttlAttribute", json!(ttl)),
+            ("tags", our_tags(tags.iter().map(|t| (t.key(), t.value())))),
+        ]),
+    );
+    Ok(())
+}
+
+async fn read_topic(r: &mut Reader<'_>, name: &str, arn: &str) -> Result<(), ObserveError> {
+    use aws_sdk_sns::operation::get_topic_attributes::GetTopicAttributesError;
+    match r
+        .clients
+        .sns
+        .get_topic_attributes()
+        .topic_arn(arn)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(GetTopicAttributesError::NotFoundException(_))
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(read_error(format!("topic {name}"), e)),
+    }
+    let tags = r
+        .clients
+        .sns
+        .list_tags_for_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .map_err(|e| read_error(format!("tags of topic {name}"), e))?
+        .tags
+        .unwrap_or_default();
+    r.put(
+        Kind::Topic,
+        name,
+        props([("tags", our_tags(tags.iter().map(|t| (t.key(), t.value()))))]),
+    );
+    Ok(())
+}
+
+async fn read_parameter(r: &mut Reader<'_>, name: &str) -> Result<(), ObserveError> {
+    use aws_sdk_ssm::operation::get_parameter::GetParameterError;
+    let parameter = match r.clients.ssm.get_parameter().name(name).send().await {
+        Ok(out) => out.parameter,
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(GetParameterError::ParameterNotFound(_))
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(read_error(format!("parameter {name}"), e)),
+    };
+    let kind = parameter
+        .and_then(|p| p.r#type)
+        .map(|t| t.as_str().to_owned());
+    let tags = r
+        .clients
+        .ssm
+        .list_tags_for_resource()
+        .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
+        .resource_id(name)
+        .send()
+        .await
+        .map_err(|e| read_error(format!("tags of parameter {name}"), e))?
+        .tag_list
+        .unwrap_or_default();
+    r.put(
+        Kind::Parameter,
+        name,
+        props([
+            ("type", json!(kind)),
+            ("tags", our_tags(tags.iter().map(|t| (t.key(), t.value())))),
+        ]),
+    );
+    Ok(())
+}
+
+async fn read_log_group(r: &mut Reader<'_>, name: &str) -> Result<(), ObserveError> {
+    let groups = r
+        .clients
+        .logs
+        .describe_log_groups()
+        .log_group_name_prefix(name)
+        .send()
+        .await
+        .map_err(|e| read_error(format!("log group {name}"), e))?
+        .log_groups
+        .unwrap_or_default();
+    let Some(group) = groups
+        .into_iter()
+        .find(|g| g.log_group_name() == Some(name))
+    else {
+        return Ok(());
+    };
+    let arn = group
+        .log_group_arn()
+        .map(str::to_owned)
+        .or_else(|| group.arn().map(|a| a.trim_end_matches(":*").to_owned()))
+        .unwrap_or_default();
+    let tags = r
+        .clients
+        .logs
+        .list_tags_for_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .map_err(|e| read_error(format!("tags of log group {name}"), e))?
+        .tags
+        .unwrap_or_default();
+    r.put(
+        Kind::LogGroup,
+        name,
+        props([
+            ("retentionDays", json!(group.retention_in_days())),
+            (
+                "tags",
+                our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            ),
+        ]),
+    );
+    Ok(())
+}
+
+/// The API, its integration, routes and stage; returns the API id when it exists.
+async fn read_api(
+    r: &mut Reader<'_>,
+    name: &str,
+    stage: &str,
+) -> Result<Option<String>, ObserveError> {
+    let apis = r
+        .clients
+        .apigw
+        .get_apis()
+        .send()
+        .await
+        .map_err(|e| read_error("WebSocket APIs", e))?
+        .items
+        .unwrap_or_default();
+    let Some(api) = apis.into_iter().find(|a| a.name() == Some(name)) else {
+        return Ok(None);
+    };
+    let Some(api_id) = api.api_id().map(str::to_owned) else {
+        return Ok(None);
+    };
+    let tags = api.tags().cloned().unwrap_or_default();
+    r.put(
+        Kind::Api,
+        name,
+        props([
+            ("protocol", json!(api.protocol_type().map(|p| p.as_str()))),
+            (
+                "routeSelectionExpression",
+                json!(api.route_selection_expression()),
+            ),
+            (
+                "tags",
+                our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            ),
+        ]),
+    );
+    let integrations = r
+        .clients
+        .apigw
+        .get_integrations()
+        .api_id(&api_id)
+        .send()
+        .await
+        .map_err(|e| read_error(format!("integrations of {name}"), e))?
+        .items
+        .unwrap_or_default();
+    let integration_id = integrations
+        .first()
+        .and_then(|i| i.integration_id().map(str::to_owned));
+    if let Some(i) = integrations.first() {
+        r.put(
+            Kind::Integration,
+            &format!("{name}/ws"),
+            props([
+                ("type", json!(i.integration_type().map(|t| t.as_str()))),
+                ("uri", json!(i.integration_uri())),
+            ]),
+        );
+    }
+    let routes = r
+        .clients
+        .apigw
+        .get_routes()
+        .api_id(&api_id)
+        .send()
+        .await
+        .map_err(|e| read_error(format!("routes of {name}"), e))?
+        .items
+        .unwrap_or_default();
+    // Every route of the API is observed: ones the model no longer has plan as deletions.
+    for route in routes {
+        let Some(key) = route.route_key() else {
+            continue;
+        };
+        // The model names the integration symbolically; map our integration's id back to it.
+        let target = match (route.target(), &integration_id) {
+            (Some(t), Some(id)) if t == format!("integrations/{id}") => {
+                format!("integrations/{name}/ws")
+            }
+            (Some(t), _) => t.to_owned(),
+            (None, _) => String::new(),
+        };
+        r.put(
+            Kind::Route,
+            &format!("{name}/{key}"),
+            props([("target", json!(target))]),
+        );
+    }
+    use aws_sdk_apigatewayv2::operation::get_stage::GetStageError;
+    match r
+        .clients
+        .apigw
+        .get_stage()
+        .api_id(&api_id)
+        .stage_name(stage)
+        .send()
+        .await
+    {
+        Ok(s) => {
+            let settings = s.default_route_settings();
+            let tags = s.tags().cloned().unwrap_or_default();
+            r.put(
+                Kind::Stage,
+                &format!("{name}/{stage}"),
+                props([
+                    ("autoDeploy", json!(s.auto_deploy().unwrap_or(false))),
+                    (
+                        "throttleRate",
+                        json!(settings.and_then(|s| s.throttling_rate_limit())),
+                    ),
+                    (
+                        "throttleBurst",
+                        json!(settings.and_then(|s| s.throttling_burst_limit())),
+                    ),
+                    (
+                        "tags",
+                        our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                    ),
+                ]),
+            );
+        }
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(GetStageError::NotFoundException(_))
+            ) => {}
+        Err(e) => return Err(read_error(format!("stage {stage} of {name}"), e)),
+    }
+    Ok(Some(api_id))
+}
+
+async fn read_role(r: &mut Reader<'_>, name: &str) -> Result<(), ObserveError> {
+    use aws_sdk_iam::operation::get_role::GetRoleError;
+    use aws_sdk_iam::operation::get_role_policy::GetRolePolicyError;
+    let role = match r.clients.iam.get_role().role_name(name).send().await {
+        Ok(out) => out.role,
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(GetRoleError::NoSuchEntityException(_))
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(read_error(format!("role {name}"), e)),
+    };
+    let Some(role) = role else { return Ok(()) };
+    let policy = match r
+        .clients
+        .iam
+        .get_role_policy()
+        .role_name(name)
+        .policy_name(crate::stack::INLINE_POLICY)
+        .send()
+        .await
+    {
+        Ok(out) => decode_policy(out.policy_document()),
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(GetRolePolicyError::NoSuchEntityException(_))
+            ) =>
+        {
+            Value::Null
+        }
+        Err(e) => return Err(read_error(format!("policy of role {name}"), e)),
+    };
+    r.put(
+        Kind::Role,
+        name,
+        props([
+            (
+                "assumeRolePolicy",
+                role.assume_role_policy_document()
+                    .map_or(Value::Null, decode_policy),
+            ),
+            ("inlinePolicy", policy),
+            (
+                "tags",
+                our_tags(role.tags().iter().map(|t| (t.key(), t.value()))),
+            ),
+        ]),
+    );
+    Ok(())
+}
+
+async fn read_function(r: &mut Reader<'_>, name: &str) -> Result<(), ObserveError> {
+    use aws_sdk_lambda::operation::get_function::GetFunctionError;
+    let out = match r
+        .clients
+        .lambda
+        .get_function()
+        .function_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(GetFunctionError::ResourceNotFoundException(_))
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(read_error(format!("function {name}"), e)),
+    };
+    let Some(c) = out.configuration() else {
+        return Ok(());
+    };
+    let environment: BTreeMap<&str, &str> = c
+        .environment()
+        .and_then(|e| e.variables())
+        .map(|v| v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+        .unwrap_or_default();
+    let tags = out.tags().cloned().unwrap_or_default();
+    r.put(
+        Kind::Function,
+        name,
+        props([
+            ("runtime", json!(c.runtime().map(|r| r.as_str()))),
+            ("handler", json!(c.handler())),
+            (
+                "architecture",
+                json!(c.architectures().first().map(|a| a.as_str())),
+            ),
+            ("memoryMb", json!(c.memory_size())),
+            ("timeoutS", json!(c.timeout())),
+            ("role", json!(c.role())),
+            ("codeSha256", json!(c.code_sha256())),
+            ("environment", json!(environment)),
+            (
+                "tags",
+                our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            ),
+        ]),
+    );
+    Ok(())
+}
+
+async fn read_permission(
+    r: &mut Reader<'_>,
+    function: &str,
+    source: &str,
+) -> Result<(), ObserveError> {
+    use aws_sdk_lambda::operation::get_policy::GetPolicyError;
+    let policy = match r
+        .clients
+        .lambda
+        .get_policy()
+        .function_name(function)
+        .send()
+        .await
+    {
+        Ok(out) => out.policy.unwrap_or_default(),
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(GetPolicyError::ResourceNotFoundException(_))
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(read_error(format!("resource policy of {function}"), e)),
+    };
+    let policy: Value = serde_json::from_str(&policy).unwrap_or(Value::Null);
+    let sid = crate::stack::permission_sid(source);
+    let Some(statement) = policy["Statement"]
+        .as_array()
+        .and_then(|s| s.iter().find(|st| st["Sid"] == json!(sid)))
+    else {
+        return Ok(());
+    };
+    r.put(
+        Kind::Permission,
+        &format!("{function}/{source}"),
+        props([
+            ("principal", statement["Principal"]["Service"].clone()),
+            ("action", statement["Action"].clone()),
+            (
+                "sourceArn",
+                statement["Condition"]["ArnLike"]["AWS:SourceArn"].clone(),
+            ),
+        ]),
+    );
+    Ok(())
+}
+
+async fn read_subscription(
+    r: &mut Reader<'_>,
+    topic: &str,
+    topic_arn: &str,
+    endpoint: &str,
+) -> Result<(), ObserveError> {
+    use aws_sdk_sns::operation::list_subscriptions_by_topic::ListSubscriptionsByTopicError;
+    let subscriptions = match r
+        .clients
+        .sns
+        .list_subscriptions_by_topic()
+        .topic_arn(topic_arn)
+        .send()
+        .await
+    {
+        Ok(out) => out.subscriptions.unwrap_or_default(),
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(ListSubscriptionsByTopicError::NotFoundException(_))
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(read_error(format!("subscriptions of {topic}"), e)),
+    };
+    if let Some(s) = subscriptions
+        .iter()
+        .find(|s| s.endpoint() == Some(endpoint))
+    {
+        let function = endpoint.rsplit(':').next().unwrap_or_default();
+        r.put(
+            Kind::Subscription,
+            &format!("{topic}/{function}"),
+            props([
+                ("protocol", json!(s.protocol())),
+                ("endpoint", json!(s.endpoint())),
+            ]),
+        );
+    }
+    Ok(())
+}
