@@ -24,15 +24,6 @@ use chat_core::protocol::ServerFrame;
 use chat_core::{AuthConfig, ChatConfig, ChatService, Ports};
 use futures_util::StreamExt;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// A chat service whose connection store lists `ids` in one room, posting through `sender`.
 async fn service(
     ids: &[String],
@@ -114,9 +105,9 @@ async fn measure(
 }
 
 fn main() {
-    let n = arg("--connections", 1000);
-    let events = arg("--events", 5);
-    let concurrency = arg("--concurrency", 32);
+    let n = chatctl_e2e::bench_arg("--connections", 1000);
+    let events = chatctl_e2e::bench_arg("--events", 5);
+    let concurrency = chatctl_e2e::bench_arg("--concurrency", 32);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -157,19 +157,10 @@ async fn run(clients: usize, messages: usize, pace: Option<Duration>) -> Figures
     }
 }
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let clients = arg("--clients", 100);
-    let messages = arg("--messages", 20);
-    let pace = Duration::from_millis(arg("--pace-ms", 500) as u64);
+    let clients = chatctl_e2e::bench_arg("--clients", 100);
+    let messages = chatctl_e2e::bench_arg("--messages", 20);
+    let pace = Duration::from_millis(chatctl_e2e::bench_arg("--pace-ms", 500) as u64);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -129,6 +129,16 @@ pub async fn start_wall_clock(
     (server, dir)
 }
 
+/// A bench's numeric `--name N` argument, or `default`.
+pub fn bench_arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Percent-encode a query value.
 pub fn enc(s: &str) -> String {
     s.bytes()

@@ -134,6 +134,47 @@ impl Moto {
     }
 }
 
+/// A new SNS topic with an SQS queue subscribed to it: moto keeps published notifications nowhere
+/// a client can read them, so tests read them from the queue (standard, not raw, delivery).
+pub async fn topic_with_queue(config: &SdkConfig) -> (String, aws_sdk_sqs::Client, String) {
+    let sns = aws_sdk_sns::Client::new(config);
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let topic_arn = sns
+        .create_topic()
+        .name(unique("events"))
+        .send()
+        .await
+        .expect("create topic")
+        .topic_arn
+        .expect("topic arn");
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique("q"))
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url");
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .expect("queue arn");
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(&queue_arn)
+        .send()
+        .await
+        .expect("subscribe");
+    (topic_arn, sqs, queue_url)
+}
+
 /// A name no other test uses: `{prefix}-{ulid}` in lower case.
 pub fn unique(prefix: &str) -> String {
     format!(

@@ -101,44 +101,8 @@ async fn the_local_topic_meets_the_contract() {
 #[tokio::test]
 async fn the_sns_topic_meets_the_contract() {
     let config = Moto::shared().sdk_config();
-    let sns = aws_sdk_sns::Client::new(&config);
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let topic_arn = sns
-        .create_topic()
-        .name(unique("events"))
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(unique("q"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()
-        .remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .unwrap();
-    sns.subscribe()
-        .topic_arn(&topic_arn)
-        .protocol("sqs")
-        .endpoint(&queue_arn)
-        .send()
-        .await
-        .unwrap();
-
-    let topic = SnsTopic::new(sns.clone(), &topic_arn);
+    let (topic_arn, sqs, queue_url) = chatctl_e2e::moto::topic_with_queue(&config).await;
+    let topic = SnsTopic::new(aws_sdk_sns::Client::new(&config), &topic_arn);
     contract::topic(&topic, || async {
         let out = sqs
             .receive_message()

@@ -123,35 +123,7 @@ async fn lambda_handlers_on_dynamodb_post_to_real_sockets_and_drop_gone_ones() {
     let dynamo = aws_sdk_dynamodb::Client::new(&config);
     let tables = TableNames::for_stage("lambda", &unique("t"));
     chat_aws::tables::ensure(&dynamo, &tables).await.unwrap();
-    let sns = aws_sdk_sns::Client::new(&config);
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let topic_arn = sns
-        .create_topic()
-        .name(unique("events"))
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(unique("q"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue_arn = format!(
-        "arn:aws:sqs:us-east-1:123456789012:{}",
-        queue_url.rsplit('/').next().unwrap()
-    );
-    sns.subscribe()
-        .topic_arn(&topic_arn)
-        .protocol("sqs")
-        .endpoint(&queue_arn)
-        .send()
-        .await
-        .unwrap();
+    let (topic_arn, sqs, queue_url) = chatctl_e2e::moto::topic_with_queue(&config).await;
     let subscription = Subscription { sqs, queue_url };
 
     let secret = "00112233445566778899aabbccddeeff00112233";

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chat_core::policy::PresencePolicy;
 use chat_core::ports::{Clock, MonotonicUlids, SystemClock};
-use chat_core::token::TokenKey;
+use chat_core::token::{TokenKey, decode_hex};
 use chat_core::{AuthConfig, ChatConfig, ChatService, Ports};
 
 use crate::{DynamoConnectionStore, DynamoMessageStore, ManagementSender, SnsTopic, TableNames};
@@ -119,18 +119,6 @@ impl Settings {
             chat,
         })
     }
-}
-
-/// Bytes of a hex string (surrounding white space ignored).
-pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// The token key of `settings`, reading SSM when the secret is a parameter.

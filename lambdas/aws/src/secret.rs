@@ -36,7 +36,7 @@ fn is_parameter_missing<R>(err: &SdkError<GetParameterError, R>) -> bool {
 pub async fn ensure(client: &Client, name: &str) -> Result<bool, PortError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| PortError::new(format!("no randomness: {e}")))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = chat_core::token::encode_hex(&bytes);
     match client
         .put_parameter()
         .name(name)
@@ -74,7 +74,7 @@ pub async fn load(client: &Client, name: &str) -> Result<TokenKey, PortError> {
         .parameter
         .and_then(|p| p.value)
         .ok_or_else(|| PortError::new(format!("the token secret {name} has no value")))?;
-    let bytes = crate::lambda::decode_hex(&value)
+    let bytes = chat_core::token::decode_hex(&value)
         .ok_or_else(|| PortError::new(format!("the token secret {name} is not hexadecimal")))?;
     TokenKey::new(bytes).map_err(|e| PortError::new(format!("the token secret {name}: {e}")))
 }

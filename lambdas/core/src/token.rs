@@ -125,6 +125,23 @@ impl TokenKey {
     }
 }
 
+/// Lowercase hex of `bytes`: how secrets are stored (a file locally, an SSM parameter on AWS).
+pub fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes of a hex string (surrounding white space ignored); `None` if it is not hex.
+pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +210,15 @@ mod tests {
     #[test]
     fn empty_signature_is_refused() {
         assert_eq!(key().verify("v1..", 1), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_garbage() {
+        assert_eq!(encode_hex(&[0, 0xab, 0xff]), "00abff");
+        assert_eq!(decode_hex(" 00abff\n"), Some(vec![0, 0xab, 0xff]));
+        assert_eq!(decode_hex("abc"), None);
+        assert_eq!(decode_hex("zz"), None);
+        assert_eq!(decode_hex("é1"), None);
     }
 
     #[test]

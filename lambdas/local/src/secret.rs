@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use chat_core::token::TokenKey;
+use chat_core::token::{TokenKey, decode_hex, encode_hex};
 
 pub const SECRET_FILE: &str = "token-secret";
 
@@ -35,7 +35,7 @@ pub fn load_or_create(data_dir: &Path) -> Result<TokenKey, SecretError> {
         create(data_dir, &path).map_err(io)?;
     }
     let hex = std::fs::read_to_string(&path).map_err(io)?;
-    let bytes = decode_hex(hex.trim()).ok_or_else(|| SecretError::Damaged {
+    let bytes = decode_hex(&hex).ok_or_else(|| SecretError::Damaged {
         path: path.clone(),
         reason: "not hexadecimal".into(),
     })?;
@@ -50,7 +50,7 @@ pub fn load_or_create(data_dir: &Path) -> Result<TokenKey, SecretError> {
 fn create(data_dir: &Path, path: &Path) -> std::io::Result<()> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = encode_hex(&bytes);
     let tmp = data_dir.join(format!(".{SECRET_FILE}.{}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     write_private(&tmp, &hex)?;
@@ -70,14 +70,4 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     let mut file = options.open(path)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
