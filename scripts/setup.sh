@@ -39,5 +39,5 @@ if [ ! -x "$tools/bin/moto_server" ] || [ ! -x "$tools/bin/cargo-lambda" ] || [ 
   "$tools/bin/pip" install --quiet --disable-pip-version-check $pins
   echo "$pins" > "$tools/.pins"
 fi
-say "moto: $("$tools/bin/moto_server" --version 2>/dev/null || echo installed), cargo-lambda: $("$tools/bin/cargo-lambda" --version 2>&1 | head -1)"
+say "tools: $(cat "$tools/.pins"); $("$tools/bin/cargo-lambda" lambda --version 2>&1 | head -1)"
 say "setup done"
