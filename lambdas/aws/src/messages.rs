@@ -155,10 +155,7 @@ impl MessageStore for DynamoMessageStore {
                 break;
             }
         }
-        let more = messages.len() > limit;
-        messages.truncate(limit);
-        messages.reverse();
-        Ok(HistoryPage { messages, more })
+        Ok(HistoryPage::from_newest_first(messages, limit))
     }
 
     async fn get(&self, id: MessageId) -> PortResult<Option<Message>> {

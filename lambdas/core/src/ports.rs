@@ -56,6 +56,17 @@ pub struct HistoryPage {
     pub more: bool,
 }
 
+impl HistoryPage {
+    /// A page from up to `limit + 1` messages read newest first: the extra one only tells that
+    /// older messages exist.
+    pub fn from_newest_first(mut messages: Vec<Message>, limit: usize) -> Self {
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        messages.reverse();
+        Self { messages, more }
+    }
+}
+
 #[async_trait]
 pub trait MessageStore: Send + Sync {
     /// Store a new message (version 1). Idempotent on (room, user, client message id) when the
