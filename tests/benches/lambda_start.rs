@@ -17,8 +17,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chat_aws::TableNames;
-use chatctl_e2e::moto::{Moto, unique};
+use chatctl_e2e::moto::Moto;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -165,18 +164,7 @@ fn main() {
     runtime.block_on(async {
         let moto = Moto::shared();
         let config = moto.sdk_config();
-        let tables = TableNames::for_stage("bench", &unique("s"));
-        chat_aws::tables::ensure(&aws_sdk_dynamodb::Client::new(&config), &tables)
-            .await
-            .unwrap();
-        let topic = aws_sdk_sns::Client::new(&config)
-            .create_topic()
-            .name(unique("t"))
-            .send()
-            .await
-            .unwrap()
-            .topic_arn
-            .unwrap();
+        let (tables, topic) = chatctl_e2e::moto::fresh_stage(&config, "bench").await;
 
         let mut baseline = vec![];
         for _ in 0..runs {

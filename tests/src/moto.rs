@@ -134,6 +134,23 @@ impl Moto {
     }
 }
 
+/// The backing of a fresh stage of `app`: both tables (created) and a topic, uniquely named.
+pub async fn fresh_stage(config: &SdkConfig, app: &str) -> (chat_aws::TableNames, String) {
+    let tables = chat_aws::TableNames::for_stage(app, &unique("s"));
+    chat_aws::tables::ensure(&aws_sdk_dynamodb::Client::new(config), &tables)
+        .await
+        .expect("create the tables");
+    let topic = aws_sdk_sns::Client::new(config)
+        .create_topic()
+        .name(unique("t"))
+        .send()
+        .await
+        .expect("create topic")
+        .topic_arn
+        .expect("topic arn");
+    (tables, topic)
+}
+
 /// A new SNS topic with an SQS queue subscribed to it: moto keeps published notifications nowhere
 /// a client can read them, so tests read them from the queue (standard, not raw, delivery).
 pub async fn topic_with_queue(config: &SdkConfig) -> (String, aws_sdk_sqs::Client, String) {

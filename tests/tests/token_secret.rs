@@ -51,18 +51,7 @@ async fn the_secret_is_created_once_and_read_back() {
     );
 
     // The handler's settings name the parameter; the service reads it and accepts its tokens.
-    let tables = chat_aws::TableNames::for_stage("chat", &unique("t"));
-    chat_aws::tables::ensure(&aws_sdk_dynamodb::Client::new(&config), &tables)
-        .await
-        .unwrap();
-    let topic = aws_sdk_sns::Client::new(&config)
-        .create_topic()
-        .name(unique("t"))
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
+    let (tables, topic) = chatctl_e2e::moto::fresh_stage(&config, "chat").await;
     let settings = Settings::from_vars(|var| {
         Some(match var {
             "CHAT_MESSAGES_TABLE" => tables.messages.clone(),

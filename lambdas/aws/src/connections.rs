@@ -98,6 +98,38 @@ impl DynamoConnectionStore {
         Ok(connections)
     }
 
+    /// Apply `expression` (`ADD`/`DELETE rooms :r`) to the connection item and `membership` to
+    /// the room's membership item in one transaction; false when the connection is gone.
+    async fn change_rooms(
+        &self,
+        id: &ConnectionId,
+        room: &RoomName,
+        expression: &str,
+        membership: TransactWriteItem,
+        what: &str,
+    ) -> PortResult<bool> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(connection_key(id)))
+            .update_expression(expression)
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":r", AttributeValue::Ss(vec![room.as_str().to_owned()]))
+            .build()
+            .map_err(PortError::new)?;
+        match self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .transact_items(membership)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_any_condition_failed(&e) => Ok(false),
+            Err(e) => Err(port_error(what, e)),
+        }
+    }
+
     async fn delete_memberships(&self, connection: &Connection) -> PortResult<()> {
         let requests: Vec<WriteRequest> = connection
             .rooms
@@ -220,59 +252,25 @@ impl ConnectionStore for DynamoConnectionStore {
         let Some(connection) = self.get(id).await? else {
             return Ok(false);
         };
-        let update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(connection_key(id)))
-            .update_expression("ADD rooms :r")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":r", AttributeValue::Ss(vec![room.as_str().to_owned()]))
-            .build()
-            .map_err(PortError::new)?;
         let membership = Put::builder()
             .table_name(&self.table)
             .set_item(Some(membership_item(room, &connection)))
             .build()
             .map_err(PortError::new)?;
-        match self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(update).build())
-            .transact_items(TransactWriteItem::builder().put(membership).build())
-            .send()
+        let write = TransactWriteItem::builder().put(membership).build();
+        self.change_rooms(id, room, "ADD rooms :r", write, "join a room")
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if is_any_condition_failed(&e) => Ok(false),
-            Err(e) => Err(port_error("join a room", e)),
-        }
     }
 
     async fn leave(&self, id: &ConnectionId, room: &RoomName) -> PortResult<bool> {
-        let update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(connection_key(id)))
-            .update_expression("DELETE rooms :r")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":r", AttributeValue::Ss(vec![room.as_str().to_owned()]))
-            .build()
-            .map_err(PortError::new)?;
         let membership = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(membership_key(room, id)))
             .build()
             .map_err(PortError::new)?;
-        match self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(update).build())
-            .transact_items(TransactWriteItem::builder().delete(membership).build())
-            .send()
+        let write = TransactWriteItem::builder().delete(membership).build();
+        self.change_rooms(id, room, "DELETE rooms :r", write, "leave a room")
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if is_any_condition_failed(&e) => Ok(false),
-            Err(e) => Err(port_error("leave a room", e)),
-        }
     }
 
     async fn touch(&self, id: &ConnectionId, now: i64) -> PortResult<Option<i64>> {
