@@ -38,16 +38,25 @@ pub enum Command {
     Build(BuildArgs),
     /// Show what `deploy` would change in a stage (reads AWS, changes nothing).
     Plan(PlanArgs),
+    /// Build, plan and apply a stage: create or update every resource it needs.
+    Deploy(DeployArgs),
+    /// Delete every resource of a stage, data included.
+    Destroy(DestroyArgs),
+    /// What is deployed for a stage and whether it matches the desired state (drift).
+    Status(StatusArgs),
+    /// A deployed stage's WebSocket URL, Management endpoint, table names and topic.
+    Outputs(OutputsArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct PlanArgs {
+/// Which deployed stage a command works on, and how to reach its AWS account.
+#[derive(Debug, Clone, Args)]
+pub struct StageArgs {
     /// The stage: part of every resource name ({app}-{stage}-…).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", env = "CHATCTL_STAGE")]
     pub stage: String,
 
     /// The app name [default: `app` in chatctl.toml, else "chat"].
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", env = "CHATCTL_APP")]
     pub app: Option<String>,
 
     /// AWS region [default: chatctl.toml, then AWS_REGION / the profile's].
@@ -63,8 +72,24 @@ pub struct PlanArgs {
     pub endpoint_url: Option<String>,
 
     /// The project file.
-    #[arg(long, value_name = "PATH", default_value = "chatctl.toml")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "chatctl.toml",
+        env = "CHATCTL_CONFIG"
+    )]
     pub config: PathBuf,
+
+    /// Override one stage setting of chatctl.toml, e.g. `--set memory_mb=1024` or
+    /// `--set recall_window=5m`. Repeat for several.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub target: StageArgs,
 
     /// Where `chatctl build` left the zips [default: target/lambda-zips].
     #[arg(long, value_name = "DIR")]
@@ -73,6 +98,70 @@ pub struct PlanArgs {
     /// Exit 0 when nothing would change, 2 when something would, 1 on errors.
     #[arg(long)]
     pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub target: StageArgs,
+
+    /// Deploy these zips (from `chatctl build --out DIR`) instead of building first.
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+
+    /// The workspace's Cargo.toml for the build, when not running inside the chatctl repository.
+    #[arg(long, value_name = "PATH", conflicts_with = "artifacts")]
+    pub manifest_path: Option<PathBuf>,
+
+    /// Apply without asking. Required when not running from a terminal (CI).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Take the stage's deploy lock even if another run holds it. Only when that run is dead.
+    #[arg(long)]
+    pub break_lock: bool,
+
+    /// Allow deleting and re-creating a DynamoDB table whose keys changed. Its data is lost.
+    #[arg(long)]
+    pub replace_tables: bool,
+
+    /// Also write the outputs (WebSocket URL, endpoints, table names …) to this file as JSON.
+    #[arg(long, value_name = "PATH")]
+    pub outputs_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    #[command(flatten)]
+    pub target: StageArgs,
+
+    /// Delete without asking. Required when not running from a terminal (CI).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Take the stage's deploy lock even if another run holds it. Only when that run is dead.
+    #[arg(long)]
+    pub break_lock: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: StageArgs,
+
+    /// Compare the functions' code with these zips too [default: target/lambda-zips if present].
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+
+    /// Exit 0 when the stage matches the desired state, 2 when it drifted, 1 on errors.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputsArgs {
+    #[command(flatten)]
+    pub target: StageArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -24,6 +24,10 @@ pub fn run() -> ExitCode {
         Command::Token(args) => commands::token::run(args, output).map(|()| 0),
         Command::Build(args) => commands::build::run(args, output).map(|()| 0),
         Command::Plan(args) => commands::plan::run(args, output),
+        Command::Deploy(args) => commands::deploy::run(args, output),
+        Command::Destroy(args) => commands::destroy::run(args, output),
+        Command::Status(args) => commands::status::run(args, output),
+        Command::Outputs(args) => commands::status::outputs(args, output),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -21,6 +21,15 @@ pub fn emit<T: Display + Serialize>(format: OutputFormat, value: &T) {
     let _ = out.flush();
 }
 
+/// Print one JSON object as a line on stdout: NDJSON events of long commands (deploy, destroy).
+pub fn json_line<T: Serialize>(value: &T) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, value)
+        .map_err(std::io::Error::other)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+}
+
 #[derive(Serialize)]
 struct ErrorJson<'a> {
     event: &'static str,

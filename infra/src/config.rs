@@ -34,6 +34,8 @@ pub enum ConfigError {
     },
     #[error("{path} is not valid: {why}")]
     Invalid { path: PathBuf, why: String },
+    #[error("--set {pair}: {why}")]
+    Set { pair: String, why: String },
     #[error(transparent)]
     Name(#[from] NameError),
 }
@@ -55,6 +57,34 @@ pub struct StageTable {
 }
 
 impl StageTable {
+    /// Settings given as `KEY=VALUE` pairs (`--set memory_mb=1024`), checked like the file's.
+    pub fn from_pairs(pairs: &[String]) -> Result<StageTable, ConfigError> {
+        let mut text = String::new();
+        for pair in pairs {
+            let (key, value) = pair.split_once('=').ok_or_else(|| ConfigError::Set {
+                pair: pair.clone(),
+                why: "write KEY=VALUE, e.g. memory_mb=1024".to_owned(),
+            })?;
+            let (key, value) = (key.trim(), value.trim());
+            // Numbers stay numbers; anything else (a region, a duration) is a string.
+            let literal = if value.parse::<f64>().is_ok() {
+                value.to_owned()
+            } else {
+                toml::Value::String(value.to_owned()).to_string()
+            };
+            text.push_str(&format!("{key} = {literal}\n"));
+        }
+        toml::from_str(&text).map_err(|e| ConfigError::Set {
+            pair: pairs.join(" "),
+            why: e.message().to_owned(),
+        })
+    }
+
+    /// `self` with `over`'s fields where it has them (flags over the file).
+    pub fn overlaid(&self, over: &StageTable) -> StageTable {
+        self.merged(over)
+    }
+
     /// `self` with `over`'s fields where it has them.
     fn merged(&self, over: &StageTable) -> StageTable {
         macro_rules! pick {
@@ -157,6 +187,17 @@ impl ProjectFile {
                 "timeout_s {timeout_s}: Lambda allows 1 to 900"
             )));
         }
+        // CloudWatch Logs accepts only these retention periods.
+        const RETENTION_DAYS: [u32; 22] = [
+            1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+            2922, 3288, 3653,
+        ];
+        let log_retention_days = table.log_retention_days.unwrap_or(d.log_retention_days);
+        if !RETENTION_DAYS.contains(&log_retention_days) {
+            return Err(invalid(format!(
+                "log_retention_days {log_retention_days}: CloudWatch Logs allows {RETENTION_DAYS:?}"
+            )));
+        }
         Ok(StageConfig {
             name,
             region: table.region,
@@ -167,7 +208,7 @@ impl ProjectFile {
                 timeout_s,
                 arch,
                 recall_window_ms,
-                log_retention_days: table.log_retention_days.unwrap_or(d.log_retention_days),
+                log_retention_days,
                 throttle_rate: table.throttle_rate.unwrap_or(d.throttle_rate),
                 throttle_burst: table.throttle_burst.unwrap_or(d.throttle_burst),
             },
@@ -243,6 +284,18 @@ recall_window = "5m"
             .unwrap_err()
             .to_string();
         assert!(err.contains("stage name"), "{err}");
+    }
+
+    #[test]
+    fn set_pairs_override_with_the_files_checks() {
+        let t =
+            StageTable::from_pairs(&["memory_mb=1024".into(), "recall_window=5m".into()]).unwrap();
+        assert_eq!(t.memory_mb, Some(1024));
+        assert_eq!(t.recall_window.as_deref(), Some("5m"));
+        let err = StageTable::from_pairs(&["memmory_mb=1".into()]).unwrap_err();
+        assert!(err.to_string().contains("memmory_mb"), "{err}");
+        let err = StageTable::from_pairs(&["memory_mb".into()]).unwrap_err();
+        assert!(err.to_string().contains("KEY=VALUE"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use aws_config::SdkConfig;
 use serde_json::{Value, json};
 
+use crate::calls::CallCounter;
 use crate::plan::Observed;
 use crate::stack::{Environment, Kind, StackName};
 
@@ -41,20 +42,33 @@ pub struct Clients {
     pub iam: aws_sdk_iam::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub sts: aws_sdk_sts::Client,
+    /// Every request any of these clients sends.
+    pub calls: CallCounter,
 }
 
 impl Clients {
     pub fn new(config: &SdkConfig) -> Self {
+        let calls = CallCounter::default();
+        macro_rules! client {
+            ($sdk:ident) => {
+                $sdk::Client::from_conf(
+                    $sdk::config::Builder::from(config)
+                        .interceptor(calls.clone())
+                        .build(),
+                )
+            };
+        }
         Self {
             config: config.clone(),
-            dynamodb: aws_sdk_dynamodb::Client::new(config),
-            sns: aws_sdk_sns::Client::new(config),
-            ssm: aws_sdk_ssm::Client::new(config),
-            logs: aws_sdk_cloudwatchlogs::Client::new(config),
-            apigw: aws_sdk_apigatewayv2::Client::new(config),
-            iam: aws_sdk_iam::Client::new(config),
-            lambda: aws_sdk_lambda::Client::new(config),
-            sts: aws_sdk_sts::Client::new(config),
+            dynamodb: client!(aws_sdk_dynamodb),
+            sns: client!(aws_sdk_sns),
+            ssm: client!(aws_sdk_ssm),
+            logs: client!(aws_sdk_cloudwatchlogs),
+            apigw: client!(aws_sdk_apigatewayv2),
+            iam: client!(aws_sdk_iam),
+            lambda: client!(aws_sdk_lambda),
+            sts: client!(aws_sdk_sts),
+            calls,
         }
     }
 }
@@ -87,17 +101,19 @@ impl Reader<'_> {
             .resources
             .insert((kind, name.to_owned()), props);
     }
+
+    fn id(&mut self, kind: Kind, name: &str, id: &str) {
+        self.observed
+            .ids
+            .insert((kind, name.to_owned()), id.to_owned());
+    }
 }
 
 fn props(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> BTreeMap<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-/// The account and region, and everything of the stage that exists.
-pub async fn observe(
-    clients: &Clients,
-    name: &StackName,
-) -> Result<(Environment, Observed), ObserveError> {
+async fn identity(clients: &Clients) -> Result<(String, String), ObserveError> {
     let region = clients
         .config
         .region()
@@ -113,6 +129,30 @@ pub async fn observe(
         })?
         .account
         .ok_or_else(|| ObserveError::Identity("no account in the caller identity".into()))?;
+    Ok((region, account_id))
+}
+
+/// Only the account, region and API id: what `outputs` needs, in three calls.
+pub async fn environment(clients: &Clients, name: &StackName) -> Result<Environment, ObserveError> {
+    let (region, account_id) = identity(clients).await?;
+    let r = Reader {
+        clients,
+        observed: Observed::default(),
+    };
+    let (api, _) = primary_api(&r, &format!("{}-api", name.prefix()), &name.stage).await?;
+    Ok(Environment {
+        account_id,
+        region,
+        api_id: api.and_then(|a| a.api_id),
+    })
+}
+
+/// The account and region, and everything of the stage that exists.
+pub async fn observe(
+    clients: &Clients,
+    name: &StackName,
+) -> Result<(Environment, Observed), ObserveError> {
+    let (region, account_id) = identity(clients).await?;
     let mut r = Reader {
         clients,
         observed: Observed::default(),
@@ -368,27 +408,116 @@ async fn read_log_group(r: &mut Reader<'_>, name: &str) -> Result<(), ObserveErr
     Ok(())
 }
 
+/// The name under which an extra copy of a resource is observed: a create whose response was lost
+/// and that was retried can leave two APIs (or integrations) behind. They plan as deletions.
+pub fn duplicate_name(name: &str, id: &str) -> String {
+    format!("{name} (duplicate {id})")
+}
+
+async fn list_apis(
+    r: &Reader<'_>,
+    name: &str,
+) -> Result<Vec<aws_sdk_apigatewayv2::types::Api>, ObserveError> {
+    let mut apis = Vec::new();
+    let mut token = None;
+    loop {
+        let page = r
+            .clients
+            .apigw
+            .get_apis()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| read_error("WebSocket APIs", e))?;
+        apis.extend(
+            page.items
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| a.name() == Some(name)),
+        );
+        token = page.next_token.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Ok(apis);
+        }
+    }
+}
+
+async fn has_stage(r: &Reader<'_>, api_id: &str, stage: &str) -> Result<bool, ObserveError> {
+    use aws_sdk_apigatewayv2::operation::get_stage::GetStageError;
+    match r
+        .clients
+        .apigw
+        .get_stage()
+        .api_id(api_id)
+        .stage_name(stage)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(GetStageError::NotFoundException(_))
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(read_error(format!("stage {stage} of API {api_id}"), e)),
+    }
+}
+
+/// The API named `name`, and any duplicates of it. With duplicates, the one that serves the stage
+/// is kept, else the oldest.
+async fn primary_api(
+    r: &Reader<'_>,
+    name: &str,
+    stage: &str,
+) -> Result<
+    (
+        Option<aws_sdk_apigatewayv2::types::Api>,
+        Vec<aws_sdk_apigatewayv2::types::Api>,
+    ),
+    ObserveError,
+> {
+    let mut apis = list_apis(r, name).await?;
+    if apis.is_empty() {
+        return Ok((None, apis));
+    }
+    apis.sort_by(|a, b| (a.created_date(), a.api_id()).cmp(&(b.created_date(), b.api_id())));
+    let mut primary = 0;
+    if apis.len() > 1 {
+        for (i, api) in apis.iter().enumerate() {
+            if has_stage(r, api.api_id().unwrap_or_default(), stage).await? {
+                primary = i;
+                break;
+            }
+        }
+    }
+    let api = apis.swap_remove(primary);
+    Ok((Some(api), apis))
+}
+
 /// The API, its integration, routes and stage; returns the API id when it exists.
 async fn read_api(
     r: &mut Reader<'_>,
     name: &str,
     stage: &str,
 ) -> Result<Option<String>, ObserveError> {
-    let apis = r
-        .clients
-        .apigw
-        .get_apis()
-        .send()
-        .await
-        .map_err(|e| read_error("WebSocket APIs", e))?
-        .items
-        .unwrap_or_default();
-    let Some(api) = apis.into_iter().find(|a| a.name() == Some(name)) else {
+    let (api, extras) = primary_api(r, name, stage).await?;
+    let Some(api) = api else {
         return Ok(None);
     };
+    for extra in &extras {
+        if let Some(id) = extra.api_id() {
+            let key = duplicate_name(name, id);
+            r.put(Kind::Api, &key, BTreeMap::new());
+            r.id(Kind::Api, &key, id);
+        }
+    }
     let Some(api_id) = api.api_id().map(str::to_owned) else {
         return Ok(None);
     };
+    r.id(Kind::Api, name, &api_id);
     let tags = api.tags().cloned().unwrap_or_default();
     r.put(
         Kind::Api,
@@ -415,47 +544,62 @@ async fn read_api(
         .map_err(|e| read_error(format!("integrations of {name}"), e))?
         .items
         .unwrap_or_default();
+    let routes = list_routes(r, name, &api_id).await?;
+    // The model has one integration. With more (a retried create), keep the one most routes use.
+    let uses = |id: Option<&str>| {
+        routes
+            .iter()
+            .filter(|route| {
+                id.is_some_and(|id| route.target() == Some(&format!("integrations/{id}")))
+            })
+            .count()
+    };
     let integration_id = integrations
-        .first()
+        .iter()
+        .max_by_key(|i| {
+            (
+                uses(i.integration_id()),
+                std::cmp::Reverse(i.integration_id()),
+            )
+        })
         .and_then(|i| i.integration_id().map(str::to_owned));
-    if let Some(i) = integrations.first() {
-        r.put(
-            Kind::Integration,
-            &format!("{name}/ws"),
-            props([
-                ("type", json!(i.integration_type().map(|t| t.as_str()))),
-                ("uri", json!(i.integration_uri())),
-            ]),
-        );
+    let integration_name = format!("{name}/ws");
+    for i in &integrations {
+        let Some(id) = i.integration_id() else {
+            continue;
+        };
+        if Some(id) == integration_id.as_deref() {
+            r.id(Kind::Integration, &integration_name, id);
+            r.put(
+                Kind::Integration,
+                &integration_name,
+                props([
+                    ("type", json!(i.integration_type().map(|t| t.as_str()))),
+                    ("uri", json!(i.integration_uri())),
+                ]),
+            );
+        } else {
+            let key = duplicate_name(&integration_name, id);
+            r.id(Kind::Integration, &key, id);
+            r.put(Kind::Integration, &key, BTreeMap::new());
+        }
     }
-    let routes = r
-        .clients
-        .apigw
-        .get_routes()
-        .api_id(&api_id)
-        .send()
-        .await
-        .map_err(|e| read_error(format!("routes of {name}"), e))?
-        .items
-        .unwrap_or_default();
     // Every route of the API is observed: ones the model no longer has plan as deletions.
     for route in routes {
-        let Some(key) = route.route_key() else {
+        let (Some(key), Some(route_id)) = (route.route_key(), route.route_id()) else {
             continue;
         };
         // The model names the integration symbolically; map our integration's id back to it.
         let target = match (route.target(), &integration_id) {
             (Some(t), Some(id)) if t == format!("integrations/{id}") => {
-                format!("integrations/{name}/ws")
+                format!("integrations/{integration_name}")
             }
             (Some(t), _) => t.to_owned(),
             (None, _) => String::new(),
         };
-        r.put(
-            Kind::Route,
-            &format!("{name}/{key}"),
-            props([("target", json!(target))]),
-        );
+        let route_name = format!("{name}/{key}");
+        r.id(Kind::Route, &route_name, route_id);
+        r.put(Kind::Route, &route_name, props([("target", json!(target))]));
     }
     use aws_sdk_apigatewayv2::operation::get_stage::GetStageError;
     match r
@@ -470,9 +614,11 @@ async fn read_api(
         Ok(s) => {
             let settings = s.default_route_settings();
             let tags = s.tags().cloned().unwrap_or_default();
+            let stage_name = format!("{name}/{stage}");
+            r.id(Kind::Stage, &stage_name, stage);
             r.put(
                 Kind::Stage,
-                &format!("{name}/{stage}"),
+                &stage_name,
                 props([
                     ("autoDeploy", json!(s.auto_deploy().unwrap_or(false))),
                     (
@@ -498,6 +644,31 @@ async fn read_api(
         Err(e) => return Err(read_error(format!("stage {stage} of {name}"), e)),
     }
     Ok(Some(api_id))
+}
+
+async fn list_routes(
+    r: &Reader<'_>,
+    name: &str,
+    api_id: &str,
+) -> Result<Vec<aws_sdk_apigatewayv2::types::Route>, ObserveError> {
+    let mut routes = Vec::new();
+    let mut token = None;
+    loop {
+        let page = r
+            .clients
+            .apigw
+            .get_routes()
+            .api_id(api_id)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| read_error(format!("routes of {name}"), e))?;
+        routes.extend(page.items.unwrap_or_default());
+        token = page.next_token.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Ok(routes);
+        }
+    }
 }
 
 async fn read_role(r: &mut Reader<'_>, name: &str) -> Result<(), ObserveError> {
@@ -688,9 +859,13 @@ async fn read_subscription(
         .find(|s| s.endpoint() == Some(endpoint))
     {
         let function = endpoint.rsplit(':').next().unwrap_or_default();
+        let key = format!("{topic}/{function}");
+        if let Some(arn) = s.subscription_arn() {
+            r.id(Kind::Subscription, &key, arn);
+        }
         r.put(
             Kind::Subscription,
-            &format!("{topic}/{function}"),
+            &key,
             props([
                 ("protocol", json!(s.protocol())),
                 ("endpoint", json!(s.endpoint())),

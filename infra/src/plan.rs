@@ -9,13 +9,18 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::stack::{DesiredStack, KNOWN_AFTER_APPLY, Kind};
+use crate::stack::{
+    Code, DesiredStack, Environment, KNOWN_AFTER_APPLY, Kind, StackName, StageSettings, desired,
+};
 
 /// What exists now, as read from AWS: each resource of the stage by kind and name, with the same
 /// property names the stack model uses.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
     pub resources: BTreeMap<(Kind, String), BTreeMap<String, Value>>,
+    /// The ids AWS assigned, for resources that are addressed by id rather than by name: the API,
+    /// its integration, routes and stage, the subscription's ARN. Apply needs them; plan does not.
+    pub ids: BTreeMap<(Kind, String), String>,
 }
 
 /// One field that differs.
@@ -43,6 +48,9 @@ pub struct Action {
     pub name: String,
     #[serde(flatten)]
     pub change: Change,
+    /// Why, when the change is not this resource's own: e.g. replaced along with its API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,6 +67,19 @@ pub struct Summary {
     pub replace: usize,
     pub delete: usize,
     pub keep: usize,
+}
+
+impl Change {
+    /// `create`, `update`, `replace`, `delete` or `keep`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Change::Create => "create",
+            Change::Update { .. } => "update",
+            Change::Replace { .. } => "replace",
+            Change::Delete => "delete",
+            Change::Keep => "keep",
+        }
+    }
 }
 
 impl Plan {
@@ -127,6 +148,7 @@ pub fn plan(desired: &DesiredStack, observed: &Observed) -> Plan {
             kind: resource.kind,
             name: resource.name.clone(),
             change,
+            cause: None,
         });
     }
     // What the stage has but no longer wants goes last, dependents first.
@@ -140,10 +162,64 @@ pub fn plan(desired: &DesiredStack, observed: &Observed) -> Plan {
         kind: *kind,
         name: name.clone(),
         change: Change::Delete,
+        cause: None,
     }));
     Plan {
         stack: desired.name.to_string(),
         actions,
+    }
+}
+
+/// Plan a stage from its inputs. Like [`plan`], and when the WebSocket API must be replaced,
+/// everything that lives inside it (integration, routes, stage) is replaced with it, and every value
+/// that names the API's id (permissions, policies, the management endpoint) is planned as known
+/// after apply, because the new API gets a new id.
+pub fn plan_stage(
+    name: &StackName,
+    settings: &StageSettings,
+    env: &Environment,
+    code: &Code,
+    observed: &Observed,
+) -> Plan {
+    let first = plan(&desired(name, settings, env, code), observed);
+    let api = format!("{}-api", name.prefix());
+    let api_replaced = first
+        .actions
+        .iter()
+        .any(|a| a.kind == Kind::Api && matches!(a.change, Change::Replace { .. }));
+    if !api_replaced {
+        return first;
+    }
+    let fresh = Environment {
+        api_id: None,
+        ..env.clone()
+    };
+    let mut second = plan(&desired(name, settings, &fresh, code), observed);
+    for action in &mut second.actions {
+        let inside = matches!(action.kind, Kind::Integration | Kind::Route | Kind::Stage)
+            && action.name.starts_with(&format!("{api}/"));
+        if !inside {
+            continue;
+        }
+        let fields = match &action.change {
+            Change::Keep => Vec::new(),
+            Change::Update { fields } => fields.clone(),
+            Change::Create | Change::Replace { .. } | Change::Delete => continue,
+        };
+        action.change = Change::Replace { fields };
+        action.cause = Some(format!("{} {api} is replaced", Kind::Api.label()));
+    }
+    second
+}
+
+impl Plan {
+    /// Tables the plan would delete and create again: that loses their data.
+    pub fn replaced_tables(&self) -> Vec<&str> {
+        self.actions
+            .iter()
+            .filter(|a| a.kind == Kind::Table && matches!(a.change, Change::Replace { .. }))
+            .map(|a| a.name.as_str())
+            .collect()
     }
 }
 
@@ -176,6 +252,9 @@ impl fmt::Display for Plan {
                 Change::Replace { fields } => ("-/+", Some(fields)),
             };
             writeln!(f, "  {mark:<3} {} {}", a.kind.label(), a.name)?;
+            if let Some(cause) = &a.cause {
+                writeln!(f, "        (because {cause})")?;
+            }
             for field in fields.into_iter().flatten() {
                 match &field.from {
                     Some(from) => writeln!(
@@ -200,7 +279,6 @@ impl fmt::Display for Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::{Code, Environment, StackName, StageSettings, desired};
 
     fn stack(settings: &StageSettings, code: &Code, api_id: Option<&str>) -> DesiredStack {
         desired(
@@ -230,6 +308,7 @@ mod tests {
                 .iter()
                 .map(|r| ((r.kind, r.name.clone()), r.properties.clone()))
                 .collect(),
+            ids: BTreeMap::new(),
         }
     }
 
@@ -338,6 +417,51 @@ mod tests {
         assert_eq!(
             last,
             [(Kind::Table, Change::Delete), (Kind::Route, Change::Delete)]
+        );
+    }
+
+    #[test]
+    fn replacing_the_api_replaces_what_lives_in_it_and_what_names_its_id() {
+        let name = StackName::new("chat", "prod").unwrap();
+        let env = Environment {
+            account_id: "123456789012".into(),
+            region: "eu-west-1".into(),
+            api_id: Some("a1b2c3d4e5".into()),
+        };
+        let settings = StageSettings::default();
+        let desired = desired(&name, &settings, &env, &code());
+        let mut observed = observed_as(&desired);
+        observed
+            .resources
+            .get_mut(&(Kind::Api, "chat-prod-api".to_owned()))
+            .unwrap()
+            .insert("protocol".into(), Value::from("HTTP"));
+        let plan = plan_stage(&name, &settings, &env, &code(), &observed);
+        let change = |kind: Kind, name: &str| {
+            plan.actions
+                .iter()
+                .find(|a| a.kind == kind && a.name == name)
+                .map(|a| (a.change.label(), a.cause.is_some()))
+                .unwrap()
+        };
+        assert_eq!(change(Kind::Api, "chat-prod-api"), ("replace", false));
+        assert_eq!(
+            change(Kind::Integration, "chat-prod-api/ws"),
+            ("replace", true)
+        );
+        assert_eq!(change(Kind::Route, "chat-prod-api/send"), ("replace", true));
+        assert_eq!(change(Kind::Stage, "chat-prod-api/prod"), ("replace", true));
+        // The new API has a new id: the invoke permission and the endpoint follow it.
+        assert_eq!(
+            change(Kind::Permission, "chat-prod-ws/apigateway"),
+            ("replace", false)
+        );
+        assert_eq!(change(Kind::Function, "chat-prod-ws"), ("update", false));
+        assert_eq!(change(Kind::Role, "chat-prod-ws-role"), ("update", false));
+        assert_eq!(change(Kind::Table, "chat-prod-messages"), ("keep", false));
+        assert!(
+            plan.to_string()
+                .contains("(because websocket api chat-prod-api is replaced)")
         );
     }
 

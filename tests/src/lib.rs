@@ -6,6 +6,7 @@
 
 pub mod contract;
 pub mod moto;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use chat_core::ports::PortError;
 
@@ -63,6 +64,31 @@ fn gsi(name: &str, pk: &str, sk: &str) -> Result<GlobalSecondaryIndex, PortError
         )
         .build()
         .map_err(PortError::new)
+}
+
+/// What an `UpdateTable` needs to add `index` to an existing table: the index and the
+/// definitions of its key attributes. (AWS adds one index per call and builds it in the background.)
+pub fn index_addition(
+    index: &IndexSpec,
+) -> Result<(GlobalSecondaryIndexUpdate, Vec<AttributeDefinition>), PortError> {
+    let GlobalSecondaryIndex {
+        index_name,
+        key_schema,
+        projection,
+        ..
+    } = gsi(&index.name, &index.partition_key, &index.sort_key)?;
+    let create = CreateGlobalSecondaryIndexAction::builder()
+        .index_name(index_name)
+        .set_key_schema(Some(key_schema))
+        .set_projection(projection)
+        .build()
+        .map_err(PortError::new)?;
+    let update = GlobalSecondaryIndexUpdate::builder().create(create).build();
+    let attributes = vec![
+        string_attr(&index.partition_key)?,
+        string_attr(&index.sort_key)?,
+    ];
+    Ok((update, attributes))
 }
 
 /// A global secondary index (all attributes projected).

@@ -1,0 +1,146 @@
+//! What the stage commands (`plan`, `deploy`, `destroy`, `status`, `outputs`) share: resolving
+//! the stage's settings (chatctl.toml, then `--set` and flags), the AWS configuration, and the
+//! build artifacts.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use chatctl_infra::apply::{ApplyEvent, Artifacts};
+use chatctl_infra::build::{self, Arch, HANDLERS};
+use chatctl_infra::config::{ProjectFile, StageConfig, StageTable};
+use chatctl_infra::observe::Clients;
+use chatctl_infra::plan::{Plan, Summary};
+use chatctl_infra::stack::Code;
+
+use serde::Serialize;
+
+use crate::args::{OutputFormat, StageArgs};
+use crate::error::CliError;
+use crate::output;
+use crate::progress::Step;
+
+/// The stage's configuration: the file's defaults and stage table, then `--set`, then flags.
+pub fn resolve(args: &StageArgs) -> Result<StageConfig, CliError> {
+    let project = ProjectFile::load(&args.config)?;
+    let flags = StageTable {
+        region: args.region.clone(),
+        profile: args.profile.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+        ..StageTable::default()
+    };
+    let overrides = StageTable::from_pairs(&args.set)?.overlaid(&flags);
+    Ok(project.stage(&args.config, args.app.as_deref(), &args.stage, &overrides)?)
+}
+
+/// AWS clients for the stage: its region, profile and endpoint over the standard AWS settings.
+pub async fn clients(stage: &StageConfig) -> Clients {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &stage.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(profile) = &stage.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(url) = &stage.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    Clients::new(&loader.load().await)
+}
+
+/// Where `chatctl build` leaves the zips by default.
+pub fn default_artifacts() -> PathBuf {
+    PathBuf::from("target/lambda-zips")
+}
+
+/// The code hashes of the zips in `dir`, checked for `arch`.
+pub fn code(dir: &Path, arch: Arch) -> Result<Code, CliError> {
+    let mut shas = Vec::with_capacity(HANDLERS.len());
+    for handler in HANDLERS {
+        let zip = dir.join(handler).join("bootstrap.zip");
+        let artifact = build::inspect(handler, &zip, arch).map_err(|e| {
+            CliError::Artifacts(format!(
+                "{e}; run `chatctl build` first, or pass --artifacts DIR"
+            ))
+        })?;
+        shas.push(artifact.code_sha256);
+    }
+    Ok(Code {
+        ws_sha256: shas[0].clone(),
+        fanout_sha256: shas[1].clone(),
+    })
+}
+
+/// The zips' bytes, to upload.
+pub fn artifacts(dir: &Path) -> Result<Artifacts, CliError> {
+    let read = |handler: &str| {
+        let path = dir.join(handler).join("bootstrap.zip");
+        std::fs::read(&path)
+            .map_err(|e| CliError::Artifacts(format!("cannot read {}: {e}", path.display())))
+    };
+    Ok(Artifacts {
+        ws: read(HANDLERS[0])?,
+        fanout: read(HANDLERS[1])?,
+    })
+}
+
+/// Ask on the terminal; anything but y/yes is no.
+pub fn confirm(question: &str) -> Result<bool, CliError> {
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::Environment(format!("cannot read the answer: {e}")))?;
+    Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
+}
+
+/// Commands that change AWS need `--yes` when nobody is there to answer.
+pub fn require_yes_without_terminal(yes: bool, command: &str) -> Result<bool, CliError> {
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if !yes && !interactive {
+        return Err(CliError::Usage(format!(
+            "`chatctl {command}` changes AWS resources and asks before it does; without a terminal (CI, a pipe) pass --yes"
+        )));
+    }
+    Ok(!yes)
+}
+
+#[derive(Serialize)]
+struct PlanEvent<'a> {
+    event: &'static str,
+    #[serde(flatten)]
+    plan: &'a Plan,
+    summary: Summary,
+}
+
+/// Show the plan before applying it: as a diff on stderr, or as a `plan` event in JSON.
+pub fn show_plan(format: OutputFormat, plan: &Plan) {
+    match format {
+        OutputFormat::Text => eprintln!("{plan}"),
+        OutputFormat::Json => output::json_line(&PlanEvent {
+            event: "plan",
+            plan,
+            summary: plan.summary(),
+        }),
+    }
+}
+
+/// Progress of apply: one step per action on a terminal or in plain lines, or NDJSON events.
+pub fn progress(format: OutputFormat) -> impl FnMut(&ApplyEvent) {
+    let mut step: Option<Step> = None;
+    move |e: &ApplyEvent| match format {
+        OutputFormat::Json => output::json_line(e),
+        OutputFormat::Text => match e.status {
+            "started" => {
+                step = Some(Step::start(
+                    format,
+                    format!("{} {} {}", e.change, e.kind.label(), e.name),
+                ));
+            }
+            status => {
+                if let Some(s) = step.take() {
+                    s.finish(status);
+                }
+            }
+        },
+    }
+}
