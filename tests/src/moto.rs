@@ -9,8 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_dynamodb::config::Credentials;
+use aws_config::SdkConfig;
 
 #[derive(Debug)]
 pub struct Moto {
@@ -123,14 +122,7 @@ impl Moto {
 
     /// SDK configuration for this emulator: fixed test credentials, us-east-1.
     pub fn sdk_config(&self) -> SdkConfig {
-        SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
-                Credentials::new("testing", "testing", None, None, "moto"),
-            ))
-            .build()
+        crate::proxy::sdk_config_for(&self.endpoint)
     }
 }
 

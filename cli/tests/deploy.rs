@@ -1,0 +1,871 @@
+//! `chatctl deploy`, `destroy`, `status` and `outputs` against moto, through a recording,
+//! fault-injecting proxy (`chatctl_e2e::proxy`) so each run's AWS calls can be counted on their
+//! own while other tests share the same moto. Every check of what exists is made with separate
+//! SDK clients talking to moto directly — never through chatctl's observe code.
+//!
+//! moto gaps: API Gateway v2 `UpdateStage` answers 500, so the in-place stage update is covered
+//! by recorded responses in `infra/src/apply.rs`; moto does not enforce IAM, so the policies are
+//! checked for scope in `infra/src/stack.rs`; `CreateDeployment` is never needed (auto-deploy).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use chatctl_e2e::moto::Moto;
+use chatctl_e2e::proxy::{AwsProxy, Call, Fault};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chatctl");
+
+/// Zips holding a fake aarch64 `bootstrap` (moto runs no code); `flavour` changes the ws one.
+fn write_artifacts(dir: &Path, flavour: &str) {
+    let script = r#"
+import sys, zipfile, os
+root, flavour = sys.argv[1], sys.argv[2]
+for name in ["chat-ws", "chat-fanout"]:
+    os.makedirs(os.path.join(root, name), exist_ok=True)
+    with zipfile.ZipFile(os.path.join(root, name, "bootstrap.zip"), "w") as z:
+        body = (name + (flavour if name == "chat-ws" else "")).encode() * 8
+        # A fixed date: like cargo-lambda's, the same content gives the same zip.
+        info = zipfile.ZipInfo("bootstrap", date_time=(2020, 1, 1, 0, 0, 0))
+        info.external_attr = 0o755 << 16
+        z.writestr(info, b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\x02\0\xb7\0" + body)
+"#;
+    let status = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir)
+        .arg(flavour)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// One test's stage, behind its own proxy.
+struct Stage {
+    name: String,
+    proxy: AwsProxy,
+    /// Straight to moto: the independent observer.
+    moto: SdkConfig,
+    artifacts: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Stage {
+    fn new() -> Self {
+        let moto = Moto::shared();
+        let name = format!(
+            "ci{}",
+            &ulid::Ulid::generate().to_string().to_lowercase()[18..]
+        );
+        let artifacts = tempfile::tempdir().unwrap();
+        write_artifacts(artifacts.path(), "v1");
+        let config = artifacts.path().join("chatctl.toml");
+        std::fs::write(&config, "app = \"chat\"\n").unwrap();
+        Self {
+            name,
+            proxy: AwsProxy::start(&moto.endpoint),
+            moto: moto.sdk_config(),
+            artifacts,
+            config,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .args(["--stage", &self.name, "--region", "us-east-1"])
+            .args(["--endpoint-url", &self.proxy.endpoint])
+            .arg("--config")
+            .arg(&self.config)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .env("CI", "true")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn deploy(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["deploy", "--yes", "--output", "json", "--artifacts"];
+        let dir = self.artifacts.path().to_str().unwrap().to_owned();
+        args.push(&dir);
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    fn prefix(&self) -> String {
+        format!("chat-{}", self.name)
+    }
+
+    fn lock_parameter(&self) -> String {
+        format!("/chatctl/chat/{}/deploy-lock", self.name)
+    }
+
+    /// The changing calls since the last look, apart from taking and releasing the lock.
+    fn changes(&self) -> Vec<Call> {
+        let lock = self.lock_parameter();
+        self.proxy
+            .take_calls()
+            .into_iter()
+            .filter(|c| c.mutating() && !c.body.contains(&lock))
+            .collect()
+    }
+}
+
+fn ok(out: &Output) -> Vec<Value> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{stderr}")))
+        .collect()
+}
+
+fn last(events: &[Value]) -> &Value {
+    events.last().unwrap()
+}
+
+fn ops(calls: &[Call]) -> Vec<String> {
+    calls.iter().map(|c| c.operation.clone()).collect()
+}
+
+/// Everything of the stage that exists, read straight from moto with plain SDK calls.
+async fn leftovers(config: &SdkConfig, stage: &str) -> Vec<String> {
+    let prefix = format!("chat-{stage}");
+    let mut found = Vec::new();
+    let tables = aws_sdk_dynamodb::Client::new(config)
+        .list_tables()
+        .send()
+        .await
+        .unwrap()
+        .table_names
+        .unwrap_or_default();
+    found.extend(tables.into_iter().filter(|t| t.starts_with(&prefix)));
+    let topics = aws_sdk_sns::Client::new(config)
+        .list_topics()
+        .send()
+        .await
+        .unwrap()
+        .topics
+        .unwrap_or_default();
+    found.extend(
+        topics
+            .into_iter()
+            .filter_map(|t| t.topic_arn)
+            .filter(|a| a.contains(&prefix)),
+    );
+    let parameters = aws_sdk_ssm::Client::new(config)
+        .get_parameters_by_path()
+        .path(format!("/chatctl/chat/{stage}"))
+        .recursive(true)
+        .send()
+        .await
+        .unwrap()
+        .parameters
+        .unwrap_or_default();
+    found.extend(parameters.into_iter().filter_map(|p| p.name));
+    let groups = aws_sdk_cloudwatchlogs::Client::new(config)
+        .describe_log_groups()
+        .log_group_name_prefix(format!("/aws/lambda/{prefix}"))
+        .send()
+        .await
+        .unwrap()
+        .log_groups
+        .unwrap_or_default();
+    found.extend(groups.into_iter().filter_map(|g| g.log_group_name));
+    let apis = aws_sdk_apigatewayv2::Client::new(config)
+        .get_apis()
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    found.extend(
+        apis.into_iter()
+            .filter_map(|a| a.name)
+            .filter(|n| n.starts_with(&prefix)),
+    );
+    let roles = aws_sdk_iam::Client::new(config)
+        .list_roles()
+        .send()
+        .await
+        .unwrap()
+        .roles;
+    found.extend(
+        roles
+            .into_iter()
+            .map(|r| r.role_name)
+            .filter(|n| n.starts_with(&prefix)),
+    );
+    let functions = aws_sdk_lambda::Client::new(config)
+        .list_functions()
+        .send()
+        .await
+        .unwrap()
+        .functions
+        .unwrap_or_default();
+    found.extend(
+        functions
+            .into_iter()
+            .filter_map(|f| f.function_name)
+            .filter(|n| n.starts_with(&prefix)),
+    );
+    found.sort();
+    found
+}
+
+/// Check every resource of a deployed stage from outside.
+async fn check_deployed(config: &SdkConfig, stage: &str, api_id: &str) {
+    let prefix = format!("chat-{stage}");
+    let tags = |list: Vec<(String, String)>| {
+        let mut ours: Vec<_> = list
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("chatctl:"))
+            .collect();
+        ours.sort();
+        assert_eq!(
+            ours,
+            [
+                ("chatctl:app".to_owned(), "chat".to_owned()),
+                ("chatctl:stage".to_owned(), stage.to_owned())
+            ]
+        );
+    };
+
+    let db = aws_sdk_dynamodb::Client::new(config);
+    for (table, indexes, ttl) in [
+        (format!("{prefix}-messages"), vec![], None),
+        (
+            format!("{prefix}-connections"),
+            vec!["by-kind", "by-user"],
+            Some("expiresAt"),
+        ),
+    ] {
+        let t = db
+            .describe_table()
+            .table_name(&table)
+            .send()
+            .await
+            .unwrap()
+            .table
+            .unwrap();
+        let keys: Vec<_> = t.key_schema().iter().map(|k| k.attribute_name()).collect();
+        assert_eq!(keys, ["pk", "sk"], "{table}");
+        let mut names: Vec<_> = t
+            .global_secondary_indexes()
+            .iter()
+            .filter_map(|i| i.index_name())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, indexes, "{table}");
+        assert_eq!(
+            t.billing_mode_summary().and_then(|b| b.billing_mode()),
+            Some(&aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        );
+        let live = db
+            .describe_time_to_live()
+            .table_name(&table)
+            .send()
+            .await
+            .unwrap()
+            .time_to_live_description
+            .and_then(|d| d.attribute_name);
+        assert_eq!(live.as_deref(), ttl, "{table}");
+        let t_tags = db
+            .list_tags_of_resource()
+            .resource_arn(t.table_arn().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .tags
+            .unwrap_or_default();
+        tags(
+            t_tags
+                .into_iter()
+                .map(|t| (t.key, t.value))
+                .collect::<Vec<_>>(),
+        );
+    }
+
+    let topic_arn = format!("arn:aws:sns:us-east-1:123456789012:{prefix}-events");
+    let sns = aws_sdk_sns::Client::new(config);
+    let topic_tags = sns
+        .list_tags_for_resource()
+        .resource_arn(&topic_arn)
+        .send()
+        .await
+        .unwrap()
+        .tags
+        .unwrap_or_default();
+    tags(topic_tags.into_iter().map(|t| (t.key, t.value)).collect());
+    let subs = sns
+        .list_subscriptions_by_topic()
+        .topic_arn(&topic_arn)
+        .send()
+        .await
+        .unwrap()
+        .subscriptions
+        .unwrap_or_default();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0].protocol(), Some("lambda"));
+    assert_eq!(
+        subs[0].endpoint(),
+        Some(format!("arn:aws:lambda:us-east-1:123456789012:function:{prefix}-fanout").as_str())
+    );
+
+    let secret = aws_sdk_ssm::Client::new(config)
+        .get_parameter()
+        .name(format!("/chatctl/chat/{stage}/token-secret"))
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap()
+        .parameter
+        .unwrap();
+    assert_eq!(
+        secret.r#type(),
+        Some(&aws_sdk_ssm::types::ParameterType::SecureString)
+    );
+    assert_eq!(
+        secret.value().map(str::len),
+        Some(64),
+        "32 random bytes as hex"
+    );
+
+    let logs = aws_sdk_cloudwatchlogs::Client::new(config);
+    for role in ["ws", "fanout"] {
+        let name = format!("/aws/lambda/{prefix}-{role}");
+        let group = logs
+            .describe_log_groups()
+            .log_group_name_prefix(&name)
+            .send()
+            .await
+            .unwrap()
+            .log_groups
+            .unwrap()
+            .into_iter()
+            .find(|g| g.log_group_name() == Some(name.as_str()))
+            .unwrap();
+        assert_eq!(group.retention_in_days(), Some(14));
+    }
+
+    let apigw = aws_sdk_apigatewayv2::Client::new(config);
+    let api = apigw.get_api().api_id(api_id).send().await.unwrap();
+    assert_eq!(api.name(), Some(format!("{prefix}-api").as_str()));
+    assert_eq!(
+        api.protocol_type(),
+        Some(&aws_sdk_apigatewayv2::types::ProtocolType::Websocket)
+    );
+    assert_eq!(
+        api.route_selection_expression(),
+        Some("$request.body.action")
+    );
+    let integrations = apigw
+        .get_integrations()
+        .api_id(api_id)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap();
+    assert_eq!(integrations.len(), 1);
+    let integration = &integrations[0];
+    assert!(
+        integration
+            .integration_uri()
+            .unwrap()
+            .ends_with(&format!("function:{prefix}-ws/invocations")),
+        "{integration:?}"
+    );
+    let target = format!("integrations/{}", integration.integration_id().unwrap());
+    let routes = apigw
+        .get_routes()
+        .api_id(api_id)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap();
+    let mut keys: Vec<_> = routes.iter().filter_map(|r| r.route_key()).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "$connect",
+            "$default",
+            "$disconnect",
+            "history",
+            "join",
+            "leave",
+            "ping",
+            "presence",
+            "recall",
+            "send"
+        ]
+    );
+    assert!(routes.iter().all(|r| r.target() == Some(target.as_str())));
+    let stage_out = apigw
+        .get_stage()
+        .api_id(api_id)
+        .stage_name(stage)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stage_out.auto_deploy(), Some(true));
+
+    let iam = aws_sdk_iam::Client::new(config);
+    for role in ["ws", "fanout"] {
+        let name = format!("{prefix}-{role}-role");
+        let policy = iam
+            .get_role_policy()
+            .role_name(&name)
+            .policy_name("chatctl")
+            .send()
+            .await
+            .unwrap();
+        let document = url_decode(policy.policy_document());
+        assert!(
+            document.contains(&format!("table/{prefix}-connections")),
+            "{document}"
+        );
+        assert_eq!(
+            document.contains("ssm:GetParameter"),
+            role == "ws",
+            "only the ws role reads the secret: {document}"
+        );
+    }
+
+    let lambda = aws_sdk_lambda::Client::new(config);
+    for role in ["ws", "fanout"] {
+        let name = format!("{prefix}-{role}");
+        let f = lambda
+            .get_function()
+            .function_name(&name)
+            .send()
+            .await
+            .unwrap();
+        let c = f.configuration().unwrap();
+        assert_eq!(c.runtime().map(|r| r.as_str()), Some("provided.al2023"));
+        assert_eq!(
+            c.architectures(),
+            [aws_sdk_lambda::types::Architecture::Arm64]
+        );
+        assert_eq!(c.memory_size(), Some(512));
+        assert_eq!(
+            c.role(),
+            Some(format!("arn:aws:iam::123456789012:role/{name}-role").as_str())
+        );
+        let env = c.environment().unwrap().variables().unwrap();
+        assert_eq!(
+            env.get("CHAT_MESSAGES_TABLE").map(String::as_str),
+            Some(format!("{prefix}-messages").as_str())
+        );
+        assert_eq!(
+            env.get("CHAT_MANAGEMENT_ENDPOINT").map(String::as_str),
+            Some(format!("https://{api_id}.execute-api.us-east-1.amazonaws.com/{stage}").as_str())
+        );
+        tags(
+            f.tags()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        );
+        let policy = lambda
+            .get_policy()
+            .function_name(&name)
+            .send()
+            .await
+            .unwrap()
+            .policy
+            .unwrap();
+        let (principal, source) = if role == "ws" {
+            ("apigateway.amazonaws.com", format!(":{api_id}/*"))
+        } else {
+            ("sns.amazonaws.com", topic_arn.clone())
+        };
+        assert!(
+            policy.contains(principal) && policy.contains(&source),
+            "{policy}"
+        );
+    }
+}
+
+fn url_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={text}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_from_nothing_then_no_op_then_code_and_setting_changes_then_destroy() {
+    let s = Stage::new();
+
+    // From nothing: every resource is created.
+    let outputs_file = s.artifacts.path().join("outputs.json");
+    let events = ok(&s.deploy(&["--outputs-file", outputs_file.to_str().unwrap()]));
+    assert_eq!(events[0]["event"], "plan");
+    let report = last(&events);
+    assert_eq!(report["event"], "deployed");
+    assert_eq!(report["applied"], 26);
+    let applies = events.iter().filter(|e| e["event"] == "apply").count();
+    assert_eq!(applies, 52, "a started and a done event per resource");
+    let api_id = report["outputs"]["websocketUrl"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("wss://")
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    let written: Value = serde_json::from_slice(&std::fs::read(&outputs_file).unwrap()).unwrap();
+    assert_eq!(written, report["outputs"]);
+    assert_eq!(
+        written["managementEndpoint"],
+        format!(
+            "https://{api_id}.execute-api.us-east-1.amazonaws.com/{}",
+            s.name
+        )
+    );
+    check_deployed(&s.moto, &s.name, &api_id).await;
+    let first = s.changes();
+    assert!(first.len() >= 26, "{:?}", ops(&first));
+
+    // Nothing changed: nothing is changed, and the output says so.
+    let events = ok(&s.deploy(&[]));
+    assert_eq!(events.len(), 1, "no plan or apply events: {events:?}");
+    assert_eq!(last(&events)["applied"], 0);
+    assert_eq!(s.changes(), vec![], "a no-op deploy changes nothing");
+    let text = s.run(&[
+        "deploy",
+        "--yes",
+        "--artifacts",
+        s.artifacts.path().to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        stdout.contains("no changes, 26 resources up to date"),
+        "{stdout}"
+    );
+    assert_eq!(s.changes(), vec![]);
+
+    // New code for one handler: exactly one UpdateFunctionCode, for that function.
+    write_artifacts(s.artifacts.path(), "v2");
+    ok(&s.deploy(&[]));
+    let changes = s.changes();
+    assert_eq!(ops(&changes), ["UpdateFunctionCode"]);
+    assert!(changes[0].path.contains(&format!("{}-ws/", s.prefix())));
+
+    // A setting in chatctl.toml for this stage: only the log groups' retention.
+    std::fs::write(
+        &s.config,
+        format!(
+            "app = \"chat\"\n[stages.{}]\nlog_retention_days = 30\n",
+            s.name
+        ),
+    )
+    .unwrap();
+    ok(&s.deploy(&[]));
+    assert_eq!(
+        ops(&s.changes()),
+        ["PutRetentionPolicy", "PutRetentionPolicy"]
+    );
+
+    // A change made by hand is drift: status sees it, deploy undoes just that.
+    aws_sdk_lambda::Client::new(&s.moto)
+        .update_function_configuration()
+        .function_name(format!("{}-fanout", s.prefix()))
+        .memory_size(1024)
+        .send()
+        .await
+        .unwrap();
+    let status = s.run(&[
+        "status",
+        "--detailed-exitcode",
+        "--artifacts",
+        s.artifacts.path().to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "drift: lambda function {}-fanout: memoryMb",
+            s.prefix()
+        )),
+        "{stdout}"
+    );
+    s.proxy.take_calls();
+    ok(&s.deploy(&[]));
+    let changes = s.changes();
+    assert_eq!(ops(&changes), ["UpdateFunctionConfiguration"]);
+    assert!(changes[0].path.contains(&format!("{}-fanout/", s.prefix())));
+    let status = s.run(&["status", "--detailed-exitcode", "--output", "json"]);
+    assert_eq!(status.status.code(), Some(0));
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["inSync"], true);
+    assert_eq!(status["deployed"], 26);
+    let outputs = ok(&s.run(&["outputs", "--output", "json"]));
+    assert_eq!(outputs[0], written);
+
+    // Destroy: nothing of the stage is left, and a second destroy is harmless.
+    let events = ok(&s.run(&["destroy", "--yes", "--output", "json"]));
+    assert_eq!(last(&events)["deleted"], 26);
+    assert_eq!(leftovers(&s.moto, &s.name).await, Vec::<String>::new());
+    s.proxy.take_calls();
+    let events = ok(&s.run(&["destroy", "--yes", "--output", "json"]));
+    assert_eq!(last(&events)["deleted"], 0);
+    assert_eq!(s.changes(), vec![]);
+    let outputs = s.run(&["outputs"]);
+    assert_eq!(outputs.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&outputs.stderr).contains("run `chatctl deploy --stage"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_deploy_converges_without_duplicates_or_orphans() {
+    let s = Stage::new();
+    // The API is created but its answer is lost (the SDK retries: a second API appears), and
+    // the fan-out function cannot be created at all: the deploy fails half-way.
+    s.proxy.inject(Fault::fail_after_forward(
+        "CreateApi",
+        Some(&format!("{}-api", s.prefix())),
+        Some(1),
+    ));
+    s.proxy.inject(Fault::fail(
+        "CreateFunction",
+        Some(&format!("{}-fanout", s.prefix())),
+        None,
+    ));
+    let out = s.deploy(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("create lambda function {}-fanout", s.prefix()))
+            && stderr.contains("run the command again"),
+        "{stderr}"
+    );
+    let apis = aws_sdk_apigatewayv2::Client::new(&s.moto)
+        .get_apis()
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap();
+    let named = |apis: &[aws_sdk_apigatewayv2::types::Api]| {
+        apis.iter()
+            .filter(|a| a.name() == Some(format!("{}-api", s.prefix()).as_str()))
+            .count()
+    };
+    assert_eq!(named(&apis), 2, "the retried create left a duplicate");
+    let ssm = aws_sdk_ssm::Client::new(&s.moto);
+    assert!(
+        ssm.get_parameter()
+            .name(s.lock_parameter())
+            .send()
+            .await
+            .is_err(),
+        "a failed deploy releases its lock"
+    );
+
+    // Run again: it finishes, and removes the duplicate API.
+    s.proxy.clear_faults();
+    let events = ok(&s.deploy(&[]));
+    let deleted: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "apply" && e["status"] == "done" && e["change"] == "delete")
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(deleted[0].contains("(duplicate "), "{deleted:?}");
+    let apis = aws_sdk_apigatewayv2::Client::new(&s.moto)
+        .get_apis()
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap();
+    assert_eq!(named(&apis), 1);
+    let api_id = last(&events)["outputs"]["websocketUrl"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("wss://")
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    check_deployed(&s.moto, &s.name, &api_id).await;
+    s.proxy.take_calls();
+    assert_eq!(last(&ok(&s.deploy(&[])))["applied"], 0);
+    assert_eq!(s.changes(), vec![]);
+
+    // Killed outright mid-apply (holding its lock): the next run takes the dead run's lock over.
+    ok(&s.run(&["destroy", "--yes", "--output", "json"]));
+    let (fault, gate) = Fault::hold("CreateRole", Some(&format!("{}-ws-role", s.prefix())));
+    s.proxy.inject(fault);
+    let dir = s.artifacts.path().to_str().unwrap().to_owned();
+    let mut child = s
+        .command(&["deploy", "--yes", "--output", "json", "--artifacts", &dir])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reached = tokio::task::spawn_blocking({
+        let gate = gate.clone();
+        move || gate.wait_reached(Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    assert!(reached, "the deploy never got to CreateRole");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    s.proxy.clear_faults();
+    assert!(
+        ssm.get_parameter()
+            .name(s.lock_parameter())
+            .send()
+            .await
+            .is_ok(),
+        "a killed deploy cannot release its lock"
+    );
+    let events = ok(&s.deploy(&[]));
+    let report = last(&events);
+    assert!(report["lockTakenOverFrom"]["pid"].is_u64(), "{report}");
+    assert!(report["applied"].as_u64().unwrap() > 0);
+    check_deployed(&s.moto, &s.name, &api_id_of(report)).await;
+    assert_eq!(last(&ok(&s.deploy(&[])))["applied"], 0);
+    ok(&s.run(&["destroy", "--yes", "--output", "json"]));
+    assert_eq!(leftovers(&s.moto, &s.name).await, Vec::<String>::new());
+}
+
+fn api_id_of(report: &Value) -> String {
+    report["outputs"]["websocketUrl"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("wss://")
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_deploy_is_refused_while_one_runs_and_a_stale_lock_needs_break_lock() {
+    let s = Stage::new();
+    let (fault, gate) = Fault::hold("CreateTopic", None);
+    s.proxy.inject(fault);
+    let dir = s.artifacts.path().to_str().unwrap().to_owned();
+    let first = s
+        .command(&["deploy", "--yes", "--output", "json", "--artifacts", &dir])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reached = tokio::task::spawn_blocking({
+        let gate = gate.clone();
+        move || gate.wait_reached(Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    assert!(reached);
+    let second = s.deploy(&[]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(3), "locked → exit 3: {stderr}");
+    let me = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    assert!(
+        stderr.contains(&format!("locked by {me}@"))
+            && stderr.contains("since 20")
+            && stderr.contains("--break-lock"),
+        "{stderr}"
+    );
+    gate.release();
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(last(&ok(&first))["applied"], 26);
+
+    // A lock left on another machine is never taken over silently.
+    aws_sdk_ssm::Client::new(&s.moto)
+        .put_parameter()
+        .name(s.lock_parameter())
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .value(r#"{"user":"bob","host":"ci-runner-7","pid":4242,"command":"deploy","since":1790000000}"#)
+        .send()
+        .await
+        .unwrap();
+    let refused = s.deploy(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("bob@ci-runner-7 (pid 4242, deploy) since 2026-09-21T"),
+        "{stderr}"
+    );
+    let broken = ok(&s.deploy(&["--break-lock"]));
+    assert_eq!(last(&broken)["lockTakenOverFrom"]["host"], "ci-runner-7");
+    ok(&s.run(&["destroy", "--yes", "--output", "json"]));
+    assert_eq!(leftovers(&s.moto, &s.name).await, Vec::<String>::new());
+}
+
+#[test]
+fn deploy_and_destroy_without_a_terminal_need_yes_and_touch_nothing() {
+    let s = Stage::new();
+    for command in ["deploy", "destroy"] {
+        let out = s.run(&[command]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("pass --yes"), "{stderr}");
+    }
+    assert_eq!(s.proxy.take_calls(), vec![], "refused before any AWS call");
+}
+
+#[test]
+fn a_key_change_that_would_replace_a_table_needs_replace_tables() {
+    // Covered at the plan level (a key change plans as a replace, see infra/src/plan.rs); here the
+    // refusal: a table created by hand with other keys stands in for a changed model.
+    let s = Stage::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        aws_sdk_dynamodb::Client::new(&s.moto)
+            .create_table()
+            .table_name(format!("{}-messages", s.prefix()))
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("id")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("id")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    let out = s.deploy(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--replace-tables") && stderr.contains("deletes every item"),
+        "{stderr}"
+    );
+    assert_eq!(s.changes(), vec![], "refused before changing anything");
+    let events = ok(&s.deploy(&["--replace-tables"]));
+    assert_eq!(last(&events)["summary"]["replace"], 1);
+    ok(&s.run(&["destroy", "--yes", "--output", "json"]));
+    runtime.block_on(async {
+        assert_eq!(leftovers(&s.moto, &s.name).await, Vec::<String>::new());
+    });
+}
