@@ -9,39 +9,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use chatctl_e2e::moto::Moto;
+use chatctl_e2e::moto::{Moto, fake_artifacts};
 use chatctl_e2e::proxy::{AwsProxy, Call, Fault};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chatctl");
-
-/// Zips holding a fake aarch64 `bootstrap` (moto runs no code); `flavour` changes the ws one.
-fn write_artifacts(dir: &Path, flavour: &str) {
-    let script = r#"
-import sys, zipfile, os
-root, flavour = sys.argv[1], sys.argv[2]
-for name in ["chat-ws", "chat-fanout"]:
-    os.makedirs(os.path.join(root, name), exist_ok=True)
-    with zipfile.ZipFile(os.path.join(root, name, "bootstrap.zip"), "w") as z:
-        body = (name + (flavour if name == "chat-ws" else "")).encode() * 8
-        # A fixed date: like cargo-lambda's, the same content gives the same zip.
-        info = zipfile.ZipInfo("bootstrap", date_time=(2020, 1, 1, 0, 0, 0))
-        info.external_attr = 0o755 << 16
-        z.writestr(info, b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\x02\0\xb7\0" + body)
-"#;
-    let status = Command::new("python3")
-        .args(["-c", script])
-        .arg(dir)
-        .arg(flavour)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 /// One test's stage, behind its own proxy.
 struct Stage {
@@ -61,7 +38,7 @@ impl Stage {
             &ulid::Ulid::generate().to_string().to_lowercase()[18..]
         );
         let artifacts = tempfile::tempdir().unwrap();
-        write_artifacts(artifacts.path(), "v1");
+        fake_artifacts(artifacts.path(), "v1");
         let config = artifacts.path().join("chatctl.toml");
         std::fs::write(&config, "app = \"chat\"\n").unwrap();
         Self {
@@ -558,7 +535,7 @@ async fn deploy_from_nothing_then_no_op_then_code_and_setting_changes_then_destr
     assert_eq!(s.changes(), vec![]);
 
     // New code for one handler: exactly one UpdateFunctionCode, for that function.
-    write_artifacts(s.artifacts.path(), "v2");
+    fake_artifacts(s.artifacts.path(), "v2");
     ok(&s.deploy(&[]));
     let changes = s.changes();
     assert_eq!(ops(&changes), ["UpdateFunctionCode"]);

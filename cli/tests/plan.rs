@@ -8,28 +8,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use chatctl_e2e::moto::Moto;
+use chatctl_e2e::moto::{Moto, fake_artifacts};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chatctl");
-
-/// Zips holding a fake aarch64 `bootstrap`: plan only needs their hashes.
-fn fake_artifacts(dir: &Path) {
-    let script = r#"
-import sys, zipfile, os
-root = sys.argv[1]
-for name in ["chat-ws", "chat-fanout"]:
-    os.makedirs(os.path.join(root, name), exist_ok=True)
-    with zipfile.ZipFile(os.path.join(root, name, "bootstrap.zip"), "w") as z:
-        z.writestr("bootstrap", b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\x02\0\xb7\0" + name.encode() * 8)
-"#;
-    let status = Command::new("python3")
-        .args(["-c", script])
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 fn plan(stage: &str, artifacts: &Path, endpoint: &str) -> (i32, Value) {
     let out = Command::new(BIN)
@@ -91,7 +73,7 @@ async fn plan_reads_the_stage_and_plans_only_what_differs() {
         &ulid::Ulid::generate().to_string().to_lowercase()[20..]
     );
     let artifacts = tempfile::tempdir().unwrap();
-    fake_artifacts(artifacts.path());
+    fake_artifacts(artifacts.path(), "v1");
 
     let (code, first) = plan(&stage, artifacts.path(), &moto.endpoint);
     assert_eq!(code, 2, "changes → exit 2 with --detailed-exitcode");

@@ -191,3 +191,27 @@ pub fn unique(prefix: &str) -> String {
         ulid::Ulid::generate().to_string().to_lowercase()
     )
 }
+
+/// Deployable-looking zips for `chatctl plan`/`deploy` against moto (which runs no code): each
+/// holds an aarch64 ELF header as `bootstrap`. `flavour` changes only the ws handler's bytes, so
+/// a test can make a code-only change. Dated like cargo-lambda's: same content, same zip.
+pub fn fake_artifacts(dir: &std::path::Path, flavour: &str) {
+    let script = r#"
+import sys, zipfile, os
+root, flavour = sys.argv[1], sys.argv[2]
+for name in ["chat-ws", "chat-fanout"]:
+    os.makedirs(os.path.join(root, name), exist_ok=True)
+    with zipfile.ZipFile(os.path.join(root, name, "bootstrap.zip"), "w") as z:
+        body = (name + (flavour if name == "chat-ws" else "")).encode() * 8
+        info = zipfile.ZipInfo("bootstrap", date_time=(2020, 1, 1, 0, 0, 0))
+        info.external_attr = 0o755 << 16
+        z.writestr(info, b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\x02\0\xb7\0" + body)
+"#;
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(dir)
+        .arg(flavour)
+        .status()
+        .expect("python3 runs");
+    assert!(status.success(), "writing fake artifacts failed");
+}
