@@ -1,7 +1,8 @@
 //! `chatctl-infra`: the deployer side of chatctl. Packaging the Lambda handlers with cargo-lambda
-//! (`build`), the one subprocess helper (`process`), the stack model (`stack`: the desired state
-//! of a stage, pure) and the plan (`plan`: desired vs observed → ordered actions, pure). Reading
-//! the observed state and applying a plan come next.
+//! (`build`, through the one subprocess helper `process`); the stack model (`stack`: the desired
+//! state of a stage, pure); `observe` (AWS → observed state); `plan` (desired vs observed →
+//! ordered actions, pure, printable); `apply` (the actions as SDK calls, with waits); the deploy
+//! `lock`; `outputs`; `calls` (counting AWS requests); `config` (chatctl.toml).
 
 pub mod apply;
 pub mod build;
