@@ -32,7 +32,7 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run the whole chat backend on this machine: WebSocket gateway, storage, fan-out, web page.
     Dev(DevArgs),
-    /// Mint a connection token for a user (signed with the local data directory's secret).
+    /// Mint a connection token for a user (the local secret, or a deployed stage's with --stage).
     Token(TokenArgs),
     /// Build the Lambda handlers (cargo-lambda, release) into deployable zips.
     Build(BuildArgs),
@@ -46,6 +46,21 @@ pub enum Command {
     Status(StatusArgs),
     /// A deployed stage's WebSocket URL, Management endpoint, table names and topic.
     Outputs(OutputsArgs),
+    /// Show a room's last messages, then new ones and recalls as they happen (Ctrl-C stops).
+    Tail(TailArgs),
+    /// Who is in a room: members merged per user, their connections, last seen, state.
+    Presence(PresenceArgs),
+    /// Withdraw any message as an operator (or show its version history with --show).
+    Recall(RecallArgs),
+    /// Post an announcement to a room as the operator, delivered like any message.
+    Send(SendArgs),
+    /// Close a connection through the Management API and remove it.
+    Kick(KickArgs),
+    /// Maintenance of the connection table.
+    #[command(subcommand)]
+    Connections(ConnectionsCommand),
+    /// Check a running backend end to end: two clients chat, page history, recall, disconnect.
+    Smoke(SmokeArgs),
 }
 
 /// Which deployed stage a command works on, and how to reach its AWS account.
@@ -162,6 +177,180 @@ pub struct StatusArgs {
 pub struct OutputsArgs {
     #[command(flatten)]
     pub target: StageArgs,
+}
+
+/// Which backend an operator command works on: the local instance (default) or a deployed stage.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Work on this deployed stage (AWS settings as for `deploy`) instead of the local instance.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "CHATCTL_STAGE",
+        conflicts_with = "local"
+    )]
+    pub stage: Option<String>,
+
+    /// Work on the local instance: the running `chatctl dev` and its data directory (the default
+    /// without --stage).
+    #[arg(long)]
+    pub local: bool,
+
+    #[command(flatten)]
+    pub data: DataDirArg,
+
+    /// The app name [default: `app` in chatctl.toml, else "chat"].
+    #[arg(long, value_name = "NAME", env = "CHATCTL_APP")]
+    pub app: Option<String>,
+
+    /// AWS region of the stage [default: chatctl.toml, then AWS_REGION / the profile's].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// AWS profile of the stage [default: chatctl.toml, then AWS_PROFILE].
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Send every AWS call here instead (an emulator such as moto).
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+
+    /// The project file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "chatctl.toml",
+        env = "CHATCTL_CONFIG"
+    )]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The room to watch.
+    pub room: String,
+
+    /// How many of the last messages to show first.
+    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 20)]
+    pub lines: usize,
+
+    /// Only messages from this long ago on, e.g. 10m or 2h (up to --lines … of them).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<Duration>,
+
+    /// Print the last messages and stop instead of following the room.
+    #[arg(long)]
+    pub no_follow: bool,
+
+    /// How often to look for new messages and recalls [default: 250ms locally, 1s on AWS].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PresenceArgs {
+    /// The room.
+    pub room: String,
+
+    /// Print the members again every few seconds until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// How often --watch refreshes.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RecallArgs {
+    /// The message id (from `tail` or the message's `id`).
+    pub id: String,
+
+    /// Why: recorded with the recall in the message's history.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+
+    /// Only show the message's versions (the audit trail); change nothing.
+    #[arg(long, conflicts_with = "reason")]
+    pub show: bool,
+
+    /// The operator name recorded as having recalled it.
+    #[arg(
+        long = "as",
+        value_name = "NAME",
+        default_value = "operator",
+        env = "CHATCTL_OPERATOR"
+    )]
+    pub operator: String,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The room.
+    pub room: String,
+
+    /// The announcement.
+    pub text: String,
+
+    /// The sender name members see.
+    #[arg(
+        long = "as",
+        value_name = "NAME",
+        default_value = "operator",
+        env = "CHATCTL_OPERATOR"
+    )]
+    pub operator: String,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KickArgs {
+    /// The connection id (see `chatctl presence ROOM`).
+    pub connection_id: String,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// Remove connections whose heartbeat stopped or that the Management API answers 410 for.
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Only report what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SmokeArgs {
+    /// The room to chat in [default: a new `smoke-…` room each run].
+    #[arg(long, value_name = "ROOM")]
+    pub room: Option<String>,
+
+    /// How long each step may take.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -303,8 +492,9 @@ pub struct TokenArgs {
     #[arg(long)]
     pub operator: bool,
 
+    /// Sign with the secret of this deployed stage (read from SSM) instead of the local one.
     #[command(flatten)]
-    pub data: DataDirArg,
+    pub target: TargetArgs,
 }
 
 /// Durations like `90s`, `2m`, `1h 30m`.

@@ -1,6 +1,8 @@
 //! The CLI's error: what went wrong, what to do, and the exit code scripts can branch on.
 
 use chat_core::domain::InvalidValue;
+use chat_core::handler::RecallError;
+use chatctl_ops::operator::OpsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -31,6 +33,10 @@ pub enum CliError {
     /// The plan would lose data and the flag that allows it was not given.
     #[error("{0}")]
     Unsafe(String),
+    #[error(transparent)]
+    Ops(#[from] chatctl_ops::operator::OpsError),
+    #[error("smoke failed: {0}")]
+    Smoke(#[from] chatctl_ops::smoke::SmokeError),
     /// The stage has not been deployed.
     #[error("{0}")]
     NotDeployed(String),
@@ -50,6 +56,12 @@ impl CliError {
             CliError::Usage(_) => 2,
             // Another run holds the stage: scripts may wait and retry.
             CliError::Lock(chatctl_infra::lock::LockError::Held { .. }) => 3,
+            // `recall` and `kick`: distinct codes so scripts can tell these apart.
+            CliError::Ops(
+                OpsError::Recall(RecallError::NotFound(_)) | OpsError::UnknownConnection(_),
+            ) => 4,
+            CliError::Ops(OpsError::Recall(RecallError::AlreadyRecalled { .. })) => 5,
+            CliError::Ops(OpsError::Recall(RecallError::Conflict(_))) => 6,
             _ => 1,
         }
     }
@@ -69,6 +81,14 @@ impl CliError {
             CliError::Declined(_) => "declined",
             CliError::Unsafe(_) => "unsafe",
             CliError::NotDeployed(_) => "not-deployed",
+            CliError::Ops(OpsError::Recall(RecallError::NotFound(_))) => "not-found",
+            CliError::Ops(OpsError::UnknownConnection(_)) => "not-found",
+            CliError::Ops(OpsError::Recall(RecallError::AlreadyRecalled { .. })) => {
+                "already-recalled"
+            }
+            CliError::Ops(OpsError::Recall(RecallError::Conflict(_))) => "conflict",
+            CliError::Ops(_) => "operator",
+            CliError::Smoke(_) => "smoke",
             CliError::Environment(_) => "environment",
         }
     }

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, ConnectionsCommand};
 use crate::error::CliError;
 
 /// Run the command line of this process.
@@ -28,6 +28,13 @@ pub fn run() -> ExitCode {
         Command::Destroy(args) => commands::destroy::run(args, output),
         Command::Status(args) => commands::status::run(args, output),
         Command::Outputs(args) => commands::status::outputs(args, output),
+        Command::Tail(args) => commands::tail::run(args, output),
+        Command::Presence(args) => commands::ops::presence(args, output),
+        Command::Recall(args) => commands::ops::recall(args, output),
+        Command::Send(args) => commands::ops::send(args, output),
+        Command::Kick(args) => commands::ops::kick(args, output),
+        Command::Connections(ConnectionsCommand::Gc(args)) => commands::ops::gc(args, output),
+        Command::Smoke(args) => commands::smoke::run(args, output),
     };
     match result {
         Ok(code) => ExitCode::from(code),

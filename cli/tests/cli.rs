@@ -3,80 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use chat_core::ports::ConnectionStore;
 use chat_local::sqlite::SqliteConnectionStore;
 use chatctl_e2e::Client;
+use chatctl_e2e::dev::Dev;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chatctl");
-
-/// A `chatctl dev` process and its `ready` line.
-struct Dev {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-    ready: Value,
-}
-
-impl Dev {
-    fn start(data_dir: &Path, extra: &[&str]) -> Dev {
-        Self::start_env(data_dir, extra, &[])
-    }
-
-    fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Dev {
-        let mut child = Command::new(BIN)
-            .args(["dev", "--port", "0", "--output", "json", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn chatctl dev");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("ready line");
-        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-        assert_eq!(ready["event"], "ready");
-        Dev {
-            child,
-            stdout,
-            ready,
-        }
-    }
-
-    fn ws(&self, query: &str) -> String {
-        format!("{}?{query}", self.ready["websocketUrl"].as_str().unwrap())
-    }
-
-    /// SIGTERM, then the `stopped` line and the exit status.
-    fn terminate(mut self) -> (Value, std::process::ExitStatus) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        let status = self.child.wait().unwrap();
-        (serde_json::from_str(&line).unwrap_or(Value::Null), status)
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn chatctl(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run chatctl")
@@ -85,7 +21,7 @@ fn chatctl(args: &[&str]) -> Output {
 #[tokio::test(flavor = "multi_thread")]
 async fn dev_keeps_history_across_kill_9_and_clears_dead_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let dev = Dev::start(dir.path(), &["--allow-anonymous"]);
+    let dev = Dev::start(BIN, dir.path(), &["--allow-anonymous"]);
     assert!(
         dev.ready["pageUrl"]
             .as_str()
@@ -108,7 +44,7 @@ async fn dev_keeps_history_across_kill_9_and_clears_dead_connections() {
     drop(dev); // SIGKILL: no $disconnect runs, the rows stay behind
     assert_eq!(connections.all().await.unwrap().len(), 2);
 
-    let dev = Dev::start(dir.path(), &["--allow-anonymous"]);
+    let dev = Dev::start(BIN, dir.path(), &["--allow-anonymous"]);
     assert!(
         connections.all().await.unwrap().is_empty(),
         "a restart clears the dead process's connections"
@@ -135,7 +71,7 @@ async fn dev_keeps_history_across_kill_9_and_clears_dead_connections() {
 async fn a_token_from_chatctl_token_opens_a_tokened_dev() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let dev = Dev::start(dir.path(), &[]);
+    let dev = Dev::start(BIN, dir.path(), &[]);
     let out = chatctl(&[
         "token",
         "--user",
@@ -197,6 +133,9 @@ fn token_json_output_is_stable() {
     ]);
     assert!(out.status.success());
     let value: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Keys sorted: whether serde_json keeps insertion order depends on which crates a build
+    // unifies features with (the whole workspace turns `preserve_order` on).
+    let value: std::collections::BTreeMap<String, Value> = serde_json::from_value(value).unwrap();
     insta::with_settings!({filters => vec![(r#""v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+""#, r#""[token]""#), (r#""expiresAt":\s*\d+"#, r#""expiresAt": "[time]""#)]}, {
         insta::assert_snapshot!(serde_json::to_string_pretty(&value).unwrap());
     });
@@ -308,6 +247,7 @@ async fn dev_on_dynamodb_chats_over_real_sockets() {
     let prefix = chatctl_e2e::moto::unique("dev");
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start_env(
+        BIN,
         dir.path(),
         &[
             "--allow-anonymous",
@@ -402,7 +342,7 @@ async fn dev_on_dynamodb_chats_over_real_sockets() {
 #[test]
 fn a_second_dev_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = Dev::start(dir.path(), &[]);
+    let _first = Dev::start(BIN, dir.path(), &[]);
     let out = chatctl(&[
         "dev",
         "--port",

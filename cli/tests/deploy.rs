@@ -592,6 +592,32 @@ async fn deploy_from_nothing_then_no_op_then_code_and_setting_changes_then_destr
     let outputs = ok(&s.run(&["outputs", "--output", "json"]));
     assert_eq!(outputs[0], written);
 
+    // The operator commands find the stage through its outputs: a token signed with the stage's
+    // secret (read here straight from SSM), an announcement stored in its table and published.
+    let token = ok(&s.run(&["token", "--user", "ann", "--output", "json"]));
+    let secret = chat_aws::secret::load(
+        &aws_sdk_ssm::Client::new(&s.moto),
+        &format!("/chatctl/chat/{}/token-secret", s.name),
+    )
+    .await
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = secret
+        .verify(
+            token[0]["token"].as_str().unwrap(),
+            i64::try_from(now).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(claims.sub.as_str(), "ann");
+    let sent = ok(&s.run(&["send", "lobby", "deployed!", "--output", "json"]));
+    let tail = ok(&s.run(&["tail", "lobby", "--no-follow", "--output", "json"]));
+    assert_eq!(tail.len(), 1);
+    assert_eq!(tail[0]["id"], sent[0]["id"]);
+    assert_eq!(tail[0]["text"], "deployed!");
+
     // Destroy: nothing of the stage is left, and a second destroy is harmless.
     let events = ok(&s.run(&["destroy", "--yes", "--output", "json"]));
     assert_eq!(last(&events)["deleted"], 26);

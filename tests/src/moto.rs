@@ -215,3 +215,22 @@ for name in ["chat-ws", "chat-fanout"]:
         .expect("python3 runs");
     assert!(status.success(), "writing fake artifacts failed");
 }
+
+/// The SNS messages (`Message` of each notification) waiting in a queue subscribed with
+/// [`topic_with_queue`]; one receive of up to 10, waiting up to a second.
+pub async fn notifications(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String> {
+    let out = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive from the queue");
+    out.messages()
+        .iter()
+        .filter_map(|m| m.body())
+        .filter_map(|body| serde_json::from_str::<serde_json::Value>(body).ok())
+        .filter_map(|envelope| envelope["Message"].as_str().map(str::to_owned))
+        .collect()
+}

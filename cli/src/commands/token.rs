@@ -1,4 +1,5 @@
-//! `chatctl token`: mint a connection token signed with the local secret.
+//! `chatctl token`: mint a connection token signed with the local secret, or with a deployed
+//! stage's (`--stage`: read from SSM, never printed).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -63,7 +64,12 @@ pub fn mint(key: &TokenKey, args: &TokenArgs, now_secs: i64) -> Result<MintedTok
 }
 
 pub fn run(args: TokenArgs, format: OutputFormat) -> Result<(), CliError> {
-    let key = chat_local::secret::load_or_create(&args.data.data_dir)?;
+    let key = crate::runtime()?.block_on(async {
+        crate::commands::target::resolve(&args.target)
+            .await?
+            .token_key()
+            .await
+    })?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| CliError::Environment(format!("the system clock is before 1970: {e}")))?

@@ -31,6 +31,11 @@ impl ManagementSender {
     pub fn from_client(client: Client) -> Self {
         Self { client }
     }
+
+    /// The Management API client, for the operator calls beyond posting (get, delete).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
 }
 
 #[async_trait]

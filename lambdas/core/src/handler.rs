@@ -88,6 +88,29 @@ pub struct FanoutReport {
 }
 
 /// The chat backend's logic over its ports.
+/// Why [`ChatService::try_recall`] did not recall a message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecallError {
+    #[error("no message {0}")]
+    NotFound(MessageId),
+    #[error("message {id} was already recalled by {by}")]
+    AlreadyRecalled {
+        id: MessageId,
+        by: UserName,
+        at: i64,
+    },
+    /// Someone changed the message between our read and our conditional write.
+    #[error("message {0} changed while it was being recalled (someone else recalled it first?)")]
+    Conflict(MessageId),
+    #[error("{}", .0.message)]
+    Denied(FrameError),
+    /// The tombstone is stored but the `recalled` event could not be published.
+    #[error("recalled, but the broadcast failed: {0}")]
+    Broadcast(PortError),
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
 #[derive(Debug)]
 pub struct ChatService {
     ports: Ports,
@@ -493,57 +516,123 @@ impl ChatService {
         })
     }
 
-    /// Recall a message after `permit` allowed it: a conditional update on its version, then a
-    /// `recalled` event to its room. Operators' tools call this too.
+    /// Recall a message as `recall.by`, once: the versioned, conditional update of the store,
+    /// then the `recalled` event to the room. `permit` decides first whether this caller may
+    /// (a sender within the window, an operator always). A lost race is reported, not retried.
+    pub async fn try_recall(
+        &self,
+        id: MessageId,
+        recall: Recall,
+        permit: impl Fn(&Message) -> Result<(), FrameError>,
+    ) -> Result<Message, RecallError> {
+        let message = self
+            .ports
+            .messages
+            .get(id)
+            .await?
+            .ok_or(RecallError::NotFound(id))?;
+        // Permission first, so that who may not recall a message learns nothing more of it.
+        permit(&message).map_err(RecallError::Denied)?;
+        if let Some(earlier) = &message.recall {
+            return Err(RecallError::AlreadyRecalled {
+                id,
+                by: earlier.by.clone(),
+                at: earlier.at,
+            });
+        }
+        match self
+            .ports
+            .messages
+            .recall(id, message.version, recall.clone())
+            .await?
+        {
+            RecallOutcome::Recalled(tombstone) => {
+                let frame = ServerFrame::Recalled {
+                    room: tombstone.room.clone(),
+                    id,
+                    by: recall.by.clone(),
+                    ts: recall.at,
+                };
+                self.ports
+                    .topic
+                    .publish(&RoomEvent::new(tombstone.room.clone(), frame))
+                    .await
+                    .map_err(RecallError::Broadcast)?;
+                Ok(tombstone)
+            }
+            RecallOutcome::NotFound => Err(RecallError::NotFound(id)),
+            RecallOutcome::VersionConflict => Err(RecallError::Conflict(id)),
+        }
+    }
+
+    /// An operator's announcement to `room` as `user`: stored like any message (history shows it,
+    /// it can be recalled) and delivered through the same topic and fan-out. Needs no connection.
+    pub async fn post_announcement(
+        &self,
+        room: RoomName,
+        user: UserName,
+        text: String,
+    ) -> Result<Message, PortError> {
+        let now = self.now();
+        let message = Message {
+            id: self.ports.ids.next_id(now),
+            room: room.clone(),
+            user,
+            text: Some(text),
+            ts: now,
+            client_msg_id: None,
+            version: 1,
+            recall: None,
+        };
+        self.ports.messages.append(&message).await?;
+        if let Some(frame) = ServerFrame::message(&message) {
+            self.ports
+                .topic
+                .publish(&RoomEvent::new(room, frame))
+                .await
+                .map_err(|e| {
+                    PortError::new(format!(
+                        "stored as {}, but the broadcast failed: {e}",
+                        message.id
+                    ))
+                })?;
+        }
+        Ok(message)
+    }
+
+    /// A client's `recall`: [`Self::try_recall`], with a lost race retried once against the fresh
+    /// version, which then tells whether the winner already recalled it.
     pub async fn recall_message(
         &self,
         id: MessageId,
         recall: Recall,
         permit: impl Fn(&Message) -> Result<(), FrameError>,
     ) -> Result<Message, FrameError> {
-        // Two attempts: a lost race is retried once against the fresh version, which then tells
-        // whether the winner already recalled it.
         for _ in 0..2 {
-            let message = self
-                .ports
-                .messages
-                .get(id)
-                .await
-                .map_err(internal)?
-                .ok_or_else(|| FrameError::new(ErrorCode::NotFound, format!("no message {id}")))?;
-            // Permission first, so that who may not recall a message learns nothing more of it.
-            permit(&message)?;
-            if message.is_recalled() {
-                return Err(FrameError::new(
-                    ErrorCode::BadRequest,
-                    format!("message {id} is already recalled"),
-                ));
-            }
-            match self
-                .ports
-                .messages
-                .recall(id, message.version, recall.clone())
-                .await
-                .map_err(internal)?
-            {
-                RecallOutcome::Recalled(tombstone) => {
-                    let frame = ServerFrame::Recalled {
-                        room: tombstone.room.clone(),
-                        id,
-                        by: recall.by.clone(),
-                        ts: recall.at,
-                    };
-                    self.publish(RoomEvent::new(tombstone.room.clone(), frame))
-                        .await?;
-                    return Ok(tombstone);
-                }
-                RecallOutcome::NotFound => {
+            match self.try_recall(id, recall.clone(), &permit).await {
+                Ok(tombstone) => return Ok(tombstone),
+                Err(RecallError::Conflict(_)) => continue,
+                Err(RecallError::Denied(e)) => return Err(e),
+                Err(RecallError::NotFound(id)) => {
                     return Err(FrameError::new(
                         ErrorCode::NotFound,
                         format!("no message {id}"),
                     ));
                 }
-                RecallOutcome::VersionConflict => continue,
+                Err(RecallError::AlreadyRecalled { id, .. }) => {
+                    return Err(FrameError::new(
+                        ErrorCode::BadRequest,
+                        format!("message {id} is already recalled"),
+                    ));
+                }
+                Err(RecallError::Broadcast(e)) => {
+                    warn!(error = %e, "publish failed");
+                    return Err(FrameError::new(
+                        ErrorCode::Internal,
+                        format!("stored, but the broadcast failed: {e}"),
+                    ));
+                }
+                Err(RecallError::Port(e)) => return Err(internal(e)),
             }
         }
         Err(FrameError::new(

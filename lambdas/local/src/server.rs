@@ -106,10 +106,35 @@ pub struct LocalServer {
     /// Held while running: a second backend on the same data directory would clear this one's
     /// connections. The OS releases it when the process dies, however it dies.
     _lock: std::fs::File,
+    /// `server.json` in the data directory, removed when the server stops.
+    announcement: Option<std::path::PathBuf>,
 }
 
 pub const MESSAGES_DB: &str = "messages.db";
 pub const CONNECTIONS_DB: &str = "connections.db";
+/// Written to the data directory while a backend runs, so operator commands (`chatctl tail
+/// --local` …) find its Management API: `{"url": "http://127.0.0.1:8080", "pid": 1234}`.
+pub const SERVER_FILE: &str = "server.json";
+
+/// What `server.json` says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServerFile {
+    /// The HTTP base URL: page, WebSocket (`ws://` of the same), Management API.
+    pub url: String,
+    pub pid: u32,
+}
+
+impl ServerFile {
+    /// The running backend of `data_dir`, if its file is there and its process is alive.
+    pub fn read(data_dir: &std::path::Path) -> Option<ServerFile> {
+        let text = std::fs::read_to_string(data_dir.join(SERVER_FILE)).ok()?;
+        let file: ServerFile = serde_json::from_str(&text).ok()?;
+        // A file left by a killed process names a dead pid (Linux can tell; elsewhere trust it).
+        let alive = !cfg!(target_os = "linux")
+            || std::path::Path::new(&format!("/proc/{}", file.pid)).exists();
+        alive.then_some(file)
+    }
+}
 
 impl LocalServer {
     /// Start on the wall clock.
@@ -230,7 +255,7 @@ impl LocalServer {
         if !addr.ip().is_loopback() {
             warn!(%addr, "listening beyond this machine: the Management API (/@connections) has no authentication; anyone who can reach this address can post to and close connections");
         }
-        Ok(Self {
+        let mut server = Self {
             addr,
             chat,
             registry,
@@ -238,7 +263,20 @@ impl LocalServer {
             task,
             background,
             _lock: lock,
-        })
+            announcement: None,
+        };
+        let path = config.data_dir.join(SERVER_FILE);
+        let file = ServerFile {
+            url: server.management_url(),
+            pid: std::process::id(),
+        };
+        // Only operator commands read it; a failure to write it must not stop the chat.
+        match serde_json::to_string(&file).map(|text| std::fs::write(&path, text)) {
+            Ok(Ok(())) => server.announcement = Some(path),
+            Ok(Err(e)) => warn!(path = %path.display(), error = %e, "cannot write server.json"),
+            Err(e) => warn!(error = %e, "cannot encode server.json"),
+        }
+        Ok(server)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -294,6 +332,9 @@ impl LocalServer {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
         for task in &self.background {
             task.abort();
+        }
+        if let Some(path) = self.announcement.take() {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
