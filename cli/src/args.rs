@@ -63,13 +63,9 @@ pub enum Command {
     Smoke(SmokeArgs),
 }
 
-/// Which deployed stage a command works on, and how to reach its AWS account.
+/// How to reach a stage's AWS account, and the project file with its settings.
 #[derive(Debug, Clone, Args)]
-pub struct StageArgs {
-    /// The stage: part of every resource name ({app}-{stage}-…).
-    #[arg(long, value_name = "NAME", env = "CHATCTL_STAGE")]
-    pub stage: String,
-
+pub struct AwsArgs {
     /// The app name [default: `app` in chatctl.toml, else "chat"].
     #[arg(long, value_name = "NAME", env = "CHATCTL_APP")]
     pub app: Option<String>,
@@ -94,6 +90,17 @@ pub struct StageArgs {
         env = "CHATCTL_CONFIG"
     )]
     pub config: PathBuf,
+}
+
+/// Which deployed stage a command works on, and how to reach its AWS account.
+#[derive(Debug, Clone, Args)]
+pub struct StageArgs {
+    /// The stage: part of every resource name ({app}-{stage}-…).
+    #[arg(long, value_name = "NAME", env = "CHATCTL_STAGE")]
+    pub stage: String,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
 
     /// Override one stage setting of chatctl.toml, e.g. `--set memory_mb=1024` or
     /// `--set recall_window=5m`. Repeat for several.
@@ -199,30 +206,8 @@ pub struct TargetArgs {
     #[command(flatten)]
     pub data: DataDirArg,
 
-    /// The app name [default: `app` in chatctl.toml, else "chat"].
-    #[arg(long, value_name = "NAME", env = "CHATCTL_APP")]
-    pub app: Option<String>,
-
-    /// AWS region of the stage [default: chatctl.toml, then AWS_REGION / the profile's].
-    #[arg(long, value_name = "REGION")]
-    pub region: Option<String>,
-
-    /// AWS profile of the stage [default: chatctl.toml, then AWS_PROFILE].
-    #[arg(long, value_name = "NAME")]
-    pub profile: Option<String>,
-
-    /// Send every AWS call here instead (an emulator such as moto).
-    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
-    pub endpoint_url: Option<String>,
-
-    /// The project file.
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "chatctl.toml",
-        env = "CHATCTL_CONFIG"
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 #[derive(Debug, Args)]

@@ -115,85 +115,69 @@ fn ops(calls: &[Call]) -> Vec<String> {
 
 /// Everything of the stage that exists, read straight from moto with plain SDK calls.
 async fn leftovers(config: &SdkConfig, stage: &str) -> Vec<String> {
-    let prefix = format!("chat-{stage}");
-    let mut found = Vec::new();
-    let tables = aws_sdk_dynamodb::Client::new(config)
-        .list_tables()
-        .send()
-        .await
-        .unwrap()
-        .table_names
-        .unwrap_or_default();
-    found.extend(tables.into_iter().filter(|t| t.starts_with(&prefix)));
-    let topics = aws_sdk_sns::Client::new(config)
-        .list_topics()
-        .send()
-        .await
-        .unwrap()
-        .topics
-        .unwrap_or_default();
+    let mut found: Vec<String> = Vec::new();
+    found.extend(
+        aws_sdk_dynamodb::Client::new(config)
+            .list_tables()
+            .send()
+            .await
+            .unwrap()
+            .table_names
+            .unwrap_or_default(),
+    );
+    let topics = aws_sdk_sns::Client::new(config).list_topics().send().await;
     found.extend(
         topics
-            .into_iter()
-            .filter_map(|t| t.topic_arn)
-            .filter(|a| a.contains(&prefix)),
+            .unwrap()
+            .topics()
+            .iter()
+            .filter_map(|t| t.topic_arn.clone()),
     );
     let parameters = aws_sdk_ssm::Client::new(config)
         .get_parameters_by_path()
         .path(format!("/chatctl/chat/{stage}"))
         .recursive(true)
         .send()
-        .await
-        .unwrap()
-        .parameters
-        .unwrap_or_default();
-    found.extend(parameters.into_iter().filter_map(|p| p.name));
+        .await;
+    found.extend(
+        parameters
+            .unwrap()
+            .parameters()
+            .iter()
+            .filter_map(|p| p.name.clone()),
+    );
     let groups = aws_sdk_cloudwatchlogs::Client::new(config)
         .describe_log_groups()
-        .log_group_name_prefix(format!("/aws/lambda/{prefix}"))
         .send()
-        .await
-        .unwrap()
-        .log_groups
-        .unwrap_or_default();
-    found.extend(groups.into_iter().filter_map(|g| g.log_group_name));
+        .await;
+    found.extend(
+        groups
+            .unwrap()
+            .log_groups()
+            .iter()
+            .filter_map(|g| g.log_group_name.clone()),
+    );
     let apis = aws_sdk_apigatewayv2::Client::new(config)
         .get_apis()
         .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap_or_default();
-    found.extend(
-        apis.into_iter()
-            .filter_map(|a| a.name)
-            .filter(|n| n.starts_with(&prefix)),
-    );
-    let roles = aws_sdk_iam::Client::new(config)
-        .list_roles()
-        .send()
-        .await
-        .unwrap()
-        .roles;
-    found.extend(
-        roles
-            .into_iter()
-            .map(|r| r.role_name)
-            .filter(|n| n.starts_with(&prefix)),
-    );
+        .await;
+    found.extend(apis.unwrap().items().iter().filter_map(|a| a.name.clone()));
+    let roles = aws_sdk_iam::Client::new(config).list_roles().send().await;
+    found.extend(roles.unwrap().roles().iter().map(|r| r.role_name.clone()));
     let functions = aws_sdk_lambda::Client::new(config)
         .list_functions()
         .send()
-        .await
-        .unwrap()
-        .functions
-        .unwrap_or_default();
+        .await;
     found.extend(
         functions
-            .into_iter()
-            .filter_map(|f| f.function_name)
-            .filter(|n| n.starts_with(&prefix)),
+            .unwrap()
+            .functions()
+            .iter()
+            .filter_map(|f| f.function_name.clone()),
     );
+    // Everything of the stage has `chat-{stage}` in its name, or lives under its SSM path.
+    let prefix = format!("chat-{stage}");
+    found.retain(|n| n.contains(&prefix) || n.starts_with(&format!("/chatctl/chat/{stage}/")));
     found.sort();
     found
 }

@@ -897,161 +897,85 @@ impl<'a> Applier<'a> {
             })
             .unwrap_or_default();
         let c = self.clients;
+        // Each service spells tagging its own way; the steps are the same: set what is wanted,
+        // then remove chatctl tags that are no longer wanted.
+        macro_rules! tag_list {
+            ($tag:ty) => {
+                wanted
+                    .iter()
+                    .map(|(k, v)| {
+                        <$tag>::builder()
+                            .key(k)
+                            .value(v)
+                            .build()
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+        }
+        macro_rules! apply_tags {
+            ($tag:expr, $tags:expr, $untag:expr) => {{
+                $tag.set_tags(Some($tags)).send().await.map_err(describe)?;
+                if !stale.is_empty() {
+                    $untag
+                        .set_tag_keys(Some(stale.clone()))
+                        .send()
+                        .await
+                        .map_err(describe)?;
+                }
+            }};
+        }
         match r.kind {
             Kind::Table => {
                 let arn = self.arn("dynamodb", &format!("table/{}", r.name));
-                let tags = wanted
-                    .iter()
-                    .map(|(k, v)| {
-                        aws_sdk_dynamodb::types::Tag::builder()
-                            .key(k)
-                            .value(v)
-                            .build()
-                            .map_err(|e| e.to_string())
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                c.dynamodb
-                    .tag_resource()
-                    .resource_arn(&arn)
-                    .set_tags(Some(tags))
-                    .send()
-                    .await
-                    .map_err(describe)?;
-                if !stale.is_empty() {
-                    c.dynamodb
-                        .untag_resource()
-                        .resource_arn(&arn)
-                        .set_tag_keys(Some(stale))
-                        .send()
-                        .await
-                        .map_err(describe)?;
-                }
+                apply_tags!(
+                    c.dynamodb.tag_resource().resource_arn(&arn),
+                    tag_list!(aws_sdk_dynamodb::types::Tag),
+                    c.dynamodb.untag_resource().resource_arn(&arn)
+                );
             }
             Kind::Topic => {
                 let arn = self.arn("sns", &r.name);
-                let tags = wanted
-                    .iter()
-                    .map(|(k, v)| {
-                        aws_sdk_sns::types::Tag::builder()
-                            .key(k)
-                            .value(v)
-                            .build()
-                            .map_err(|e| e.to_string())
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                c.sns
-                    .tag_resource()
-                    .resource_arn(&arn)
-                    .set_tags(Some(tags))
-                    .send()
-                    .await
-                    .map_err(describe)?;
-                if !stale.is_empty() {
-                    c.sns
-                        .untag_resource()
-                        .resource_arn(&arn)
-                        .set_tag_keys(Some(stale))
-                        .send()
-                        .await
-                        .map_err(describe)?;
-                }
+                apply_tags!(
+                    c.sns.tag_resource().resource_arn(&arn),
+                    tag_list!(aws_sdk_sns::types::Tag),
+                    c.sns.untag_resource().resource_arn(&arn)
+                );
             }
             Kind::Parameter => {
-                use aws_sdk_ssm::types::ResourceTypeForTagging;
-                let tags = wanted
-                    .iter()
-                    .map(|(k, v)| {
-                        aws_sdk_ssm::types::Tag::builder()
-                            .key(k)
-                            .value(v)
-                            .build()
-                            .map_err(|e| e.to_string())
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                c.ssm
-                    .add_tags_to_resource()
-                    .resource_type(ResourceTypeForTagging::Parameter)
-                    .resource_id(&r.name)
-                    .set_tags(Some(tags))
-                    .send()
-                    .await
-                    .map_err(describe)?;
-                if !stale.is_empty() {
+                use aws_sdk_ssm::types::ResourceTypeForTagging::Parameter;
+                apply_tags!(
+                    c.ssm
+                        .add_tags_to_resource()
+                        .resource_type(Parameter)
+                        .resource_id(&r.name),
+                    tag_list!(aws_sdk_ssm::types::Tag),
                     c.ssm
                         .remove_tags_from_resource()
-                        .resource_type(ResourceTypeForTagging::Parameter)
+                        .resource_type(Parameter)
                         .resource_id(&r.name)
-                        .set_tag_keys(Some(stale))
-                        .send()
-                        .await
-                        .map_err(describe)?;
-                }
+                );
             }
             Kind::LogGroup => {
                 let arn = self.arn("logs", &format!("log-group:{}", r.name));
-                c.logs
-                    .tag_resource()
-                    .resource_arn(&arn)
-                    .set_tags(Some(wanted))
-                    .send()
-                    .await
-                    .map_err(describe)?;
-                if !stale.is_empty() {
-                    c.logs
-                        .untag_resource()
-                        .resource_arn(&arn)
-                        .set_tag_keys(Some(stale))
-                        .send()
-                        .await
-                        .map_err(describe)?;
-                }
+                apply_tags!(
+                    c.logs.tag_resource().resource_arn(&arn),
+                    wanted,
+                    c.logs.untag_resource().resource_arn(&arn)
+                );
             }
-            Kind::Role => {
-                let tags = wanted
-                    .iter()
-                    .map(|(k, v)| {
-                        aws_sdk_iam::types::Tag::builder()
-                            .key(k)
-                            .value(v)
-                            .build()
-                            .map_err(|e| e.to_string())
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                c.iam
-                    .tag_role()
-                    .role_name(&r.name)
-                    .set_tags(Some(tags))
-                    .send()
-                    .await
-                    .map_err(describe)?;
-                if !stale.is_empty() {
-                    c.iam
-                        .untag_role()
-                        .role_name(&r.name)
-                        .set_tag_keys(Some(stale))
-                        .send()
-                        .await
-                        .map_err(describe)?;
-                }
-            }
+            Kind::Role => apply_tags!(
+                c.iam.tag_role().role_name(&r.name),
+                tag_list!(aws_sdk_iam::types::Tag),
+                c.iam.untag_role().role_name(&r.name)
+            ),
             Kind::Function => {
                 let arn = self.arn("lambda", &format!("function:{}", r.name));
-                c.lambda
-                    .tag_resource()
-                    .resource(&arn)
-                    .set_tags(Some(wanted))
-                    .send()
-                    .await
-                    .map_err(describe)?;
-                if !stale.is_empty() {
-                    c.lambda
-                        .untag_resource()
-                        .resource(&arn)
-                        .set_tag_keys(Some(stale))
-                        .send()
-                        .await
-                        .map_err(describe)?;
-                }
+                apply_tags!(
+                    c.lambda.tag_resource().resource(&arn),
+                    wanted,
+                    c.lambda.untag_resource().resource(&arn)
+                );
             }
             Kind::Api | Kind::Stage => {
                 let api_id = self.api_id()?;
@@ -1063,22 +987,11 @@ impl<'a> Applier<'a> {
                         self.env.region, self.name.stage
                     )
                 };
-                c.apigw
-                    .tag_resource()
-                    .resource_arn(&arn)
-                    .set_tags(Some(wanted))
-                    .send()
-                    .await
-                    .map_err(describe)?;
-                if !stale.is_empty() {
-                    c.apigw
-                        .untag_resource()
-                        .resource_arn(&arn)
-                        .set_tag_keys(Some(stale))
-                        .send()
-                        .await
-                        .map_err(describe)?;
-                }
+                apply_tags!(
+                    c.apigw.tag_resource().resource_arn(&arn),
+                    wanted,
+                    c.apigw.untag_resource().resource_arn(&arn)
+                );
             }
             Kind::Integration | Kind::Route | Kind::Permission | Kind::Subscription => {}
         }

@@ -193,7 +193,7 @@ fn main() {
                 config: proxy.sdk_config(),
                 messages_table: tables.messages.clone(),
                 connections_table: tables.connections.clone(),
-                topic_arn: topic,
+                topic_arn: topic.clone(),
                 management_endpoint: server.management_url(),
             },
             ChatConfig::default(),
@@ -201,7 +201,21 @@ fn main() {
         let (lat, acks) =
             follow_latency(Arc::clone(&aws), &server, Duration::from_secs(1), count).await;
         report_latency("DynamoDB on moto (1 s)", &lat, &acks);
+        // That gateway sweeps its DynamoDB table for connections it holds no socket for; the
+        // connections below have none. From here on a gateway on its own SQLite files only
+        // answers the probes (410 for every one of them, as API Gateway would).
         server.shutdown().await;
+        let (prober, _prober_dir) = chatctl_e2e::start_wall_clock(|_| {}).await;
+        let aws = target::aws(
+            &AwsTarget {
+                config: proxy.sdk_config(),
+                messages_table: tables.messages.clone(),
+                connections_table: tables.connections.clone(),
+                topic_arn: String::new(),
+                management_endpoint: prober.management_url(),
+            },
+            ChatConfig::default(),
+        );
 
         let store = chat_aws::DynamoConnectionStore::new(dynamo, &tables.connections);
         let now = chat_core::ports::Clock::now_ms(&SystemClock);
@@ -231,12 +245,14 @@ fn main() {
         // No sockets behind these: every probe answers 410, so all are found dead (dry run).
         let gc = aws.gc(true).await.unwrap();
         println!(
-            "gc --dry-run, DynamoDB on moto, {} connections: {} probes in {} ms, {} dead, {}",
+            "gc --dry-run, DynamoDB on moto, {} connections: {} probes in {} ms, {} dead, {} probe errors, {}",
             gc.checked,
             gc.probed,
             gc.elapsed_ms,
             gc.dead.len(),
+            gc.errors,
             calls_summary(&proxy)
         );
+        prober.shutdown().await;
     });
 }

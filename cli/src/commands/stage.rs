@@ -21,15 +21,16 @@ use crate::progress::Step;
 
 /// The stage's configuration: the file's defaults and stage table, then `--set`, then flags.
 pub fn resolve(args: &StageArgs) -> Result<StageConfig, CliError> {
-    let project = ProjectFile::load(&args.config)?;
+    let aws = &args.aws;
+    let project = ProjectFile::load(&aws.config)?;
     let flags = StageTable {
-        region: args.region.clone(),
-        profile: args.profile.clone(),
-        endpoint_url: args.endpoint_url.clone(),
+        region: aws.region.clone(),
+        profile: aws.profile.clone(),
+        endpoint_url: aws.endpoint_url.clone(),
         ..StageTable::default()
     };
     let overrides = StageTable::from_pairs(&args.set)?.overlaid(&flags);
-    Ok(project.stage(&args.config, args.app.as_deref(), &args.stage, &overrides)?)
+    Ok(project.stage(&aws.config, aws.app.as_deref(), &args.stage, &overrides)?)
 }
 
 /// AWS clients for the stage: its region, profile and endpoint over the standard AWS settings.

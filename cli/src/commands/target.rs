@@ -42,11 +42,7 @@ pub async fn resolve(args: &TargetArgs) -> Result<Target, CliError> {
     };
     let stage = stage::resolve(&StageArgs {
         stage: stage_name.clone(),
-        app: args.app.clone(),
-        region: args.region.clone(),
-        profile: args.profile.clone(),
-        endpoint_url: args.endpoint_url.clone(),
-        config: args.config.clone(),
+        aws: args.aws.clone(),
         set: Vec::new(),
     })?;
     let clients = stage::clients(&stage).await;
