@@ -400,6 +400,9 @@ impl<'a> Applier<'a> {
     async fn create_table(&mut self, r: &Resource) -> Result<(), String> {
         let spec = self.table_spec(&r.name)?;
         let db = &self.clients.dynamodb;
+        // A destroy just before leaves the table DELETING for a while (destroy does not wait):
+        // creating it again has to wait until it is gone.
+        self.wait_gone_if_deleting(&r.name).await?;
         chat_aws::tables::create(db, &spec)
             .await
             .map_err(|e| e.to_string())?;
@@ -408,6 +411,21 @@ impl<'a> Applier<'a> {
             .await
             .map_err(|e| e.to_string())?;
         self.retag(r, None).await
+    }
+
+    async fn wait_gone_if_deleting(&self, name: &str) -> Result<(), String> {
+        use aws_sdk_dynamodb::types::TableStatus;
+        let db = &self.clients.dynamodb;
+        self.wait(&format!("table {name} to finish deleting"), || async {
+            match db.describe_table().table_name(name).send().await {
+                Ok(out) => {
+                    Ok(out.table().and_then(|t| t.table_status()) != Some(&TableStatus::Deleting))
+                }
+                Err(e) if is_not_found(&e) => Ok(true),
+                Err(e) => Err(describe(e)),
+            }
+        })
+        .await
     }
 
     async fn wait_table(&self, name: &str) -> Result<(), String> {
@@ -1065,15 +1083,101 @@ mod tests {
     use super::*;
     use crate::plan::plan;
 
-    fn clients(interceptor: MockResponseInterceptor) -> Clients {
-        let config = aws_config::SdkConfig::builder()
+    fn mocked_config() -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
             .region(Region::new("eu-west-1"))
             .behavior_version(BehaviorVersion::latest())
             .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
                 "AKID", "secret", None, None, "test",
             )))
             .http_client(create_mock_http_client())
+            .build()
+    }
+
+    #[tokio::test]
+    async fn a_table_still_deleting_is_waited_for_before_it_is_created_again() {
+        use aws_sdk_dynamodb::operation::create_table::CreateTableOutput;
+        use aws_sdk_dynamodb::operation::describe_table::{DescribeTableError, DescribeTableOutput};
+        use aws_sdk_dynamodb::operation::tag_resource::TagResourceOutput;
+        use aws_sdk_dynamodb::types::{TableDescription, TableStatus};
+        use aws_sdk_dynamodb::types::error::ResourceNotFoundException;
+
+        let table = |status: TableStatus| {
+            DescribeTableOutput::builder()
+                .table(TableDescription::builder().table_status(status).build())
+                .build()
+        };
+        // DELETING, then gone, then (after CreateTable) ACTIVE.
+        let describe = mock!(aws_sdk_dynamodb::Client::describe_table)
+            .sequence()
+            .output(move || table(TableStatus::Deleting))
+            .error(|| {
+                DescribeTableError::ResourceNotFoundException(
+                    // The code is what AWS's response carries and what `is_not_found` reads.
+                    ResourceNotFoundException::builder()
+                        .message("gone")
+                        .meta(
+                            aws_sdk_dynamodb::error::ErrorMetadata::builder()
+                                .code("ResourceNotFoundException")
+                                .build(),
+                        )
+                        .build(),
+                )
+            })
+            .output(move || table(TableStatus::Active))
             .build();
+        let create = mock!(aws_sdk_dynamodb::Client::create_table)
+            .then_output(|| CreateTableOutput::builder().build());
+        let tag = mock!(aws_sdk_dynamodb::Client::tag_resource)
+            .then_output(|| TagResourceOutput::builder().build());
+        let config = mocked_config();
+        let mut clients = Clients::new(&config);
+        clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&config)
+                .interceptor(
+                    MockResponseInterceptor::new()
+                        .rule_mode(RuleMode::MatchAny)
+                        .with_rule(&describe)
+                        .with_rule(&create)
+                        .with_rule(&tag),
+                )
+                .build(),
+        );
+        let name = StackName::new("chat", "prod").unwrap();
+        let env = Environment {
+            account_id: "123456789012".into(),
+            region: "eu-west-1".into(),
+            api_id: None,
+        };
+        let code = Code {
+            ws_sha256: "d3M=".into(),
+            fanout_sha256: "ZmFub3V0".into(),
+        };
+        let mut applier = Applier::new(
+            &clients,
+            &name,
+            &StageSettings::default(),
+            &code,
+            &env,
+            &Observed::default(),
+        );
+        let plan = Plan {
+            stack: name.to_string(),
+            actions: vec![crate::plan::Action {
+                kind: Kind::Table,
+                name: "chat-prod-messages".into(),
+                change: Change::Create,
+                cause: None,
+            }],
+        };
+        applier.apply(&plan, &mut |_: &ApplyEvent| {}).await.unwrap();
+        assert_eq!(describe.num_calls(), 3, "waited while DELETING");
+        assert_eq!(create.num_calls(), 1);
+        assert_eq!(tag.num_calls(), 1);
+    }
+
+    fn clients(interceptor: MockResponseInterceptor) -> Clients {
+        let config = mocked_config();
         let mut clients = Clients::new(&config);
         clients.apigw = aws_sdk_apigatewayv2::Client::from_conf(
             aws_sdk_apigatewayv2::config::Builder::from(&config)
