@@ -1097,10 +1097,12 @@ mod tests {
     #[tokio::test]
     async fn a_table_still_deleting_is_waited_for_before_it_is_created_again() {
         use aws_sdk_dynamodb::operation::create_table::CreateTableOutput;
-        use aws_sdk_dynamodb::operation::describe_table::{DescribeTableError, DescribeTableOutput};
+        use aws_sdk_dynamodb::operation::describe_table::{
+            DescribeTableError, DescribeTableOutput,
+        };
         use aws_sdk_dynamodb::operation::tag_resource::TagResourceOutput;
-        use aws_sdk_dynamodb::types::{TableDescription, TableStatus};
         use aws_sdk_dynamodb::types::error::ResourceNotFoundException;
+        use aws_sdk_dynamodb::types::{TableDescription, TableStatus};
 
         let table = |status: TableStatus| {
             DescribeTableOutput::builder()
@@ -1170,7 +1172,10 @@ mod tests {
                 cause: None,
             }],
         };
-        applier.apply(&plan, &mut |_: &ApplyEvent| {}).await.unwrap();
+        applier
+            .apply(&plan, &mut |_: &ApplyEvent| {})
+            .await
+            .unwrap();
         assert_eq!(describe.num_calls(), 3, "waited while DELETING");
         assert_eq!(create.num_calls(), 1);
         assert_eq!(tag.num_calls(), 1);

@@ -13,7 +13,7 @@ use chat_core::domain::{
 use chat_core::ports::{
     AppendOutcome, ConnectionStore, HistoryPage, MessageStore, PortError, PortResult, RecallOutcome,
 };
-use rusqlite::{Connection as Db, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection as Db, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 /// A store that could not be opened: the file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,10 @@ fn open(path: &Path, synchronous: &str, schema: &str) -> Result<Db, OpenError> {
         source,
     };
     let db = Db::open(path).map_err(wrap)?;
+    // Other processes use these files too (`chatctl tail`, `recall`, `kick` beside a running
+    // `dev`): writers wait for each other up to 5 s. Write transactions start IMMEDIATE, because a
+    // deferred one that reads first and writes later fails at once with "database is locked"
+    // (SQLite does not wait there, to avoid deadlock) when another process wrote in between.
     db.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(wrap)?;
     db.execute_batch(&format!(
@@ -204,7 +208,7 @@ impl MessageStore for SqliteMessageStore {
     async fn append(&self, message: &Message) -> PortResult<AppendOutcome> {
         let message = message.clone();
         blocking(&self.db, "store message", move |db| {
-            let tx = db.transaction()?;
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let recall = message
                 .recall
                 .as_ref()
@@ -285,7 +289,7 @@ impl MessageStore for SqliteMessageStore {
         recall: Recall,
     ) -> PortResult<RecallOutcome> {
         blocking(&self.db, "recall message", move |db| {
-            let tx = db.transaction()?;
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let key = id.to_string();
             let Some(current) = get_message(&tx, &key)? else {
                 return Ok(RecallOutcome::NotFound);
@@ -357,7 +361,7 @@ impl SqliteConnectionStore {
     /// Forget every connection: on start, those of a previous process are dead sockets.
     pub async fn clear(&self) -> PortResult<usize> {
         blocking(&self.db, "clear connections", |db| {
-            let tx = db.transaction()?;
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM connection_rooms", [])?;
             let n = tx.execute("DELETE FROM connections", [])?;
             tx.commit()?;
@@ -402,7 +406,7 @@ impl ConnectionStore for SqliteConnectionStore {
     async fn put(&self, connection: &Connection) -> PortResult<()> {
         let c = connection.clone();
         blocking(&self.db, "store connection", move |db| {
-            let tx = db.transaction()?;
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let allowed = c.allowed_rooms.as_ref().map(|rooms| {
                 rooms
                     .iter()
@@ -438,7 +442,7 @@ impl ConnectionStore for SqliteConnectionStore {
     async fn remove(&self, id: &ConnectionId) -> PortResult<Option<Connection>> {
         let id = id.as_str().to_owned();
         blocking(&self.db, "remove connection", move |db| {
-            let tx = db.transaction()?;
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let existing = load_connections(&tx, "WHERE c.id = ?1", &id)?.pop();
             tx.execute(
                 "DELETE FROM connection_rooms WHERE connection_id = ?1",
@@ -454,7 +458,7 @@ impl ConnectionStore for SqliteConnectionStore {
     async fn join(&self, id: &ConnectionId, room: &RoomName) -> PortResult<bool> {
         let (id, room) = (id.as_str().to_owned(), room.as_str().to_owned());
         blocking(&self.db, "join room", move |db| {
-            let tx = db.transaction()?;
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let known: bool = tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM connections WHERE id = ?1)",
                 [&id],
@@ -492,7 +496,7 @@ impl ConnectionStore for SqliteConnectionStore {
     async fn touch(&self, id: &ConnectionId, now: i64) -> PortResult<Option<i64>> {
         let id = id.as_str().to_owned();
         blocking(&self.db, "record heartbeat", move |db| {
-            let tx = db.transaction()?;
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let previous: Option<i64> = tx
                 .query_row(
                     "SELECT last_seen FROM connections WHERE id = ?1",
