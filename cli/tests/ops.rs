@@ -279,3 +279,29 @@ fn smoke_passes_against_a_running_dev_and_names_the_problem_when_there_is_none()
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no `chatctl dev` is running"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presence_judges_members_by_the_running_backends_thresholds() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(
+        BIN,
+        dir.path(),
+        &["--allow-anonymous", "--online-within", "1s"],
+    );
+    let ann = Client::connect(&dev.ws("room=lobby&user=ann"))
+        .await
+        .unwrap();
+    let state = || {
+        json(&chatctl(
+            dir.path(),
+            &["presence", "lobby", "--output", "json"],
+        ))["members"][0]["state"]
+            .clone()
+    };
+    assert_eq!(state(), "online");
+    // Silent for longer than this backend's 1 s (the default would still say online for a minute).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(state(), "idle");
+    ann.close().await;
+    drop(dev);
+}

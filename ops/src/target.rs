@@ -124,8 +124,9 @@ impl Topic for InlineFanout {
     }
 }
 
-/// The operator of the local instance in `data_dir` (running or not).
-pub fn local(data_dir: &Path, chat: ChatConfig) -> Result<Operator, OpsError> {
+/// The operator of the local instance in `data_dir` (running or not). A running backend's own
+/// presence thresholds win over `chat`'s.
+pub fn local(data_dir: &Path, mut chat: ChatConfig) -> Result<Operator, OpsError> {
     let messages_db = data_dir.join(MESSAGES_DB);
     if !messages_db.exists() {
         return Err(OpsError::Target(format!(
@@ -138,6 +139,9 @@ pub fn local(data_dir: &Path, chat: ChatConfig) -> Result<Operator, OpsError> {
     let connections =
         Arc::new(SqliteConnectionStore::open(&data_dir.join(CONNECTIONS_DB)).map_err(open_error)?);
     let running = ServerFile::read(data_dir);
+    if let Some(presence) = running.as_ref().and_then(|f| f.presence) {
+        chat.presence = presence;
+    }
     let (sender, management): (SharedSender, _) = match &running {
         Some(file) => {
             let sender = ManagementSender::new(&local_sdk_config(), &file.url);

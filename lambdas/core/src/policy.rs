@@ -8,7 +8,7 @@ use crate::domain::{Connection, ConnectionId, MemberState, UserName};
 use crate::protocol::{FrameLimits, MemberInfo};
 
 /// Presence thresholds, in milliseconds since the last heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PresencePolicy {
     /// Seen within this long: `online`.
     pub online_ms: i64,

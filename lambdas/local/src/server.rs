@@ -122,6 +122,10 @@ pub struct ServerFile {
     /// The HTTP base URL: page, WebSocket (`ws://` of the same), Management API.
     pub url: String,
     pub pid: u32,
+    /// The presence thresholds this backend runs with (`--online-within`, `--idle-within`), so
+    /// `chatctl presence` judges members as the backend does.
+    #[serde(default)]
+    pub presence: Option<chat_core::policy::PresencePolicy>,
 }
 
 impl ServerFile {
@@ -269,6 +273,7 @@ impl LocalServer {
         let file = ServerFile {
             url: server.management_url(),
             pid: std::process::id(),
+            presence: Some(config.chat.presence),
         };
         // Only operator commands read it; a failure to write it must not stop the chat.
         match serde_json::to_string(&file).map(|text| std::fs::write(&path, text)) {
