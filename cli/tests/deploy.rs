@@ -568,6 +568,23 @@ async fn deploy_from_nothing_then_no_op_then_code_and_setting_changes_then_destr
     let changes = s.changes();
     assert_eq!(ops(&changes), ["UpdateFunctionConfiguration"]);
     assert!(changes[0].path.contains(&format!("{}-fanout/", s.prefix())));
+    // TTL turned on by hand where the model has none: deploy turns it off again, and only that.
+    aws_sdk_dynamodb::Client::new(&s.moto)
+        .update_time_to_live()
+        .table_name(format!("{}-messages", s.prefix()))
+        .time_to_live_specification(
+            aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                .attribute_name("expiresAt")
+                .enabled(true)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    s.proxy.take_calls();
+    ok(&s.deploy(&[]));
+    assert_eq!(ops(&s.changes()), ["UpdateTimeToLive"]);
     let status = s.run(&["status", "--detailed-exitcode", "--output", "json"]);
     assert_eq!(status.status.code(), Some(0));
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();

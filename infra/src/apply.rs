@@ -307,12 +307,7 @@ impl<'a> Applier<'a> {
             };
         }
         match kind {
-            Kind::Table => match c.dynamodb.delete_table().table_name(name).send().await {
-                Ok(_) => Ok(()),
-                // Already being deleted (a destroy run before this one) counts as gone.
-                Err(e) if is_not_found(&e) || is_in_use(&e) => Ok(()),
-                Err(e) => Err(describe(e)),
-            },
+            Kind::Table => self.delete_table(name).await,
             Kind::Topic => gone_ok!(c.sns.delete_topic().topic_arn(self.arn("sns", name)).send()),
             Kind::Parameter => gone_ok!(c.ssm.delete_parameter().name(name).send()),
             Kind::LogGroup => gone_ok!(c.logs.delete_log_group().log_group_name(name).send()),
@@ -397,6 +392,35 @@ impl<'a> Applier<'a> {
             .ok_or_else(|| format!("table {name} is not part of the stack model"))
     }
 
+    /// Delete a table. "In use" means DELETING (a destroy before this one: gone, as far as we are
+    /// concerned) or CREATING/UPDATING (a killed run left it busy): then wait until it is ACTIVE
+    /// and delete it for real.
+    async fn delete_table(&self, name: &str) -> Result<(), String> {
+        use aws_sdk_dynamodb::types::TableStatus;
+        let db = &self.clients.dynamodb;
+        for _ in 0..2 {
+            match db.delete_table().table_name(name).send().await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_not_found(&e) => return Ok(()),
+                Err(e) if is_in_use(&e) => {
+                    let status = match db.describe_table().table_name(name).send().await {
+                        Ok(out) => out.table().and_then(|t| t.table_status()).cloned(),
+                        Err(e) if is_not_found(&e) => return Ok(()),
+                        Err(e) => return Err(describe(e)),
+                    };
+                    if status == Some(TableStatus::Deleting) {
+                        return Ok(());
+                    }
+                    self.wait_table(name).await?;
+                }
+                Err(e) => return Err(describe(e)),
+            }
+        }
+        Err(format!(
+            "table {name} stayed busy (CREATING or UPDATING); run the command again"
+        ))
+    }
+
     async fn create_table(&mut self, r: &Resource) -> Result<(), String> {
         let spec = self.table_spec(&r.name)?;
         let db = &self.clients.dynamodb;
@@ -467,36 +491,34 @@ impl<'a> Applier<'a> {
             self.wait_table(&r.name).await?;
         }
         if changed.contains("indexes") {
-            let had: BTreeSet<String> = fields
+            // What exists, by name, as the plan saw it (name, partitionKey, sortKey).
+            let had: BTreeMap<String, Value> = fields
                 .iter()
                 .find(|f| f.field == "indexes")
                 .and_then(|f| f.from.as_ref())
                 .and_then(Value::as_array)
                 .map(|list| {
                     list.iter()
-                        .filter_map(|i| i["name"].as_str().map(str::to_owned))
+                        .filter_map(|i| Some((i["name"].as_str()?.to_owned(), i.clone())))
                         .collect()
                 })
                 .unwrap_or_default();
-            // AWS changes one index per call and builds it in the background: wait between.
-            for index in spec.indexes.iter().filter(|i| !had.contains(&i.name)) {
-                let (update, attributes) =
-                    chat_aws::tables::index_addition(index).map_err(|e| e.to_string())?;
-                db.update_table()
-                    .table_name(&r.name)
-                    .set_attribute_definitions(Some(attributes))
-                    .global_secondary_index_updates(update)
-                    .send()
-                    .await
-                    .map_err(describe)?;
-                self.wait_table(&r.name).await?;
-            }
-            for extra in had
+            let wanted = |i: &chat_aws::tables::IndexSpec| serde_json::json!({"name": i.name, "partitionKey": i.partition_key, "sortKey": i.sort_key});
+            // An index cannot change its keys: one whose keys differ goes, then comes back.
+            let stale: Vec<&String> = had
                 .iter()
-                .filter(|n| !spec.indexes.iter().any(|i| &i.name == *n))
-            {
+                .filter(|(name, existing)| {
+                    spec.indexes
+                        .iter()
+                        .find(|i| &&i.name == name)
+                        .is_none_or(|i| wanted(i) != **existing)
+                })
+                .map(|(name, _)| name)
+                .collect();
+            // AWS changes one index per call and builds it in the background: wait between.
+            for extra in &stale {
                 let delete = aws_sdk_dynamodb::types::DeleteGlobalSecondaryIndexAction::builder()
-                    .index_name(extra)
+                    .index_name(extra.as_str())
                     .build()
                     .map_err(|e| e.to_string())?;
                 db.update_table()
@@ -511,8 +533,47 @@ impl<'a> Applier<'a> {
                     .map_err(describe)?;
                 self.wait_table(&r.name).await?;
             }
+            let missing = spec
+                .indexes
+                .iter()
+                .filter(|i| !had.contains_key(&i.name) || stale.contains(&&i.name));
+            for index in missing {
+                let (update, attributes) =
+                    chat_aws::tables::index_addition(index).map_err(|e| e.to_string())?;
+                db.update_table()
+                    .table_name(&r.name)
+                    .set_attribute_definitions(Some(attributes))
+                    .global_secondary_index_updates(update)
+                    .send()
+                    .await
+                    .map_err(describe)?;
+                self.wait_table(&r.name).await?;
+            }
         }
         if changed.contains("ttlAttribute") {
+            // TTL can be on for one attribute at a time: turn off one the model does not want
+            // (set by hand, or the model changed) before turning on the wanted one.
+            let current = fields
+                .iter()
+                .find(|f| f.field == "ttlAttribute")
+                .and_then(|f| f.from.as_ref())
+                .and_then(Value::as_str);
+            if let Some(old) = current
+                && spec.ttl_attribute.as_deref() != Some(old)
+            {
+                db.update_time_to_live()
+                    .table_name(&r.name)
+                    .time_to_live_specification(
+                        aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                            .attribute_name(old)
+                            .enabled(false)
+                            .build()
+                            .map_err(|e| e.to_string())?,
+                    )
+                    .send()
+                    .await
+                    .map_err(describe)?;
+            }
             chat_aws::tables::ensure_ttl(db, &spec)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -869,7 +930,7 @@ impl<'a> Applier<'a> {
         {
             Ok(_) => Ok(()),
             Err(e) if is_update_in_progress(&e) => Err(format!(
-                "{}; a statement {} exists already with other values: run deploy again to replace it",
+                "{}; either the statement {} exists already with other values or the function is still updating: run deploy again",
                 describe(e),
                 permission_sid(source)
             )),
