@@ -29,6 +29,12 @@ pub struct Holder {
     pub command: String,
     /// Seconds since the Unix epoch.
     pub since: u64,
+    /// This boot of the machine and the process's PID namespace (Linux): a pid means the same
+    /// process only within both. Two containers can share a host name, not a PID namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<String>,
 }
 
 impl Holder {
@@ -49,13 +55,25 @@ impl Holder {
             pid: std::process::id(),
             command: command.to_owned(),
             since: now(),
+            boot: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|b| b.trim().to_owned()),
+            pid_ns: std::fs::read_link("/proc/self/ns/pid")
+                .ok()
+                .map(|p| p.display().to_string()),
         }
     }
 
-    /// Whether the holder is a process on this machine that no longer runs.
+    /// Whether the holder is a process of this machine's current boot, in our PID namespace,
+    /// that no longer runs. Only Linux's /proc tells that for sure; anywhere else, or when in
+    /// doubt, the holder is taken to be alive.
     fn is_dead_here(&self, me: &Holder) -> bool {
-        // Only Linux's /proc tells us for sure; elsewhere assume the holder still runs.
         self.host == me.host
+            && self.host != "unknown"
+            && self.boot.is_some()
+            && self.boot == me.boot
+            && self.pid_ns.is_some()
+            && self.pid_ns == me.pid_ns
             && self.pid != me.pid
             && cfg!(target_os = "linux")
             && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
@@ -64,19 +82,25 @@ impl Holder {
 
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let since = UNIX_EPOCH + Duration::from_secs(self.since);
-        let ago = SystemTime::now()
-            .duration_since(since)
-            .map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string())
-            .unwrap_or_else(|_| "0s".to_owned());
+        // The lock's text comes from SSM: a nonsense time must not panic.
+        let when = UNIX_EPOCH
+            .checked_add(Duration::from_secs(self.since))
+            .map_or_else(
+                || "an unknown time".to_owned(),
+                |since| {
+                    let ago = SystemTime::now()
+                        .duration_since(since)
+                        .map(|d| {
+                            humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+                        })
+                        .unwrap_or_else(|_| "0s".to_owned());
+                    format!("{} ({ago} ago)", humantime::format_rfc3339_seconds(since))
+                },
+            );
         write!(
             f,
-            "{}@{} (pid {}, {}) since {} ({ago} ago)",
-            self.user,
-            self.host,
-            self.pid,
-            self.command,
-            humantime::format_rfc3339_seconds(since)
+            "{}@{} (pid {}, {}) since {when}",
+            self.user, self.host, self.pid, self.command
         )
     }
 }
@@ -93,7 +117,7 @@ pub enum LockError {
     #[error(
         "stage {stack} is locked by {holder}; wait for that run to finish, or if it is dead, run again with --break-lock"
     )]
-    Held { stack: String, holder: Holder },
+    Held { stack: String, holder: Box<Holder> },
     #[error("cannot {what} the deploy lock {parameter}: {why}")]
     Aws {
         what: &'static str,
@@ -128,8 +152,9 @@ pub async fn acquire(
     };
     let value = serde_json::to_string(&me).map_err(|e| aws("write", e.to_string()))?;
     let mut took_over = None;
-    // Twice at most: once, and once more after removing a stale or broken lock.
-    for _ in 0..2 {
+    // A few times at most: once, once more after removing a stale or broken lock, and once if
+    // it was released between our reads.
+    for _ in 0..3 {
         match client
             .put_parameter()
             .name(&parameter)
@@ -166,11 +191,13 @@ pub async fn acquire(
             pid: 0,
             command: "unreadable lock".into(),
             since: 0,
+            boot: None,
+            pid_ns: None,
         });
         if !(break_lock || holder.is_dead_here(&me)) {
             return Err(LockError::Held {
                 stack: name.to_string(),
-                holder,
+                holder: Box::new(holder),
             });
         }
         match client.delete_parameter().name(&parameter).send().await {
@@ -180,16 +207,21 @@ pub async fn acquire(
         }
         took_over = Some(holder);
     }
-    // Someone else took it between our delete and our create.
+    // Others keep taking and releasing it while we try.
     match client.get_parameter().name(&parameter).send().await {
         Ok(out) => Err(LockError::Held {
             stack: name.to_string(),
-            holder: out
-                .parameter
-                .and_then(|p| p.value)
-                .and_then(|v| serde_json::from_str(&v).ok())
-                .unwrap_or(me),
+            holder: Box::new(
+                out.parameter
+                    .and_then(|p| p.value)
+                    .and_then(|v| serde_json::from_str(&v).ok())
+                    .unwrap_or(me),
+            ),
         }),
+        Err(e) if is_not_found(&e) => Err(aws(
+            "take",
+            "other runs kept taking and releasing it; run the command again".to_owned(),
+        )),
         Err(e) => Err(aws("read", describe(e))),
     }
 }
@@ -236,5 +268,57 @@ impl Lock {
                 why: describe(e),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(host: &str, pid: u32) -> Holder {
+        Holder {
+            user: "ann".into(),
+            host: host.into(),
+            pid,
+            command: "deploy".into(),
+            since: 1_790_000_000,
+            boot: Some("boot-1".into()),
+            pid_ns: Some("pid:[1]".into()),
+        }
+    }
+
+    #[test]
+    fn only_a_dead_process_of_this_boot_and_pid_namespace_is_taken_over() {
+        let me = holder("build-7", 1);
+        // A pid far above any Linux pid_max: no such process.
+        let dead = holder("build-7", 4_000_000_000);
+        assert_eq!(dead.is_dead_here(&me), cfg!(target_os = "linux"));
+        let other_container = Holder {
+            pid_ns: Some("pid:[2]".into()),
+            ..dead.clone()
+        };
+        assert!(!other_container.is_dead_here(&me));
+        let rebooted = Holder {
+            boot: Some("boot-0".into()),
+            ..dead.clone()
+        };
+        assert!(!rebooted.is_dead_here(&me));
+        let unknown = holder("unknown", 4_000_000_000);
+        assert!(!unknown.is_dead_here(&holder("unknown", 1)));
+        assert!(!holder("ci-runner-3", 4_000_000_000).is_dead_here(&me));
+    }
+
+    #[test]
+    fn a_nonsense_time_in_the_lock_is_shown_not_panicked_on() {
+        let h = Holder {
+            since: u64::MAX,
+            ..holder("build-7", 1)
+        };
+        assert!(h.to_string().contains("since an unknown time"), "{h}");
+        let h = holder("build-7", 1).to_string();
+        assert!(
+            h.contains("ann@build-7 (pid 1, deploy) since 2026-09-21T"),
+            "{h}"
+        );
     }
 }
