@@ -273,6 +273,25 @@ fn smoke_passes_against_a_running_dev_and_names_the_problem_when_there_is_none()
     );
     let text = chatctl(dir.path(), &["smoke"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("smoke passed in"));
+
+    // `chatctl tail … | head -1`: once the reader is gone, tail stops instead of polling forever.
+    let mut tail = Command::new(BIN)
+        .args(["tail", "lobby", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(tail.stdout.take());
+    let out = chatctl(dir.path(), &["send", "lobby", "anyone there?"]);
+    assert!(out.status.success());
+    let started = Instant::now();
+    while tail.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "tail kept running with nobody reading"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(dev);
     let out = chatctl(dir.path(), &["smoke"]);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -219,6 +219,11 @@ async fn read_table(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
         Err(e) => return Err(read_error(format!("table {name}"), e)),
     };
     let Some(table) = table else { return Ok(()) };
+    // A table being deleted is as good as gone: destroy does not wait for it, and a deploy
+    // creates it again once it is (apply waits for that).
+    if table.table_status() == Some(&aws_sdk_dynamodb::types::TableStatus::Deleting) {
+        return Ok(());
+    }
     let keys: Vec<&str> = table
         .key_schema()
         .iter()

@@ -81,10 +81,12 @@ pub enum TailEvent {
     },
 }
 
-/// How far `tail` has read a room: the versions of the recent messages it has shown.
+/// How far `tail` has read a room: the versions of the recent messages it has shown, and when
+/// it started (what is older was shown, or left out on purpose).
 #[derive(Debug, Clone, Default)]
 pub struct TailCursor {
     seen: HashMap<MessageId, u32>,
+    started_ms: i64,
 }
 
 /// How many of a room's newest messages each follow poll reads: new ones and recalls among
@@ -156,7 +158,8 @@ pub struct GcReport {
     pub probed: usize,
     pub dead: Vec<DeadConnection>,
     pub removed: usize,
-    /// Probes that failed for another reason than 410 (the connection was kept).
+    /// Probes that failed for another reason than 410 (the connection was kept), and removals
+    /// that failed (try again).
     pub errors: usize,
     pub elapsed_ms: u64,
 }
@@ -224,6 +227,9 @@ impl Operator {
         limit: usize,
         since_ms: Option<i64>,
     ) -> Result<(Vec<TailEvent>, TailCursor), OpsError> {
+        // Taken before reading, less a second: a message sent just before but stored just after
+        // this read still shows on the first poll.
+        let started_ms = self.now() - 1_000;
         let messages = &self.chat.ports().messages;
         let mut newest_first: Vec<Message> = Vec::new();
         let mut before = None;
@@ -240,7 +246,10 @@ impl Operator {
         }
         newest_first.retain(|m| since_ms.is_none_or(|s| m.ts >= s));
         newest_first.truncate(limit);
-        let mut cursor = TailCursor::default();
+        let mut cursor = TailCursor {
+            seen: HashMap::new(),
+            started_ms,
+        };
         let events = newest_first
             .iter()
             .rev()
@@ -264,18 +273,21 @@ impl Operator {
         let mut before = None;
         for _ in 0..FOLLOW_PAGES {
             let page = messages.history(room, before, FOLLOW_WINDOW).await?;
+            // Stop once the page reaches what was shown, what is older than the start of tail
+            // (when nothing was shown), or the room's start.
             let reached_known = page
                 .messages
                 .first()
-                .is_some_and(|m| cursor.seen.contains_key(&m.id));
+                .is_some_and(|m| cursor.seen.contains_key(&m.id) || m.ts < cursor.started_ms);
             before = page.messages.first().map(|m| m.id);
             newest_first.extend(page.messages.into_iter().rev());
-            // Stop once the page reaches what was shown (or the room's start).
-            if !page.more || reached_known || cursor.seen.is_empty() || before.is_none() {
+            if !page.more || reached_known || before.is_none() {
                 break;
             }
         }
         let mut events = Vec::new();
+        // Older than the start and never shown: left out on purpose (-n, --since).
+        newest_first.retain(|m| m.ts >= cursor.started_ms || cursor.seen.contains_key(&m.id));
         for m in newest_first.iter().rev() {
             match cursor.seen.insert(m.id, m.version) {
                 None => events.push(TailEvent::Message(m.into())),
@@ -484,9 +496,12 @@ impl Operator {
                 .buffer_unordered(self.probe_concurrency.max(1))
                 .collect()
                 .await;
+            // A removal that fails is counted, not fatal: the report still says what was done.
             for r in results {
-                r?;
-                removed += 1;
+                match r {
+                    Ok(()) => removed += 1,
+                    Err(_) => errors += 1,
+                }
             }
         }
         Ok(GcReport {
@@ -637,7 +652,10 @@ impl fmt::Display for GcReport {
                 format!(", {} removed", self.removed)
             },
             if self.errors > 0 {
-                format!("; {} probes failed (kept)", self.errors)
+                format!(
+                    "; {} probes or removals failed (kept; run again)",
+                    self.errors
+                )
             } else {
                 String::new()
             }

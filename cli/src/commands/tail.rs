@@ -87,18 +87,21 @@ fn line(event: &TailEvent, style: Style) -> String {
     }
 }
 
-fn print(events: &[TailEvent], format: OutputFormat, style: Style) {
+/// Print events; false once stdout is closed (`chatctl tail … | head -3`): then tail stops.
+fn print(events: &[TailEvent], format: OutputFormat, style: Style) -> bool {
     let mut out = std::io::stdout().lock();
     for event in events {
-        // A closed stdout (`| head`) ends nothing but this line.
-        let _ = match format {
+        let written = match format {
             OutputFormat::Json => serde_json::to_writer(&mut out, event)
                 .map_err(std::io::Error::other)
                 .and_then(|()| writeln!(out)),
             OutputFormat::Text => writeln!(out, "{}", line(event, style)),
         };
+        if written.is_err() {
+            return false;
+        }
     }
-    let _ = out.flush();
+    out.flush().is_ok()
 }
 
 pub fn run(args: TailArgs, format: OutputFormat) -> Result<u8, CliError> {
@@ -119,8 +122,7 @@ pub fn run(args: TailArgs, format: OutputFormat) -> Result<u8, CliError> {
         let operator = target.operator()?;
         let interval = args.interval.unwrap_or_else(|| target.default_interval());
         let (events, mut cursor) = operator.tail_start(&room, args.lines, since_ms).await?;
-        print(&events, format, style);
-        if args.no_follow {
+        if !print(&events, format, style) || args.no_follow {
             return Ok(0);
         }
         let mut failures = 0u32;
@@ -132,7 +134,9 @@ pub fn run(args: TailArgs, format: OutputFormat) -> Result<u8, CliError> {
             match operator.tail_poll(&room, &mut cursor).await {
                 Ok(events) => {
                     failures = 0;
-                    print(&events, format, style);
+                    if !print(&events, format, style) {
+                        return Ok(0);
+                    }
                 }
                 // A passing network or throttling error must not end a long watch: say so, back
                 // off, go on.
