@@ -150,14 +150,16 @@ async fn exercise(operator: &Operator, server: &LocalServer) {
 }
 
 /// Connections only the store knows: one silent for an hour, one fresh that the gateway has
-/// never seen (the Management API answers 410 for it).
+/// never seen (the Management API answers 410 for it). They are in a room of their own: any
+/// fan-out to a room they were in (a `left` still on its way from the last test) would meet
+/// their 410 and remove them before `gc` looks.
 async fn gc_finds_dead_connections(operator: &Operator) {
     let now = chat_core::ports::SystemClock.now_ms();
     let connections = &operator.chat().ports().connections;
     let make = |id: &str, last_seen: i64| Connection {
         id: ConnectionId::new(id),
         user: UserName::parse("ghost").unwrap(),
-        rooms: [room("lobby")].into_iter().collect(),
+        rooms: [room("ghosts")].into_iter().collect(),
         allowed_rooms: None,
         connected_at: last_seen,
         last_seen,
@@ -232,6 +234,29 @@ async fn operator_on_the_local_instance() {
         err.contains("not running") && err.contains("chatctl dev"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_into_an_empty_room_is_followed_whole() {
+    let (server, dir) = start_wall_clock(|_| {}).await;
+    let operator = target::local(dir.path(), ChatConfig::default()).unwrap();
+    let quiet = room("quiet");
+    let (shown, mut cursor) = operator.tail_start(&quiet, 10, None).await.unwrap();
+    assert!(shown.is_empty());
+    let op = UserName::parse("ops").unwrap();
+    // More than one follow window (50) arrives between two polls.
+    for i in 0..120 {
+        operator
+            .send(quiet.clone(), op.clone(), format!("m{i}"))
+            .await
+            .unwrap();
+    }
+    let events = operator.tail_poll(&quiet, &mut cursor).await.unwrap();
+    let texts = new_messages(&events);
+    assert_eq!(texts.len(), 120);
+    assert_eq!(texts.first().map(String::as_str), Some("m0"));
+    assert_eq!(texts.last().map(String::as_str), Some("m119"));
+    server.shutdown().await;
 }
 
 #[test]
