@@ -2,13 +2,11 @@
 //! action at a time with progress, release the lock, print the outputs. A re-run after any
 //! interruption plans from what exists, so it converges.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use chatctl_infra::apply::Applier;
-use chatctl_infra::build::{self, BuildRequest, Toolchain};
 use chatctl_infra::calls::CallCount;
 use chatctl_infra::config::StageConfig;
 use chatctl_infra::lock::{self, Holder};
@@ -77,27 +75,19 @@ fn build_artifacts(
     stage: &StageConfig,
     format: OutputFormat,
 ) -> Result<PathBuf, CliError> {
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let cwd = std::env::current_dir()
-        .map_err(|e| CliError::Environment(format!("cannot read the current directory: {e}")))?;
-    let workspace = build::find_workspace(&cwd, args.manifest_path.as_deref())?;
-    let tools = Toolchain::locate(&env)?;
-    let request = BuildRequest {
-        out_dir: workspace.join("target/lambda-zips"),
-        workspace,
-        arch: stage.settings.arch,
-    };
-    let step = Step::start(
-        format,
-        format!(
-            "building the handlers for {} (pass --artifacts DIR to deploy a build you made earlier)",
-            stage.settings.arch.lambda_name()
-        ),
+    let arch = stage.settings.arch;
+    let label = format!(
+        "building the handlers for {} (pass --artifacts DIR to deploy a build you made earlier)",
+        arch.lambda_name()
     );
-    let report = build::build(&request, &tools, env.get("PATH").map(String::as_str));
-    step.finish(if report.is_ok() { "done" } else { "failed" });
-    report?;
-    Ok(request.out_dir)
+    let (out_dir, _) = crate::commands::build::build_handlers(
+        format,
+        arch,
+        None,
+        args.manifest_path.as_deref(),
+        label,
+    )?;
+    Ok(out_dir)
 }
 
 pub fn run(args: DeployArgs, format: OutputFormat) -> Result<u8, CliError> {
