@@ -122,14 +122,17 @@ pub fn run(args: StatusArgs, format: OutputFormat) -> Result<u8, CliError> {
         fanout_sha256: deployed_code("fanout"),
     });
     let plan = plan::plan_stage(&stage.name, &stage.settings, &environment, &code, &observed);
+    // The plan has one action per wanted resource, plus deletions of what is not wanted.
+    let expected = plan
+        .actions
+        .iter()
+        .filter(|a| a.change != Change::Delete)
+        .count();
     let drift: Vec<Action> = plan
         .actions
         .into_iter()
         .filter(|a| a.change != Change::Keep)
         .collect();
-    let expected = chatctl_infra::stack::desired(&stage.name, &stage.settings, &environment, &code)
-        .resources
-        .len();
     let report = StatusReport {
         stack: stage.name.to_string(),
         region: environment.region.clone(),
