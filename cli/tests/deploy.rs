@@ -479,14 +479,7 @@ async fn deploy_from_nothing_then_no_op_then_code_and_setting_changes_then_destr
     assert_eq!(report["applied"], 26);
     let applies = events.iter().filter(|e| e["event"] == "apply").count();
     assert_eq!(applies, 52, "a started and a done event per resource");
-    let api_id = report["outputs"]["websocketUrl"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("wss://")
-        .split('.')
-        .next()
-        .unwrap()
-        .to_owned();
+    let api_id = api_id_of(report);
     let written: Value = serde_json::from_slice(&std::fs::read(&outputs_file).unwrap()).unwrap();
     assert_eq!(written, report["outputs"]);
     assert_eq!(
@@ -696,14 +689,7 @@ async fn an_interrupted_deploy_converges_without_duplicates_or_orphans() {
         .items
         .unwrap();
     assert_eq!(named(&apis), 1);
-    let api_id = last(&events)["outputs"]["websocketUrl"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("wss://")
-        .split('.')
-        .next()
-        .unwrap()
-        .to_owned();
+    let api_id = api_id_of(last(&events));
     check_deployed(&s.moto, &s.name, &api_id).await;
     s.proxy.take_calls();
     assert_eq!(last(&ok(&s.deploy(&[])))["applied"], 0);
@@ -748,6 +734,7 @@ async fn an_interrupted_deploy_converges_without_duplicates_or_orphans() {
     assert_eq!(leftovers(&s.moto, &s.name).await, Vec::<String>::new());
 }
 
+/// The API id in a deploy report's `wss://{api}.execute-api…` URL.
 fn api_id_of(report: &Value) -> String {
     report["outputs"]["websocketUrl"]
         .as_str()
