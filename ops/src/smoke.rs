@@ -1027,6 +1027,12 @@ fn describe(frame: &ServerFrame) -> String {
         ServerFrame::Presence {
             room, user, state, ..
         } => format!("presence {user} {state:?} in {room}"),
+        ServerFrame::PresenceBatch { room, changes, .. } => {
+            format!("presence of {} users in {room}", changes.len())
+        }
+        ServerFrame::Occupancy { room, members, .. } => {
+            format!("occupancy of {room}: {members} members")
+        }
         ServerFrame::Members { room, members, .. } => {
             let users: Vec<&str> = members.iter().map(|m| m.user.as_str()).collect();
             format!("members of {room}: [{}]", users.join(", "))

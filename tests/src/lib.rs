@@ -154,9 +154,39 @@ pub fn enc(s: &str) -> String {
 }
 
 /// A chat client on a real WebSocket.
+///
+/// A `presence_batch` frame is handed out as it came, followed by one `presence` frame per
+/// change it carries (marked `"batched": true`), so a test that waits for "bob joined" holds
+/// whether the server sent that change alone or coalesced with others.
 #[derive(Debug)]
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    expanded: std::collections::VecDeque<Value>,
+}
+
+/// The `presence` frames a `presence_batch` frame stands for (none for any other frame).
+pub fn expand_presence_batch(frame: &Value) -> Vec<Value> {
+    if frame["type"] != "presence_batch" {
+        return vec![];
+    }
+    frame["changes"]
+        .as_array()
+        .map(|changes| {
+            changes
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "type": "presence",
+                        "room": frame["room"],
+                        "user": c["user"],
+                        "state": c["state"],
+                        "ts": frame["ts"],
+                        "batched": true,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What a refused upgrade answered.
@@ -178,7 +208,10 @@ impl Client {
     pub async fn try_connect(url: &str) -> Result<std::result::Result<Self, Refused>> {
         match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await {
             Err(_) => bail!("connecting to {url} timed out"),
-            Ok(Ok((ws, _))) => Ok(Ok(Self { ws })),
+            Ok(Ok((ws, _))) => Ok(Ok(Self {
+                ws,
+                expanded: std::collections::VecDeque::new(),
+            })),
             Ok(Err(tungstenite::Error::Http(resp))) => Ok(Err(Refused {
                 status: resp.status().as_u16(),
                 body: resp
@@ -215,6 +248,9 @@ impl Client {
 
     /// The next data frame within `limit`, or `None` if nothing came.
     pub async fn recv_within(&mut self, limit: Duration) -> Result<Option<Value>> {
+        if let Some(frame) = self.expanded.pop_front() {
+            return Ok(Some(frame));
+        }
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let next = match tokio::time::timeout_at(deadline, self.ws.next()).await {
@@ -223,9 +259,10 @@ impl Client {
             };
             match next {
                 Some(Ok(Message::Text(t))) => {
-                    return serde_json::from_str(&t)
-                        .with_context(|| format!("frame is not JSON: {t}"))
-                        .map(Some);
+                    let frame: Value = serde_json::from_str(&t)
+                        .with_context(|| format!("frame is not JSON: {t}"))?;
+                    self.expanded.extend(expand_presence_batch(&frame));
+                    return Ok(Some(frame));
                 }
                 Some(Ok(Message::Close(frame))) => bail!("socket closed: {frame:?}"),
                 Some(Ok(_)) => continue,

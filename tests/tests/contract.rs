@@ -76,12 +76,25 @@ async fn creating_the_tables_twice_is_harmless() {
     );
 }
 
+/// The local topic's subscriber for the contract: every batch into a channel.
+#[derive(Debug)]
+struct Channel(tokio::sync::mpsc::UnboundedSender<aws_lambda_events::sns::SnsEvent>);
+
+#[async_trait::async_trait]
+impl chat_local::topic::Subscriber for Channel {
+    async fn deliver(&self, event: aws_lambda_events::sns::SnsEvent) {
+        let _ = self.0.send(event);
+    }
+}
+
 #[tokio::test]
 async fn the_local_topic_meets_the_contract() {
-    let (topic, rx) = LocalTopic::new(
+    let topic = LocalTopic::new(
         "arn:aws:sns:local:000000000000:t".into(),
         std::sync::Arc::new(SystemClock),
     );
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    topic.subscribe(std::sync::Arc::new(Channel(tx)), Duration::from_millis(10));
     let rx = tokio::sync::Mutex::new(rx);
     contract::topic(&topic, || async {
         let mut rx = rx.lock().await;

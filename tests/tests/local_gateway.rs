@@ -396,6 +396,12 @@ async fn an_oversize_frame_closes_with_1009() {
     let t = TestServer::start().await;
     let mut ann = t.join("lobby", "ann").await;
     let mut bob = t.join("lobby", "bob").await;
+    // A join and a leave inside one presence window cancel out: let the join go out first.
+    bob.recv_matching("ann joined", |f| {
+        f["type"] == "presence" && f["user"] == "ann"
+    })
+    .await
+    .unwrap();
     ann.send_text(&"x".repeat(33 * 1024)).await;
     let close = ann.closed().await.unwrap().expect("a close frame");
     assert_eq!(u16::from(close.code), 1009);
@@ -676,6 +682,13 @@ async fn a_client_that_stops_reading_is_closed_without_stalling_the_room() {
     let t = TestServer::start_with(|c| c.limits.outbox_frames = 8).await;
     let stalled = t.join("lobby", "slow").await; // never reads from here on
     let mut ann = t.join("lobby", "ann").await;
+    // Presence is coalesced per window: a join and a leave inside one window cancel out, so the
+    // join must have gone out before the slow client is pushed out.
+    ann.recv_matching("slow joined", |f| {
+        f["type"] == "presence" && f["user"] == "slow"
+    })
+    .await
+    .unwrap();
     let id = t
         .connections()
         .await

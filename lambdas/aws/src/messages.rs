@@ -158,6 +158,49 @@ impl MessageStore for DynamoMessageStore {
         Ok(HistoryPage::from_newest_first(messages, limit))
     }
 
+    async fn history_after(
+        &self,
+        room: &RoomName,
+        after: MessageId,
+        limit: usize,
+    ) -> PortResult<HistoryPage> {
+        // Oldest first from `after` (skipped: `BETWEEN` is inclusive); one message more than the
+        // page tells whether newer ones exist.
+        let lower = message_sk(after);
+        let wanted = limit + 1;
+        let mut messages = Vec::with_capacity(wanted);
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(room_pk(room)))
+                .expression_attribute_values(":lo", s(lower.clone()))
+                .expression_attribute_values(":hi", s(format!("{MESSAGE_SK_PREFIX}~")))
+                .scan_index_forward(true)
+                .limit(i32::try_from(wanted + 1 - messages.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| port_error("read history", e))?;
+            for item in out.items() {
+                if get_s(item, SK)? != lower && messages.len() < wanted {
+                    messages.push(message_from(item)?);
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() || messages.len() >= wanted {
+                break;
+            }
+        }
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        Ok(HistoryPage { messages, more })
+    }
+
     async fn get(&self, id: MessageId) -> PortResult<Option<Message>> {
         let out = self
             .client

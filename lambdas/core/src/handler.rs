@@ -17,10 +17,12 @@ use crate::domain::{
 use crate::policy::{ChatConfig, RateLimiter};
 use crate::ports::{
     AppendOutcome, Clock, ConnectionSender, ConnectionStore, IdSource, MessageStore, PortError,
-    PostError, RecallOutcome, RoomEvent, Topic,
+    PostError, RecallOutcome, Recipient, RoomEvent, Topic,
 };
+use crate::presence::PresenceWindow;
 use crate::protocol::{
-    ClientFrame, ErrorCode, FrameError, HistoryItem, ServerFrame, client_ref, parse_client_frame,
+    ClientFrame, ErrorCode, FrameError, HistoryCursor, HistoryItem, ServerFrame, client_ref,
+    parse_client_frame,
 };
 use crate::token::{Claims, TokenError, TokenKey};
 
@@ -352,9 +354,9 @@ impl ChatService {
             } => self.send(&connection, room, text, client_msg_id, now).await,
             ClientFrame::History {
                 room,
-                before,
+                cursor,
                 limit,
-            } => self.history(&connection, room, before, limit).await,
+            } => self.history(&connection, room, cursor, limit).await,
             ClientFrame::Recall { id } => self.recall(&connection, id, now).await,
             ClientFrame::Join { room } => self.join(&connection, room, now).await,
             ClientFrame::Leave { room } => self.leave(&connection, room, now).await,
@@ -429,32 +431,46 @@ impl ChatService {
         &self,
         connection: &Connection,
         room: RoomName,
-        before: Option<MessageId>,
+        cursor: HistoryCursor,
         limit: usize,
     ) -> Reply {
         self.check_may_read(connection, &room)?;
-        let page = self
-            .ports
-            .messages
-            .history(&room, before, limit)
-            .await
-            .map_err(internal)?;
+        let messages = &self.ports.messages;
+        let page = match cursor {
+            HistoryCursor::Latest => messages.history(&room, None, limit).await,
+            HistoryCursor::Before(before) => messages.history(&room, Some(before), limit).await,
+            HistoryCursor::After(after) => messages.history_after(&room, after, limit).await,
+        }
+        .map_err(internal)?;
         let mut messages: Vec<HistoryItem> = page.messages.iter().map(HistoryItem::from).collect();
         let mut more = page.more;
         // A reply must fit in one Management API post (128 KB): 50 messages of 4 KB do not, so
-        // the page gives up its oldest messages, and `more` tells the client to ask again.
+        // the page gives up the messages farthest from its cursor — the oldest when paging back,
+        // the newest when catching up, so a gap still fills without a hole — and `more` tells
+        // the client to ask again.
         let sizes: Vec<usize> = messages
             .iter()
             .map(|m| serde_json::to_string(m).map_or(0, |s| s.len() + 1))
             .collect();
+        let budget = self.config.max_reply_bytes;
         let mut total: usize = sizes.iter().sum::<usize>() + 256 + room.as_str().len();
-        let mut drop = 0;
-        while total > self.config.max_reply_bytes && drop + 1 < messages.len() {
-            total -= sizes[drop];
-            drop += 1;
+        let mut keep = messages.len();
+        let catching_up = matches!(cursor, HistoryCursor::After(_));
+        while total > budget && keep > 1 {
+            let dropped = if catching_up {
+                keep - 1
+            } else {
+                messages.len() - keep
+            };
+            total -= sizes[dropped];
+            keep -= 1;
         }
-        if drop > 0 {
-            messages.drain(..drop);
+        if keep < messages.len() {
+            if catching_up {
+                messages.truncate(keep);
+            } else {
+                messages.drain(..messages.len() - keep);
+            }
             more = true;
         }
         Ok(Outcome::reply(ServerFrame::History {
@@ -731,6 +747,7 @@ impl ChatService {
             .await
             .map_err(internal)?;
         let mut members = self.config.presence.members(&connections, now);
+        let count = members.len();
         // Like history, the answer must fit one post: keep the freshest members, in name order.
         let sizes: Vec<usize> = members
             .iter()
@@ -757,6 +774,7 @@ impl ChatService {
             members,
             room,
             truncated,
+            count,
         }))
     }
 
@@ -790,12 +808,12 @@ impl ChatService {
             let others = self
                 .ports
                 .connections
-                .in_room(room)
+                .user_in_room(room, &connection.user)
                 .await
                 .map_err(internal)?;
             let freshest = others
                 .iter()
-                .filter(|c| c.user == connection.user && c.id != connection.id)
+                .filter(|c| c.id != connection.id)
                 .map(|c| c.last_seen)
                 .fold(previous, i64::max);
             let change = match policy.state(freshest, now) {
@@ -840,62 +858,131 @@ impl ChatService {
         Ok(announced)
     }
 
-    /// Deliver one room event to every connection in the room, with bounded concurrency. A 410
-    /// removes that connection (never another), unless it is still inside its upgrade grace.
+    /// Deliver one room event to every connection in the room: [`Self::fanout_batch`] of one.
     pub async fn fanout(&self, event: &RoomEvent) -> Result<FanoutReport, PortError> {
-        let recipients = self.ports.connections.in_room(&event.room).await?;
-        let data = event.frame.to_json();
+        Ok(self
+            .fanout_batch(std::slice::from_ref(event))
+            .await?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// Deliver a batch of room events (one SNS or SQS batch, one local lane's drain), one
+    /// report per room in order of first appearance. Per room: one recipients read; the chat
+    /// events (`message`, `recalled` …) in their order, each to every member before the next;
+    /// then the room's presence changes coalesced into at most one frame, after the messages —
+    /// presence is the lower priority. A 410 removes that connection (never another), unless it
+    /// is still inside its upgrade grace.
+    pub async fn fanout_batch(&self, events: &[RoomEvent]) -> Result<Vec<FanoutReport>, PortError> {
+        let mut rooms: Vec<(&RoomName, Vec<&RoomEvent>)> = Vec::new();
+        for event in events {
+            match rooms.iter_mut().find(|(room, _)| *room == &event.room) {
+                Some((_, list)) => list.push(event),
+                None => rooms.push((&event.room, vec![event])),
+            }
+        }
+        let mut reports = Vec::with_capacity(rooms.len());
+        for (room, room_events) in rooms {
+            reports.push(self.fanout_room(room, &room_events).await?);
+        }
+        Ok(reports)
+    }
+
+    async fn fanout_room(
+        &self,
+        room: &RoomName,
+        events: &[&RoomEvent],
+    ) -> Result<FanoutReport, PortError> {
+        let mut recipients = self.ports.connections.recipients(room).await?;
+        let mut window = PresenceWindow::default();
+        let mut report = FanoutReport {
+            recipients: recipients.len(),
+            ..FanoutReport::default()
+        };
+        for event in events {
+            if !window.push_frame(&event.frame) {
+                self.deliver(&mut recipients, &event.frame.to_json(), &mut report)
+                    .await;
+            }
+        }
+        let members = recipients
+            .iter()
+            .map(|r| &r.user)
+            .collect::<BTreeSet<_>>()
+            .len();
+        if let Some(frame) = window.into_frame(room, members, &self.config.presence_push) {
+            self.deliver(&mut recipients, &frame.to_json(), &mut report)
+                .await;
+        }
+        Ok(report)
+    }
+
+    /// Post `data` to every recipient with bounded concurrency, count the outcome in `report`,
+    /// and drop the connections that answered 410 from `recipients` (removing them from the
+    /// store and announcing their departure) so later frames of the batch skip them.
+    async fn deliver(
+        &self,
+        recipients: &mut Vec<Recipient>,
+        data: &str,
+        report: &mut FanoutReport,
+    ) {
         let now = self.now();
-        let results: Vec<(Connection, Result<(), PostError>)> = stream::iter(recipients)
-            .map(|c| {
-                let data = &data;
-                async move {
-                    let result = self.ports.sender.post(&c.id, data).await;
-                    (c, result)
-                }
-            })
+        let targets: Vec<(usize, ConnectionId)> = recipients
+            .iter()
+            .map(|r| r.id.clone())
+            .enumerate()
+            .collect();
+        let sender = &self.ports.sender;
+        let results: Vec<(usize, Result<(), PostError>)> = stream::iter(targets)
+            .map(|(i, id)| async move { (i, sender.post(&id, data).await) })
             .buffer_unordered(self.config.fanout_concurrency.max(1))
             .collect()
             .await;
-        let mut report = FanoutReport {
-            recipients: results.len(),
-            ..FanoutReport::default()
-        };
-        for (connection, result) in results {
+        let mut gone = BTreeSet::new();
+        for (i, result) in results {
+            let recipient = &recipients[i];
             match result {
                 Ok(()) => report.delivered += 1,
                 Err(PostError::Gone)
-                    if now - connection.connected_at < self.config.gone_grace_ms =>
+                    if now - recipient.connected_at < self.config.gone_grace_ms =>
                 {
                     report.kept_young += 1;
                 }
                 Err(PostError::Gone) => {
+                    gone.insert(i);
                     // Remove exactly this connection; if it was still registered, its user may
                     // have left the room with it. A failure here is logged, not returned: the
-                    // posts are done, and failing the event would make SNS deliver it again.
-                    match self.ports.connections.remove(&connection.id).await {
+                    // posts are done, and failing the batch would have it delivered again.
+                    match self.ports.connections.remove(&recipient.id).await {
                         Ok(Some(removed)) => {
                             if let Err(e) = self.announce_departure(&removed, now).await {
-                                warn!(connection = %connection.id, error = %e, "departure not announced");
+                                warn!(connection = %recipient.id, error = %e, "departure not announced");
                             }
                         }
                         Ok(None) => {}
                         Err(e) => {
-                            warn!(connection = %connection.id, error = %e, "gone connection not removed");
+                            warn!(connection = %recipient.id, error = %e, "gone connection not removed");
                             report.failed += 1;
                             continue;
                         }
                     }
-                    self.limiter.forget(&connection.id);
-                    report.removed.push(connection.id);
+                    self.limiter.forget(&recipient.id);
+                    report.removed.push(recipient.id.clone());
                 }
                 Err(PostError::Other(e)) => {
-                    warn!(connection = %connection.id, error = %e, "fan-out post failed");
+                    warn!(connection = %recipient.id, error = %e, "fan-out post failed");
                     report.failed += 1;
                 }
             }
         }
-        Ok(report)
+        if !gone.is_empty() {
+            let mut index = 0;
+            recipients.retain(|_| {
+                let keep = !gone.contains(&index);
+                index += 1;
+                keep
+            });
+        }
     }
 
     async fn reply(&self, id: &ConnectionId, frame: &ServerFrame) {
@@ -931,9 +1018,13 @@ impl ChatService {
         now: i64,
     ) -> Result<bool, PortError> {
         let policy = self.config.presence;
-        Ok(self.ports.connections.in_room(room).await?.iter().any(|c| {
-            c.user == connection.user
-                && c.id != connection.id
+        let mine = self
+            .ports
+            .connections
+            .user_in_room(room, &connection.user)
+            .await?;
+        Ok(mine.iter().any(|c| {
+            c.id != connection.id
                 && (c.connected_at, &c.id) < (connection.connected_at, &connection.id)
                 && policy.state(c.last_seen, now).is_some()
         }))
@@ -948,9 +1039,10 @@ impl ChatService {
         now: i64,
     ) -> Result<bool, PortError> {
         let policy = self.config.presence;
-        Ok(self.ports.connections.in_room(room).await?.iter().any(|c| {
-            &c.user == user && Some(&c.id) != except && policy.state(c.last_seen, now).is_some()
-        }))
+        let theirs = self.ports.connections.user_in_room(room, user).await?;
+        Ok(theirs
+            .iter()
+            .any(|c| Some(&c.id) != except && policy.state(c.last_seen, now).is_some()))
     }
 
     fn check_may_read(&self, connection: &Connection, room: &RoomName) -> Result<(), FrameError> {

@@ -7,6 +7,7 @@ pub mod handler;
 pub mod memory;
 pub mod policy;
 pub mod ports;
+pub mod presence;
 pub mod protocol;
 pub mod token;
 

@@ -67,6 +67,23 @@ impl MessageStore for MemoryMessageStore {
         Ok(HistoryPage { messages, more })
     }
 
+    async fn history_after(
+        &self,
+        room: &RoomName,
+        after: MessageId,
+        limit: usize,
+    ) -> PortResult<HistoryPage> {
+        let inner = lock(&self.inner);
+        let mut oldest_first = inner
+            .versions
+            .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            .filter_map(|(_, v)| v.last())
+            .filter(|m| &m.room == room);
+        let messages: Vec<Message> = oldest_first.by_ref().take(limit).cloned().collect();
+        let more = oldest_first.next().is_some();
+        Ok(HistoryPage { messages, more })
+    }
+
     async fn get(&self, id: MessageId) -> PortResult<Option<Message>> {
         Ok(lock(&self.inner)
             .versions

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::domain::{Connection, ConnectionId, MemberState, UserName};
+use crate::presence::CoalescePolicy;
 use crate::protocol::{FrameLimits, MemberInfo};
 
 /// Presence thresholds, in milliseconds since the last heartbeat.
@@ -95,6 +96,8 @@ pub struct ChatConfig {
     pub max_rooms_per_connection: usize,
     /// Largest reply frame: API Gateway posts at most 128 KB, less a margin.
     pub max_reply_bytes: usize,
+    /// How presence changes are coalesced and when rooms switch to counts.
+    pub presence_push: CoalescePolicy,
 }
 
 impl Default for ChatConfig {
@@ -108,6 +111,7 @@ impl Default for ChatConfig {
             gone_grace_ms: 5_000,
             max_rooms_per_connection: 50,
             max_reply_bytes: 120 * 1024,
+            presence_push: CoalescePolicy::default(),
         }
     }
 }

@@ -81,6 +81,16 @@ pub trait MessageStore: Send + Sync {
         limit: usize,
     ) -> PortResult<HistoryPage>;
 
+    /// Up to `limit` messages of `room` with ids strictly above `after`, oldest first; `more`
+    /// tells that newer messages exist beyond the last one. `after` need not name a stored
+    /// message: ids are time-ordered, so any id is a cursor.
+    async fn history_after(
+        &self,
+        room: &RoomName,
+        after: MessageId,
+        limit: usize,
+    ) -> PortResult<HistoryPage>;
+
     /// A message by its id alone.
     async fn get(&self, id: MessageId) -> PortResult<Option<Message>>;
 
@@ -118,8 +128,44 @@ pub trait ConnectionStore: Send + Sync {
     async fn touch(&self, id: &ConnectionId, now: i64) -> PortResult<Option<i64>>;
     /// The connections that are members of `room` (by key or index, never a scan).
     async fn in_room(&self, room: &RoomName) -> PortResult<Vec<Connection>>;
+    /// What a fan-out needs of a room's members: one key query where the store allows, with no
+    /// read of each connection.
+    async fn recipients(&self, room: &RoomName) -> PortResult<Vec<Recipient>> {
+        Ok(self
+            .in_room(room)
+            .await?
+            .iter()
+            .map(Recipient::from)
+            .collect())
+    }
+    /// The connections of `user` in `room`: what presence decisions on join and leave need,
+    /// without reading the whole room where the store can avoid it.
+    async fn user_in_room(&self, room: &RoomName, user: &UserName) -> PortResult<Vec<Connection>> {
+        let mut connections = self.in_room(room).await?;
+        connections.retain(|c| &c.user == user);
+        Ok(connections)
+    }
     /// Every connection: for maintenance sweeps and operator tools, not the message path.
     async fn all(&self) -> PortResult<Vec<Connection>>;
+}
+
+/// A member connection as the fan-out sees it: where to post, whose it is, and since when (a
+/// 410 inside the upgrade grace is not a departure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub id: ConnectionId,
+    pub user: UserName,
+    pub connected_at: i64,
+}
+
+impl From<&Connection> for Recipient {
+    fn from(c: &Connection) -> Self {
+        Self {
+            id: c.id.clone(),
+            user: c.user.clone(),
+            connected_at: c.connected_at,
+        }
+    }
 }
 
 /// A room event as it travels through the topic to the fan-out: the frame every member receives.

@@ -82,7 +82,7 @@ pub enum ClientFrame {
     },
     History {
         room: RoomName,
-        before: Option<MessageId>,
+        cursor: HistoryCursor,
         limit: usize,
     },
     Recall {
@@ -98,6 +98,18 @@ pub enum ClientFrame {
         room: RoomName,
     },
     Ping,
+}
+
+/// Where a `history` page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HistoryCursor {
+    /// The newest messages.
+    #[default]
+    Latest,
+    /// The newest messages with ids strictly below this one (paging back).
+    Before(MessageId),
+    /// The oldest messages with ids strictly above this one (filling a gap after a reconnect).
+    After(MessageId),
 }
 
 /// Limits applied while parsing client frames.
@@ -201,10 +213,22 @@ fn parse_object(
         }
         "history" => {
             let room = room_field(obj, "room")?;
-            let before = optional_str(obj, "before")?
-                .map(MessageId::parse)
-                .transpose()
-                .map_err(|e| bad(format!("\"before\": {e}")))?;
+            let cursor_field = |name: &str| {
+                optional_str(obj, name)?
+                    .map(MessageId::parse)
+                    .transpose()
+                    .map_err(|e| bad(format!("\"{name}\": {e}")))
+            };
+            let cursor = match (cursor_field("before")?, cursor_field("after")?) {
+                (None, None) => HistoryCursor::Latest,
+                (Some(before), None) => HistoryCursor::Before(before),
+                (None, Some(after)) => HistoryCursor::After(after),
+                (Some(_), Some(_)) => {
+                    return Err(bad(
+                        "give \"before\" (page back) or \"after\" (catch up), not both",
+                    ));
+                }
+            };
             let limit = match obj.get("limit") {
                 None | Some(Value::Null) => limits.default_history,
                 Some(v) => match v.as_u64() {
@@ -219,7 +243,7 @@ fn parse_object(
             };
             Ok(ClientFrame::History {
                 room,
-                before,
+                cursor,
                 limit,
             })
         }
@@ -320,6 +344,13 @@ impl From<&Message> for HistoryItem {
     }
 }
 
+/// One user's change in a `presence_batch` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceItem {
+    pub user: UserName,
+    pub state: PresenceChange,
+}
+
 /// One member in a `members` answer: a user, merged over all its connections.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -370,6 +401,29 @@ pub enum ServerFrame {
         state: PresenceChange,
         ts: i64,
     },
+    /// Several presence changes of one room, coalesced over one window (a join storm costs each
+    /// member one frame per window, not one per joiner). Sent instead of `presence` when a
+    /// window holds more than one change.
+    #[serde(rename = "presence_batch")]
+    PresenceBatch {
+        room: RoomName,
+        ts: i64,
+        changes: Vec<PresenceItem>,
+        /// Users in the room after these changes.
+        members: usize,
+    },
+    /// A large room's presence over one window: counts instead of per-user changes. The member
+    /// list is still one `presence` request away.
+    Occupancy {
+        room: RoomName,
+        ts: i64,
+        /// Users in the room after this window.
+        members: usize,
+        /// Users who joined during the window.
+        joined: usize,
+        /// Users who left during the window.
+        left: usize,
+    },
     Members {
         room: RoomName,
         members: Vec<MemberInfo>,
@@ -377,6 +431,9 @@ pub enum ServerFrame {
         /// freshest members are kept.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         truncated: bool,
+        /// Every member of the room, including those a truncated list left out.
+        #[serde(default)]
+        count: usize,
     },
     Pong {
         ts: i64,
@@ -398,6 +455,8 @@ impl ServerFrame {
             ServerFrame::History { .. } => "history",
             ServerFrame::Recalled { .. } => "recalled",
             ServerFrame::Presence { .. } => "presence",
+            ServerFrame::PresenceBatch { .. } => "presence_batch",
+            ServerFrame::Occupancy { .. } => "occupancy",
             ServerFrame::Members { .. } => "members",
             ServerFrame::Pong { .. } => "pong",
             ServerFrame::Error { .. } => "error",
@@ -450,7 +509,7 @@ mod tests {
             parse(r#"{"action":"history","room":"lobby"}"#).unwrap(),
             ClientFrame::History {
                 room: RoomName::parse("lobby").unwrap(),
-                before: None,
+                cursor: HistoryCursor::Latest,
                 limit: 50
             }
         );
@@ -460,7 +519,15 @@ mod tests {
             ),
             Ok(ClientFrame::History {
                 limit: 100,
-                before: Some(_),
+                cursor: HistoryCursor::Before(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(r#"{"action":"history","room":"r","after":"01ARZ3NDEKTSV4RRFFQ69G5FAV"}"#),
+            Ok(ClientFrame::History {
+                limit: 50,
+                cursor: HistoryCursor::After(_),
                 ..
             })
         ));
@@ -509,6 +576,9 @@ mod tests {
             r#"{"action":"history","room":"lobby","limit":101}"#,
             r#"{"action":"history","room":"lobby","limit":"ten"}"#,
             r#"{"action":"history","room":"lobby","before":"nope"}"#,
+            r#"{"action":"history","room":"lobby","after":"nope"}"#,
+            r#"{"action":"history","room":"lobby","after":5}"#,
+            r#"{"action":"history","room":"l","after":"01ARZ3NDEKTSV4RRFFQ69G5FAV","before":"01ARZ3NDEKTSV4RRFFQ69G5FAV"}"#,
             r#"{"action":"recall"}"#,
             r#"{"action":"recall","id":"short"}"#,
             r#"{"action":"join","room":"a/b"}"#,
@@ -590,8 +660,25 @@ mod tests {
                 state: PresenceChange::Joined,
                 ts: 7,
             },
+            ServerFrame::PresenceBatch {
+                room: room.clone(),
+                ts: 7,
+                changes: vec![PresenceItem {
+                    user: user.clone(),
+                    state: PresenceChange::Left,
+                }],
+                members: 4,
+            },
+            ServerFrame::Occupancy {
+                room: room.clone(),
+                ts: 7,
+                members: 1000,
+                joined: 3,
+                left: 1,
+            },
             ServerFrame::Members {
                 truncated: false,
+                count: 1,
                 room: room.clone(),
                 members: vec![MemberInfo {
                     user: user.clone(),
@@ -613,7 +700,9 @@ mod tests {
                 r#"{"type":"history","room":"lobby","messages":[{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","room":"lobby","user":"ann","ts":5,"recalled":true,"recalledBy":"ann"}],"more":false}"#,
                 r#"{"type":"recalled","room":"lobby","id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","by":"ann","ts":6}"#,
                 r#"{"type":"presence","room":"lobby","user":"ann","state":"joined","ts":7}"#,
-                r#"{"type":"members","room":"lobby","members":[{"user":"ann","state":"idle","lastSeen":3}]}"#,
+                r#"{"type":"presence_batch","room":"lobby","ts":7,"changes":[{"user":"ann","state":"left"}],"members":4}"#,
+                r#"{"type":"occupancy","room":"lobby","ts":7,"members":1000,"joined":3,"left":1}"#,
+                r#"{"type":"members","room":"lobby","members":[{"user":"ann","state":"idle","lastSeen":3}],"count":1}"#,
                 r#"{"type":"pong","ts":8}"#,
                 r#"{"type":"error","code":"rate_limited","message":"slow down","ref":"c2"}"#,
             ]

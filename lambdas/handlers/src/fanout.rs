@@ -9,7 +9,8 @@ use tracing::warn;
 /// Why a record could not be fanned out.
 #[derive(Debug, thiserror::Error)]
 pub enum FanoutError {
-    /// The store failed; SNS retries the whole event when the Lambda returns an error.
+    /// The store failed; the invocation fails, and Lambda retries it (asynchronous invocation)
+    /// or returns the records to the queue (SQS).
     #[error("fan-out of a {kind} event to room {room} failed: {source}")]
     Store {
         kind: &'static str,
@@ -18,30 +19,34 @@ pub enum FanoutError {
     },
 }
 
-/// Fan out every record of an SNS event. A record that is not a room event is logged and skipped
-/// (retrying it could never succeed); a store failure fails the event so SNS retries it.
+/// Fan out every record of an SNS event, as one batch: each room's members are read once and
+/// its presence changes coalesced into one frame (see `ChatService::fanout_batch`). A record
+/// that is not a room event is logged and skipped (retrying it could never succeed); a store
+/// failure fails the invocation, so Lambda's asynchronous retry (bounded by the function's
+/// event-invoke configuration) runs it again.
 pub async fn handle(
     chat: &ChatService,
     event: &SnsEvent,
 ) -> Result<Vec<FanoutReport>, FanoutError> {
-    let mut reports = Vec::with_capacity(event.records.len());
-    for record in &event.records {
-        let room_event: RoomEvent = match serde_json::from_str(&record.sns.message) {
-            Ok(e) => e,
+    let events: Vec<RoomEvent> = event
+        .records
+        .iter()
+        .filter_map(|record| match serde_json::from_str(&record.sns.message) {
+            Ok(e) => Some(e),
             Err(e) => {
                 warn!(message_id = %record.sns.message_id, error = %e, "skipping an SNS message that is not a room event");
-                continue;
+                None
             }
-        };
-        let report = chat
-            .fanout(&room_event)
-            .await
-            .map_err(|source| FanoutError::Store {
-                kind: room_event.kind(),
-                room: room_event.room.to_string(),
-                source,
-            })?;
-        reports.push(report);
-    }
-    Ok(reports)
+        })
+        .collect();
+    chat.fanout_batch(&events)
+        .await
+        .map_err(|source| FanoutError::Store {
+            kind: events.first().map_or("room", RoomEvent::kind),
+            room: events
+                .first()
+                .map(|e| e.room.to_string())
+                .unwrap_or_default(),
+            source,
+        })
 }

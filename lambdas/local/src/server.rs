@@ -18,7 +18,7 @@ use crate::gateway::{self, Gateway, GatewayLimits};
 use crate::registry::{LocalSender, Registry};
 use crate::secret::{self, SecretError};
 use crate::sqlite::{OpenError, SqliteConnectionStore, SqliteMessageStore};
-use crate::topic::{self, LocalTopic};
+use crate::topic::LocalTopic;
 
 /// Where and how the local backend runs.
 #[derive(Debug, Clone)]
@@ -100,6 +100,7 @@ pub struct LocalServer {
     addr: SocketAddr,
     chat: Arc<ChatService>,
     registry: Arc<Registry>,
+    topic: Arc<LocalTopic>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -194,17 +195,17 @@ impl LocalServer {
         })?;
 
         let registry = Arc::new(Registry::default());
-        let (topic, events) = LocalTopic::new(
+        let topic = Arc::new(LocalTopic::new(
             format!(
                 "arn:aws:sns:local:000000000000:chatctl-local-events-{}",
                 addr.port()
             ),
             Arc::clone(&clock),
-        );
+        ));
         let ports = Ports {
             messages,
             connections,
-            topic: Arc::new(topic),
+            topic: Arc::clone(&topic) as Arc<dyn chat_core::ports::Topic>,
             sender: Arc::new(LocalSender {
                 registry: Arc::clone(&registry),
                 max_bytes: config.limits.max_message_bytes,
@@ -219,12 +220,12 @@ impl LocalServer {
         let recall_window_ms = config.chat.recall_window_ms;
         let chat = Arc::new(ChatService::new(ports, config.chat.clone(), auth));
 
-        let mut background = vec![tokio::spawn(topic::run_fanout(Arc::clone(&chat), events))];
-        background.push(tokio::spawn(sweep_presence(
+        topic.start(Arc::clone(&chat));
+        let background = vec![tokio::spawn(sweep_presence(
             Arc::clone(&chat),
             Arc::clone(&clock),
             config.presence_sweep,
-        )));
+        ))];
 
         let gw = Arc::new(Gateway {
             chat: Arc::clone(&chat),
@@ -263,6 +264,7 @@ impl LocalServer {
             addr,
             chat,
             registry,
+            topic,
             shutdown: Some(shutdown_tx),
             task,
             background,
@@ -338,6 +340,7 @@ impl LocalServer {
         for task in &self.background {
             task.abort();
         }
+        self.topic.stop();
         if let Some(path) = self.announcement.take() {
             let _ = std::fs::remove_file(path);
         }

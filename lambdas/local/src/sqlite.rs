@@ -275,6 +275,27 @@ impl MessageStore for SqliteMessageStore {
         .await
     }
 
+    async fn history_after(
+        &self,
+        room: &RoomName,
+        after: MessageId,
+        limit: usize,
+    ) -> PortResult<HistoryPage> {
+        let (room, after) = (room.as_str().to_owned(), after.to_string());
+        blocking(&self.db, "read history", move |db| {
+            let mut stmt = db.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id ASC LIMIT ?3"
+            ))?;
+            let mut messages = stmt
+                .query_map(params![room, after, limit as i64 + 1], message_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let more = messages.len() > limit;
+            messages.truncate(limit);
+            Ok(HistoryPage { messages, more })
+        })
+        .await
+    }
+
     async fn get(&self, id: MessageId) -> PortResult<Option<Message>> {
         blocking(&self.db, "read message", move |db| {
             get_message(db, &id.to_string())
