@@ -18,6 +18,11 @@ use chat_core::protocol::ServerFrame;
 
 use crate::moto::unique;
 
+/// Where `message` sits in `sent` (by id).
+fn target_index(sent: &[Message], message: &Message) -> usize {
+    sent.iter().position(|m| m.id == message.id).unwrap()
+}
+
 fn room(prefix: &str) -> RoomName {
     RoomName::parse(&unique(prefix)).unwrap()
 }
@@ -88,6 +93,29 @@ pub async fn message_store(store: &dyn MessageStore) {
             .unwrap()
             .messages
             .is_empty()
+    );
+
+    // `after`: oldest first, strictly after the cursor, `more` exact; any id is a cursor.
+    let page = store.history_after(&lobby, sent[1].id, 3).await.unwrap();
+    assert_eq!(texts(&page.messages), [Some("m2"), Some("m3"), Some("m4")]);
+    assert!(page.more);
+    let page = store.history_after(&lobby, sent[4].id, 3).await.unwrap();
+    assert_eq!(texts(&page.messages), [Some("m5"), Some("m6")]);
+    assert!(!page.more);
+    let page = store.history_after(&lobby, sent[6].id, 3).await.unwrap();
+    assert!(page.messages.is_empty() && !page.more);
+    let before_all = MessageId::from_ulid(ulid::Ulid::from_parts(0, 0));
+    let page = store.history_after(&lobby, before_all, 7).await.unwrap();
+    assert_eq!(
+        page.messages, sent,
+        "a cursor before every id reads from the start"
+    );
+    assert!(!page.more);
+    let page = store.history_after(&other, before_all, 7).await.unwrap();
+    assert_eq!(
+        texts(&page.messages),
+        [Some("elsewhere")],
+        "other rooms stay out"
     );
 
     // By id alone, whatever the room.
@@ -166,6 +194,15 @@ pub async fn message_store(store: &dyn MessageStore) {
         page.messages,
         std::slice::from_ref(&tombstone),
         "history shows the tombstone"
+    );
+    let page = store
+        .history_after(&lobby, sent[target_index(&sent, &tombstone) - 1].id, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.messages,
+        std::slice::from_ref(&tombstone),
+        "catching up shows the tombstone too"
     );
     assert_eq!(
         store
@@ -248,6 +285,33 @@ pub async fn connection_store(store: &dyn ConnectionStore) {
     assert_eq!(
         ids_of(&store.in_room(&side).await.unwrap()),
         ids_of(std::slice::from_ref(&bob))
+    );
+    // The fan-out's view and one user's connections agree with the members.
+    let mut recipients: Vec<(String, String, i64)> = store
+        .recipients(&lobby)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id.to_string(), r.user.to_string(), r.connected_at))
+        .collect();
+    recipients.sort();
+    assert_eq!(
+        recipients,
+        [
+            (ann.id.to_string(), "ann".to_owned(), 1_000),
+            (bob.id.to_string(), "bob".to_owned(), 1_100)
+        ]
+    );
+    assert_eq!(
+        ids_of(&store.user_in_room(&lobby, &user("bob")).await.unwrap()),
+        ids_of(std::slice::from_ref(&bob))
+    );
+    assert!(
+        store
+            .user_in_room(&side, &user("ann"))
+            .await
+            .unwrap()
+            .is_empty()
     );
 
     // Join and leave change both the connection and the room's membership.

@@ -10,13 +10,13 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, DeleteRequest, KeysAndAttributes, Put, ReturnValue, TransactWriteItem,
     Update, WriteRequest,
 };
-use chat_core::domain::{Connection, ConnectionId, RoomName};
-use chat_core::ports::{ConnectionStore, PortError, PortResult};
+use chat_core::domain::{Connection, ConnectionId, RoomName, UserName};
+use chat_core::ports::{ConnectionStore, PortError, PortResult, Recipient};
 
 use crate::errors::{is_any_condition_failed, is_condition_failed, port_error};
 use crate::items::{
     CONNECTION_SK, GSI2_PK, Item, PK, SK, connection_from, connection_item, connection_pk, get_n,
-    get_s, membership_item, membership_sk, n, query_all, room_pk, s,
+    get_s, membership_item, membership_sk, n, query_all, recipient_from, room_pk, s,
 };
 use crate::tables::BY_KIND;
 
@@ -306,6 +306,48 @@ impl ConnectionStore for DynamoConnectionStore {
             .expression_attribute_values(":conn", s("CONN#"))
             .projection_expression("id");
         let ids = query_all(query, "read a room's connections")
+            .await?
+            .iter()
+            .map(|item| get_s(item, "id").map(ConnectionId::new))
+            .collect::<Result<_, _>>()?;
+        self.load(ids).await
+    }
+
+    async fn recipients(&self, room: &RoomName) -> PortResult<Vec<Recipient>> {
+        // One Query on the room's membership items, which carry what the fan-out needs.
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :conn)")
+            .expression_attribute_values(":pk", s(room_pk(room)))
+            .expression_attribute_values(":conn", s("CONN#"))
+            .projection_expression("id, #user, connectedAt")
+            .expression_attribute_names("#user", "user");
+        query_all(query, "read a room's recipients")
+            .await?
+            .iter()
+            .map(recipient_from)
+            .collect()
+    }
+
+    async fn user_in_room(&self, room: &RoomName, user: &UserName) -> PortResult<Vec<Connection>> {
+        // The filter runs after the key read (the room's memberships are read either way), but
+        // only the user's own connection items are fetched.
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :conn)")
+            .filter_expression("#user = :user")
+            .expression_attribute_values(":pk", s(room_pk(room)))
+            .expression_attribute_values(":conn", s("CONN#"))
+            .expression_attribute_values(":user", s(user.as_str()))
+            .expression_attribute_names("#user", "user")
+            .projection_expression("id");
+        let ids = query_all(query, "read a user's room connections")
             .await?
             .iter()
             .map(|item| get_s(item, "id").map(ConnectionId::new))

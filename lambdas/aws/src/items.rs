@@ -34,6 +34,8 @@ pub const GSI1_SK: &str = "gsi1sk";
 /// GSI `by-kind`: every connection, for sweeps and operator tools (a query, not a scan).
 pub const GSI2_PK: &str = "gsi2pk";
 pub const GSI2_SK: &str = "gsi2sk";
+/// When a connection was made (ms), also on its membership items.
+pub const CONNECTED_AT: &str = "connectedAt";
 /// TTL attribute (seconds since the epoch) of connection items.
 pub const EXPIRES_AT: &str = "expiresAt";
 
@@ -201,7 +203,7 @@ pub fn connection_item(c: &Connection) -> Item {
         (SK.to_owned(), s(CONNECTION_SK)),
         ("id".to_owned(), s(c.id.as_str())),
         ("user".to_owned(), s(c.user.as_str())),
-        ("connectedAt".to_owned(), n(c.connected_at)),
+        (CONNECTED_AT.to_owned(), n(c.connected_at)),
         ("lastSeen".to_owned(), n(c.last_seen)),
         ("operator".to_owned(), AttributeValue::Bool(c.operator)),
         (EXPIRES_AT.to_owned(), n(expires_at(c.connected_at))),
@@ -233,7 +235,7 @@ pub fn connection_from(item: &Item) -> Result<Connection, PortError> {
         user: UserName::parse(get_s(item, "user")?).map_err(|e| damaged("user", e))?,
         rooms: get_rooms(item, "rooms")?.unwrap_or_default(),
         allowed_rooms: get_rooms(item, "allowedRooms")?,
-        connected_at: get_n(item, "connectedAt")?,
+        connected_at: get_n(item, CONNECTED_AT)?,
         last_seen: get_n(item, "lastSeen")?,
         operator: get_bool(item, "operator")?,
     })
@@ -245,8 +247,25 @@ pub fn membership_item(room: &RoomName, c: &Connection) -> Item {
         (SK.to_owned(), s(membership_sk(&c.id))),
         ("id".to_owned(), s(c.id.as_str())),
         ("user".to_owned(), s(c.user.as_str())),
+        // What the fan-out needs besides the id, so a room's recipients are one Query with no
+        // read of each connection item.
+        (CONNECTED_AT.to_owned(), n(c.connected_at)),
         (EXPIRES_AT.to_owned(), n(expires_at(c.connected_at))),
     ])
+}
+
+/// The fan-out's view of a membership item. Items written before `connectedAt` was stored count
+/// as old connections (no upgrade grace).
+pub fn recipient_from(item: &Item) -> Result<chat_core::ports::Recipient, PortError> {
+    Ok(chat_core::ports::Recipient {
+        id: ConnectionId::new(get_s(item, "id")?),
+        user: UserName::parse(get_s(item, "user")?).map_err(|e| damaged("user", e))?,
+        connected_at: if item.contains_key(CONNECTED_AT) {
+            get_n(item, CONNECTED_AT)?
+        } else {
+            0
+        },
+    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! handler logic that the Lambda binaries and the local gateway both run. It knows nothing of AWS,
 //! SQLite or sockets; adapters for those live in `chat-aws` and `chat-local`.
 
+pub mod cache;
 pub mod domain;
 pub mod handler;
 pub mod memory;

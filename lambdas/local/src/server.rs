@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
+use chat_core::cache::CachedRecipients;
 use chat_core::ports::{Clock, ConnectionStore, MessageStore, MonotonicUlids, SystemClock};
 use chat_core::{AuthConfig, ChatConfig, ChatService, Ports};
 use tokio::net::TcpListener;
@@ -178,7 +179,14 @@ impl LocalServer {
                     if stale > 0 {
                         info!(count = stale, "cleared connections left by a previous run");
                     }
-                    (Arc::new(messages), Arc::new(connections))
+                    // This process owns the connections file (operator commands change it
+                    // through the Management API or on 410s), so fan-out can keep each room's
+                    // recipients between membership changes.
+                    let connections: Arc<dyn ConnectionStore> = Arc::new(connections);
+                    (
+                        Arc::new(messages),
+                        Arc::new(CachedRecipients::new(connections)),
+                    )
                 }
                 Stores::Provided {
                     messages,

@@ -11,7 +11,8 @@ use chat_core::domain::{
     ClientMsgId, Connection, ConnectionId, Message, MessageId, Recall, RoomName, UserName,
 };
 use chat_core::ports::{
-    AppendOutcome, ConnectionStore, HistoryPage, MessageStore, PortError, PortResult, RecallOutcome,
+    AppendOutcome, ConnectionStore, HistoryPage, MessageStore, PortError, PortResult,
+    RecallOutcome, Recipient,
 };
 use rusqlite::{Connection as Db, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
@@ -77,6 +78,8 @@ CREATE TABLE IF NOT EXISTS connection_rooms (
     PRIMARY KEY (room, connection_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS connection_rooms_by_connection ON connection_rooms (connection_id);
+-- presence decisions look up one user's connections
+CREATE INDEX IF NOT EXISTS connections_by_user ON connections (user);
 ";
 
 fn open(path: &Path, synchronous: &str, schema: &str) -> Result<Db, OpenError> {
@@ -545,6 +548,38 @@ impl ConnectionStore for SqliteConnectionStore {
                 "WHERE c.id IN (SELECT connection_id FROM connection_rooms WHERE room = ?1)",
                 &room,
             )
+        })
+        .await
+    }
+
+    async fn recipients(&self, room: &RoomName) -> PortResult<Vec<Recipient>> {
+        let room = room.as_str().to_owned();
+        blocking(&self.db, "read room recipients", move |db| {
+            let mut stmt = db.prepare_cached(
+                "SELECT c.id, c.user, c.connected_at FROM connection_rooms r
+                 JOIN connections c ON c.id = r.connection_id
+                 WHERE r.room = ?1 ORDER BY c.id",
+            )?;
+            let rows = stmt.query_map([&room], |row| {
+                let id: String = row.get(0)?;
+                let user: String = row.get(1)?;
+                Ok(Recipient {
+                    id: ConnectionId::new(id),
+                    user: UserName::parse(&user).map_err(corrupt)?,
+                    connected_at: row.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn user_in_room(&self, room: &RoomName, user: &UserName) -> PortResult<Vec<Connection>> {
+        let (room, user) = (room.as_str().to_owned(), user.as_str().to_owned());
+        blocking(&self.db, "read a user's room connections", move |db| {
+            let mut found = load_connections(db, "WHERE c.user = ?1", &user)?;
+            found.retain(|c| c.rooms.iter().any(|r| r.as_str() == room));
+            Ok(found)
         })
         .await
     }
