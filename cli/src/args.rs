@@ -434,6 +434,16 @@ pub struct DevArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub presence_sweep: Duration,
 
+    /// How long a room's presence changes are collected before they go out as one frame. A
+    /// join storm then costs each member one frame per window instead of one per joiner.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    pub presence_window: Duration,
+
+    /// Rooms with more members than this push member counts (`occupancy` frames) instead of
+    /// who joined and left; `presence` still lists the members.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub presence_detail_limit: usize,
+
     /// Where messages and connections are kept: SQLite in --data-dir, or DynamoDB tables
     /// (created if missing) reached with the usual AWS settings, e.g. an emulator's endpoint.
     #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use chat_aws::{DynamoConnectionStore, DynamoMessageStore, TableNames};
 use chat_core::ChatConfig;
 use chat_core::policy::{PresencePolicy, RateLimit};
+use chat_core::presence::CoalescePolicy;
 use chat_core::ports::SystemClock;
 use chat_local::{GatewayLimits, LocalConfig, LocalServer, Stores};
 use serde::Serialize;
@@ -103,6 +104,12 @@ pub fn config(args: &DevArgs) -> Result<LocalConfig, CliError> {
             args.max_frame, args.max_text
         )));
     }
+    if args.presence_window > std::time::Duration::from_secs(10) {
+        return Err(CliError::Usage(format!(
+            "--presence-window {} is longer than 10s; presence would lag far behind; pick e.g. 500ms",
+            humantime::format_duration(args.presence_window)
+        )));
+    }
     if !(args.rate_per_second > 0.0 && args.rate_burst >= 1.0) {
         return Err(CliError::Usage(
             "--rate-per-second must be above 0 and --rate-burst at least 1".to_owned(),
@@ -122,6 +129,10 @@ pub fn config(args: &DevArgs) -> Result<LocalConfig, CliError> {
         rate_limit: RateLimit {
             per_second: args.rate_per_second,
             burst: args.rate_burst,
+        },
+        presence_push: CoalescePolicy {
+            window_ms: ms(args.presence_window),
+            detail_limit: args.presence_detail_limit,
         },
         ..ChatConfig::default()
     };

@@ -20,6 +20,8 @@ pub const RECALL_WINDOW_MS: &str = "CHAT_RECALL_WINDOW_MS";
 pub const ONLINE_MS: &str = "CHAT_ONLINE_MS";
 pub const IDLE_MS: &str = "CHAT_IDLE_MS";
 pub const MAX_TEXT_BYTES: &str = "CHAT_MAX_TEXT_BYTES";
+/// Rooms with more members push counts instead of per-user presence changes.
+pub const PRESENCE_DETAIL_LIMIT: &str = "CHAT_PRESENCE_DETAIL_LIMIT";
 
 /// A missing or invalid setting, named.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +104,11 @@ impl Settings {
             ..defaults
         };
         chat.frames.max_text_bytes = usize::try_from(number(MAX_TEXT_BYTES, 4096)?).unwrap_or(4096);
+        // On AWS the coalescing window is the presence queue's batching window (one invocation
+        // coalesces what one batch holds); only the detail limit is the function's setting.
+        let detail_default = i64::try_from(chat.presence_push.detail_limit).unwrap_or(200);
+        chat.presence_push.detail_limit =
+            usize::try_from(number(PRESENCE_DETAIL_LIMIT, detail_default)?).unwrap_or(200);
         if chat.presence.online_ms >= chat.presence.idle_ms {
             return Err(SettingsError::Invalid {
                 name: ONLINE_MS,
