@@ -19,7 +19,7 @@
   const MAX_TEXT_BYTES = 4096;
   const HISTORY_PAGE = 50;
   const HISTORY_GAP_PAGE = 100;
-  const MAX_GAP_PAGES = 20;
+  const MAX_GAP_PAGES = 20; // only for servers without `history after` (paging back from the newest)
   const PING_EVERY_MS = 25000;
   const PRESENCE_EVERY_MS = 30000;
   const SILENCE_LIMIT_MS = 70000; // no frame at all for this long: treat the socket as dead
@@ -60,7 +60,13 @@
       hasMore: false,
       historyLoaded: false,
       loadingEarlier: false,
-      gap: null, // { until: id, pages: n } while filling a gap after a reconnect
+      gap: null, // { until: id, pages: n } while paging back to a gap (servers without `after`)
+      // Where catching up starts: the highest message id seen with nothing missing before it.
+      // Live messages that arrive while a gap is being filled do not move it (a drop then would
+      // skip the rest of the gap); they are in `newestId` until the gap is closed.
+      lastId: null,
+      newestId: null,
+      catchUp: null, // { from, cursor, pages } while `history after` pages fill a reconnect gap
       messages: new Map(), // id -> message record
       order: [], // ids, sorted ascending, as shown
       pending: new Map(), // clientMsgId -> pending send
@@ -69,6 +75,9 @@
       recalledIds: new Set(),
       pendingRecalls: new Set(),
       members: new Map(), // user -> { state, lastSeen }
+      memberTotal: 0, // members in the room as the server last counted them
+      membersTruncated: false, // the last `members` answer was cut: the list is partial
+      occupancy: null, // { members, joined, left, ts } while the room is too big for per-user changes
       clockOffset: 0, // server clock minus ours, in ms
       clockOffsetSet: false,
     };
@@ -105,6 +114,7 @@
     send: $('composer-send'),
     members: $('members'),
     memberCount: $('member-count'),
+    memberNote: $('member-note'),
   };
 
   function make(tag, props, children) {
@@ -408,6 +418,8 @@
     el.messages.textContent = '';
     el.members.textContent = '';
     el.memberCount.textContent = '0';
+    el.memberNote.textContent = '';
+    el.memberNote.hidden = true;
     el.input.value = '';
     updateComposer();
     el.roomName.textContent = `#${params.room}`;
@@ -493,12 +505,16 @@
     s.attempt = 0;
     s.lastFrameAt = Date.now();
     setConnection('connected', `Connected${s.self ? ` as ${s.self}` : ''} · #${s.room}`);
-    if (reconnected) {
-      notice('ok', 'Reconnected.');
-      const newest = s.order.length ? s.order[s.order.length - 1] : null;
-      s.gap = newest ? { until: newest, pages: 0 } : null;
+    s.gap = null;
+    s.catchUp = null;
+    if (reconnected) notice('ok', 'Reconnected.');
+    if (reconnected && s.lastId) {
+      // Fill the gap exactly: walk forward from the newest message seen, page by page. Paging
+      // back from the newest (as before `after` existed) loses whatever is older than its pages.
+      startCatchUp(s, s.lastId);
+    } else {
+      requestHistory(s, 'latest', null, HISTORY_PAGE);
     }
-    requestHistory(s, 'latest', null, HISTORY_PAGE);
     requestPresence(s);
     // Sends made while offline (or lost with the old socket) go out again; the server
     // de-duplicates them by clientMsgId.
@@ -565,9 +581,11 @@
     sendFrame(s, { action: 'presence', room: s.room });
   }
 
-  function requestHistory(s, kind, before, limit) {
+  /** `cursor` is `before` for 'earlier'/'gap' pages and `after` for 'after' pages. */
+  function requestHistory(s, kind, cursor, limit) {
     const frame = { action: 'history', room: s.room, limit };
-    if (before) frame.before = before;
+    if (cursor && kind === 'after') frame.after = cursor;
+    else if (cursor) frame.before = cursor;
     if (sendFrame(s, frame)) {
       s.historyQueue.push(kind);
       return true;
@@ -603,6 +621,12 @@
         break;
       case 'presence':
         onPresence(s, frame);
+        break;
+      case 'presence_batch':
+        onPresenceBatch(s, frame);
+        break;
+      case 'occupancy':
+        onOccupancy(s, frame);
         break;
       case 'members':
         onMembers(s, frame);
@@ -660,6 +684,10 @@
     const kind = s.historyQueue.shift() || 'latest';
     const items = Array.isArray(frame.messages) ? frame.messages : [];
     const more = frame.more === true;
+    if (kind === 'after') {
+      onCatchUpPage(s, items, more);
+      return;
+    }
     const keep = kind === 'earlier' ? captureScroll() : null;
     const stick = kind !== 'earlier' && (isNearBottom() || !s.historyLoaded);
     const oldest = s.order.length ? s.order[0] : null;
@@ -686,7 +714,51 @@
     else if (stick) scrollToBottom();
   }
 
-  /** After a reconnect, page back until the messages missed while offline are all shown. */
+  function startCatchUp(s, cursor) {
+    s.catchUp = { from: cursor, cursor, pages: 0 };
+    if (!requestHistory(s, 'after', cursor, HISTORY_GAP_PAGE)) s.catchUp = null;
+  }
+
+  /** One `history after` page: the oldest messages after the cursor, oldest first. */
+  function onCatchUpPage(s, items, more) {
+    const c = s.catchUp;
+    const stick = isNearBottom();
+    const valid = items.filter((item) => item && typeof item.id === 'string');
+    if (c && valid.length && valid[0].id <= c.cursor) {
+      // A server that does not know `after` ignores it and answers the latest page: page back
+      // from there instead, as before `after` existed.
+      s.catchUp = null;
+      s.gap = { until: c.from, pages: 0 };
+      s.historyQueue.unshift('latest'); // onHistory takes this page's kind from the queue
+      onHistory(s, { messages: items, more });
+      return;
+    }
+    for (const item of valid) {
+      const p = item.clientMsgId ? s.pending.get(item.clientMsgId) : null;
+      if (p) removePending(s, p);
+      upsertMessage(s, item, { live: false });
+    }
+    const last = valid.length ? valid[valid.length - 1].id : null;
+    if (last !== null && (s.lastId === null || last > s.lastId)) s.lastId = last;
+    if (c && more && last !== null && last > c.cursor) {
+      // Ids only grow along the way, so this cannot loop; `more` also follows a page cut to fit
+      // one frame, whose newest items come in the next page.
+      c.cursor = last;
+      c.pages += 1;
+      if (!requestHistory(s, 'after', last, HISTORY_GAP_PAGE)) s.catchUp = null;
+    } else {
+      // The gap is closed: everything up to the newest message shown is known.
+      s.catchUp = null;
+      if (s.newestId !== null && (s.lastId === null || s.newestId > s.lastId)) s.lastId = s.newestId;
+    }
+    s.historyLoaded = true;
+    updateHistoryBar();
+    updateEmpty(s);
+    if (stick) scrollToBottom();
+  }
+
+  /** After a reconnect to a server without `history after`, page back until the messages
+   * missed while offline are all shown (at most MAX_GAP_PAGES pages). */
   function fillGap(s, first, more) {
     if (!s.gap) return;
     if (first !== null && more && first > s.gap.until && s.gap.pages < MAX_GAP_PAGES) {
@@ -709,25 +781,68 @@
     renderMessage(s, m);
   }
 
+  /** Apply one user's presence change to the member list; false for an unknown state. */
+  function applyPresence(s, user, state, ts) {
+    const known = s.members.has(user);
+    switch (state) {
+      case 'joined':
+      case 'online':
+        s.members.set(user, { state: 'online', lastSeen: ts });
+        if (!known && state === 'joined') s.memberTotal += 1;
+        return true;
+      case 'idle': {
+        const prev = s.members.get(user);
+        s.members.set(user, { state: 'idle', lastSeen: prev ? prev.lastSeen : ts });
+        return true;
+      }
+      case 'left':
+        s.members.delete(user);
+        s.memberTotal = Math.max(0, s.memberTotal - 1);
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  /** Per-user changes arrive again after `occupancy` frames (the room shrank below the server's
+   * limit): the list missed who came and went meanwhile, so ask for it afresh. */
+  function leaveOccupancy(s) {
+    if (!s.occupancy) return;
+    s.occupancy = null;
+    requestPresence(s);
+  }
+
   function onPresence(s, frame) {
     if (typeof frame.user !== 'string') return;
     const ts = typeof frame.ts === 'number' ? frame.ts : serverNow();
-    switch (frame.state) {
-      case 'joined':
-      case 'online':
-        s.members.set(frame.user, { state: 'online', lastSeen: ts });
-        break;
-      case 'idle': {
-        const prev = s.members.get(frame.user);
-        s.members.set(frame.user, { state: 'idle', lastSeen: prev ? prev.lastSeen : ts });
-        break;
-      }
-      case 'left':
-        s.members.delete(frame.user);
-        break;
-      default:
-        return;
+    if (!applyPresence(s, frame.user, frame.state, ts)) return;
+    leaveOccupancy(s);
+    renderMembers(s);
+  }
+
+  /** Several changes of one presence window, coalesced per user (last state wins). */
+  function onPresenceBatch(s, frame) {
+    if (!Array.isArray(frame.changes)) return;
+    const ts = typeof frame.ts === 'number' ? frame.ts : serverNow();
+    for (const change of frame.changes) {
+      if (change && typeof change.user === 'string') applyPresence(s, change.user, change.state, ts);
     }
+    if (Number.isInteger(frame.members) && frame.members >= 0) s.memberTotal = frame.members;
+    leaveOccupancy(s);
+    renderMembers(s);
+  }
+
+  /** A room above the server's detail limit: counts instead of who came and went. The list
+   * stays as the last `members` answer left it (refreshed every PRESENCE_EVERY_MS). */
+  function onOccupancy(s, frame) {
+    if (!Number.isInteger(frame.members) || frame.members < 0) return;
+    s.occupancy = {
+      members: frame.members,
+      joined: Number.isInteger(frame.joined) ? frame.joined : 0,
+      left: Number.isInteger(frame.left) ? frame.left : 0,
+      ts: typeof frame.ts === 'number' ? frame.ts : serverNow(),
+    };
+    s.memberTotal = frame.members;
     renderMembers(s);
   }
 
@@ -741,6 +856,9 @@
         lastSeen: typeof m.lastSeen === 'number' ? m.lastSeen : 0,
       });
     }
+    s.membersTruncated = frame.truncated === true;
+    // `count` is every member, also those a truncated list left out (older servers: the list).
+    s.memberTotal = Number.isInteger(frame.count) && frame.count >= 0 ? frame.count : s.members.size;
     renderMembers(s);
   }
 
@@ -767,6 +885,14 @@
           const m = s.messages.get(id);
           if (m) renderMessage(s, m);
         }
+      }
+      const afterAt = s.historyQueue.lastIndexOf('after');
+      if (s.catchUp && afterAt >= 0 && code === 'bad_request') {
+        // A server that refuses `after`: fall back to the latest page and page back from it.
+        s.historyQueue.splice(afterAt, 1);
+        s.gap = { until: s.catchUp.from, pages: 0 };
+        s.catchUp = null;
+        requestHistory(s, 'latest', null, HISTORY_PAGE);
       }
       if (s.loadingEarlier) {
         // Errors carry no reference to a history request; assume the pending page failed so
@@ -826,6 +952,8 @@
       row: null,
     };
     s.messages.set(id, m);
+    if (s.newestId === null || id > s.newestId) s.newestId = id;
+    if (!s.catchUp && (s.lastId === null || id > s.lastId)) s.lastId = id;
     const stick = live && isNearBottom();
     const index = bisect(s.order, id);
     s.order.splice(index, 0, id);
@@ -1048,7 +1176,20 @@
       ]);
     });
     el.members.replaceChildren(...items);
-    el.memberCount.textContent = String(list.length);
+    // The list is complete unless the server cut it or stopped sending per-user changes; then
+    // the count is the server's.
+    const partial = s.membersTruncated || s.occupancy !== null;
+    const total = partial ? Math.max(s.memberTotal, list.length) : list.length;
+    el.memberCount.textContent = String(total);
+    el.members.classList.toggle('partial', partial);
+    let note = '';
+    if (s.occupancy) note = `${total} members`;
+    if (partial && list.length < total) note += `${note ? ' · ' : ''}showing ${list.length} of ${total}`;
+    el.memberNote.textContent = note;
+    el.memberNote.hidden = !note;
+    el.memberNote.title = s.occupancy
+      ? `A large room: the server sends counts instead of each join and leave (+${s.occupancy.joined} −${s.occupancy.left} at ${formatFullTime(s.occupancy.ts)}). The list refreshes every ${PRESENCE_EVERY_MS / 1000} s.`
+      : '';
   }
 
   function renderWho() {

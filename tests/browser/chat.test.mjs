@@ -46,7 +46,7 @@ const TEST_MS = 120_000; // any single test
 
 /** Start `chatctl dev` on a free port with a fresh data dir; resolves once its first stdout line
  * (a JSON object with pageUrl and websocketUrl) has been read. */
-async function startServer() {
+async function startServer(extraArgs = []) {
   if (!existsSync(CHATCTL_BIN)) {
     throw new Error(
       `chatctl binary not found at ${CHATCTL_BIN}: run \`cargo build -p chatctl\` first, ` +
@@ -54,7 +54,7 @@ async function startServer() {
     );
   }
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'chatctl-browser-'));
-  const args = ['dev', '--allow-anonymous', '--port', '0', '--data-dir', dataDir, '--output', 'json'];
+  const args = ['dev', '--allow-anonymous', '--port', '0', '--data-dir', dataDir, '--output', 'json', ...extraArgs];
   const child = spawn(CHATCTL_BIN, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NO_COLOR: '1' },
@@ -177,6 +177,72 @@ async function waitForMembers(page, users) {
     users,
     { timeout: WAIT_MS },
   );
+}
+
+async function waitForMembersGone(page, users) {
+  await page.waitForFunction(
+    (gone) => {
+      const shown = new Set([...document.querySelectorAll('[data-testid="member"]')].map((m) => m.dataset.user));
+      return gone.every((u) => !shown.has(u));
+    },
+    users,
+    { timeout: WAIT_MS },
+  );
+}
+
+/** Open `users` extra connections to `room` from inside `page` (Node 20 has no WebSocket), all at
+ * once — a join storm inside one presence window. They stay open until the page closes. */
+async function storm(page, websocketUrl, room, users) {
+  await page.evaluate(
+    ([url, r, names]) =>
+      Promise.all(
+        names.map(
+          (name) =>
+            new Promise((resolve, reject) => {
+              const u = new URL(url);
+              u.searchParams.set('room', r);
+              u.searchParams.set('user', name);
+              const ws = new WebSocket(u.toString());
+              (window.__storm = window.__storm || []).push(ws);
+              ws.onopen = () => resolve();
+              ws.onerror = () => reject(new Error(`storm connection for ${name} failed`));
+            }),
+        ),
+      ),
+    [websocketUrl, room, users],
+  );
+}
+
+/** Record the type of every frame the page's sockets receive (installed before the app runs). */
+async function recordFrames(page) {
+  await page.addInitScript(() => {
+    const Real = window.WebSocket;
+    window.__frameTypes = [];
+    window.WebSocket = new Proxy(Real, {
+      construct(target, args) {
+        const ws = new target(...args);
+        ws.addEventListener('message', (ev) => {
+          try {
+            window.__frameTypes.push(JSON.parse(ev.data).type);
+          } catch (_) {
+            // not JSON: nothing to record
+          }
+        });
+        return ws;
+      },
+    });
+  });
+}
+
+/** The WebSocket URL a page on `pageUrl` can reach (a server bound to 0.0.0.0 reports that). */
+function reachable(websocketUrl, pageUrl) {
+  const url = new URL(websocketUrl);
+  if (['0.0.0.0', '[::]', '::'].includes(url.hostname)) url.hostname = new URL(pageUrl).hostname;
+  return url.toString();
+}
+
+function memberNames(page) {
+  return page.$$eval('[data-testid="member"]', (els) => els.map((m) => m.dataset.user));
 }
 
 async function openPage(browser, errors) {
@@ -403,6 +469,186 @@ describe('web chat page against chatctl dev', () => {
     // dave's arrival was announced to carol.
     await waitForMembers(carol, ['carol', 'dave']);
     assert.deepEqual(errors, [], 'no page errors, console errors or dialogs');
+  }));
+
+  test('a reconnect fills a gap longer than one page exactly', { timeout: TEST_MS }, guarded(async () => {
+    const { pageUrl } = server.info;
+    const room = 'gap';
+    const missed = 120; // more than one `history after` page (100)
+    const alice = await session('alice-gap');
+    const bob = await session('bob-gap');
+    await joinAndWait(alice, pageUrl, { name: 'alice', room });
+    await joinAndWait(bob, pageUrl, { name: 'bob', room });
+    // Record what bob's page sends, and let the test keep it offline: while `__offline` is set,
+    // its reconnects go to a port nobody listens on (they fail the way a dead network does).
+    await bob.evaluate(() => {
+      const Real = window.WebSocket;
+      window.__sent = [];
+      window.__offline = false;
+      window.WebSocket = new Proxy(Real, {
+        construct(target, args) {
+          const ws = new target(window.__offline ? 'ws://127.0.0.1:9/' : args[0], ...args.slice(1));
+          const send = ws.send.bind(ws);
+          ws.send = (data) => {
+            window.__sent.push(String(data));
+            return send(data);
+          };
+          return ws;
+        },
+      });
+    });
+    // bob's socket is the one opened before the proxy: the next one (after the drop) is recorded.
+
+    const before = ['before the gap 1', 'before the gap 2'];
+    for (const text of before) await send(alice, text);
+    for (const text of before) await waitForMessage(bob, 'alice', text);
+
+    // Drop bob's connection and keep it down.
+    await bob.evaluate(() => {
+      window.__offline = true;
+      window.chatctl.session.ws.close(4001, 'test: network gone');
+    });
+    await bob.waitForSelector('[data-testid="status"][data-state="offline"]', { timeout: WAIT_MS });
+    await waitForMembersGone(alice, ['bob']);
+    // bob writes while offline: the send stays pending and goes out after the reconnect.
+    const offlineText = 'written by bob while offline';
+    await send(bob, offlineText);
+    await bob.waitForSelector('[data-testid="message"][data-pending]', { timeout: WAIT_MS });
+
+    const texts = Array.from({ length: missed }, (_, i) => `missed ${String(i + 1).padStart(3, '0')}`);
+    for (const text of texts) {
+      await send(alice, text);
+      await sleep(105); // under the server's 10 frames/s
+    }
+    await alice.waitForFunction(
+      (n) =>
+        document.querySelectorAll('[data-testid="messages"] [data-testid="message"][data-id]').length === n &&
+        document.querySelectorAll('[data-testid="message"][data-pending]').length === 0,
+      before.length + missed,
+      { timeout: 30_000 },
+    );
+
+    // The network is back: the page reconnects now (its `online` handler) and catches up.
+    // A failed attempt may be in flight when the flag flips (the handler then does nothing, and
+    // the backoff has grown to seconds): nudge until connected.
+    await bob.evaluate(() => {
+      window.__offline = false;
+    });
+    await withTimeout((async () => {
+      while (!(await bob.$('[data-testid="status"][data-state="connected"]'))) {
+        await bob.evaluate(() => window.dispatchEvent(new Event('online')));
+        await sleep(200);
+      }
+    })(), WAIT_MS, 'reconnecting bob');
+    const want = [...before, ...texts, offlineText];
+    await bob.waitForFunction(
+      (n) =>
+        document.querySelectorAll('[data-testid="messages"] [data-testid="message"][data-id]').length >= n &&
+        document.querySelectorAll('[data-testid="message"][data-pending]').length === 0,
+      want.length,
+      { timeout: 30_000 },
+    ).catch(async (err) => {
+      const shown = await rows(bob);
+      throw new Error(`bob shows ${shown.length} of ${want.length} messages: ${err.message}`);
+    });
+    const shown = await rows(bob);
+    assert.deepEqual(shown.map((r) => r.text), want, 'every message exactly once, in order');
+    const ids = shown.map((r) => r.id);
+    assert.deepEqual([...ids].sort(), ids, 'rows are sorted by id');
+    assert.equal(new Set(ids).size, ids.length, 'no id is shown twice');
+    await waitForMessage(alice, 'bob', offlineText);
+    assert.deepEqual((await rows(alice)).map((r) => r.id), ids, 'both pages show the same ids');
+
+    // The gap was filled by walking forward: `after` the last message seen before the drop,
+    // then `after` the last id of the first page.
+    const history = (await bob.evaluate(() => window.__sent))
+      .map((raw) => JSON.parse(raw))
+      .filter((f) => f.action === 'history');
+    assert.ok(history.length >= 2, `two history pages at least: ${JSON.stringify(history)}`);
+    assert.equal(history[0].after, ids[before.length - 1], 'the first page starts after the last message seen');
+    assert.equal(history[0].before, undefined);
+    assert.equal(history[1].after, ids[before.length + 99], 'the second page starts after the first page');
+    assert.ok(history.every((f) => f.after !== undefined), 'no latest page was asked for');
+    const resent = (await bob.evaluate(() => window.__sent))
+      .map((raw) => JSON.parse(raw))
+      .filter((f) => f.action === 'send');
+    assert.deepEqual(resent.map((f) => f.text), [offlineText], 'the pending send went out again');
+
+    await mkdir(ARTIFACTS, { recursive: true });
+    const png = path.join(ARTIFACTS, 'chat-reconnected.png');
+    await bob.screenshot({ path: png, timeout: WAIT_MS });
+    console.log(`screenshot: ${png}`);
+    // Chromium logs each refused attempt to the dead port as a console error: those were meant.
+    for (let i = errors.length - 1; i >= 0; i--) if (errors[i].includes('ws://127.0.0.1:9/')) errors.splice(i, 1);
+    assert.deepEqual(errors, [], 'no page errors, console errors or dialogs');
+  }));
+
+  test('a join storm arrives as one presence_batch and the list shows everyone', { timeout: TEST_MS }, guarded(async () => {
+    const { pageUrl, websocketUrl } = server.info;
+    const room = 'storm';
+    const watcher = await session('watcher');
+    await recordFrames(watcher);
+    await joinAndWait(watcher, pageUrl, { name: 'watcher', room });
+    const joiners = ['s1', 's2', 's3', 's4'];
+    const bots = await session('bots');
+    await bots.goto(pageUrl, { waitUntil: 'domcontentloaded' });
+    await storm(bots, reachable(websocketUrl, pageUrl), room, joiners);
+    await waitForMembers(watcher, ['watcher', ...joiners]);
+    assert.deepEqual((await memberNames(watcher)).sort(), ['s1', 's2', 's3', 's4', 'watcher']);
+    assert.equal(await watcher.getByTestId('member-count').textContent(), '5');
+    const types = await watcher.evaluate(() => window.__frameTypes);
+    assert.ok(types.includes('presence_batch'), `a presence_batch arrived: ${types.join(' ')}`);
+    assert.ok(await watcher.getByTestId('member-note').isHidden(), 'a small room needs no note');
+
+    // The storm leaves together (closing the page closes its sockets): the list is the watcher again.
+    await bots.close();
+    await watcher.waitForFunction(
+      () => [...document.querySelectorAll('[data-testid="member"]')].map((m) => m.dataset.user).join() === 'watcher',
+      null,
+      { timeout: WAIT_MS },
+    );
+    assert.equal(await watcher.getByTestId('member-count').textContent(), '1');
+    assert.deepEqual(errors, [], 'no page errors, console errors or dialogs');
+  }));
+
+  test('a room above the detail limit shows a count from occupancy frames', { timeout: TEST_MS }, guarded(async () => {
+    // A server of its own, whose rooms stop naming joiners above 3 members.
+    const big = await startServer(['--presence-detail-limit', '3']);
+    try {
+      const { pageUrl, websocketUrl } = big.info;
+      const room = 'hall';
+      const watcher = await session('hall-watcher');
+      await recordFrames(watcher);
+      await joinAndWait(watcher, pageUrl, { name: 'watcher', room });
+      const bots = await session('hall-bots');
+      await bots.goto(pageUrl, { waitUntil: 'domcontentloaded' });
+      await storm(bots, reachable(websocketUrl, pageUrl), room, ['h1', 'h2', 'h3', 'h4', 'h5']);
+      // 6 members: the watcher hears counts, not names, and says so.
+      await watcher.waitForFunction(
+        () => document.querySelector('[data-testid="member-count"]')?.textContent === '6',
+        null,
+        { timeout: WAIT_MS },
+      );
+      const types = await watcher.evaluate(() => window.__frameTypes);
+      assert.ok(types.includes('occupancy'), `an occupancy frame arrived: ${types.join(' ')}`);
+      const note = watcher.getByTestId('member-note');
+      await note.waitFor({ state: 'visible', timeout: WAIT_MS });
+      assert.match(await note.textContent(), /^6 members/);
+      // The list holds who the watcher was told about by name (itself, and any joiner of a window
+      // while the room was still small) until the periodic refresh: marked as partial.
+      assert.match(await note.textContent(), /showing [1-5] of 6/);
+      assert.equal(await watcher.locator('[data-testid="members"].partial').count(), 1);
+
+      await mkdir(ARTIFACTS, { recursive: true });
+      const png = path.join(ARTIFACTS, 'chat-occupancy.png');
+      await watcher.screenshot({ path: png, timeout: WAIT_MS });
+      console.log(`screenshot: ${png}`);
+      await bots.close();
+      await watcher.close();
+      assert.deepEqual(errors, [], 'no page errors, console errors or dialogs');
+    } finally {
+      await stopServer(big);
+    }
   }));
 
   test('the join form validates before connecting', { timeout: TEST_MS }, guarded(async () => {
