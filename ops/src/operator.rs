@@ -12,8 +12,7 @@ use chat_core::domain::{Connection, ConnectionId, Message, MessageId, Recall, Ro
 use chat_core::handler::{ChatService, RecallError};
 use chat_core::policy::PresencePolicy;
 use chat_core::ports::PortError;
-use futures_util::StreamExt;
-use futures_util::stream;
+use chat_core::sweep::ProbeScope;
 use serde::Serialize;
 
 /// An operator command that could not be done.
@@ -123,7 +122,31 @@ pub struct ConnectionView {
 pub struct PresenceReport {
     pub room: RoomName,
     pub at: i64,
+    /// Sorted by user name. All members, unless `truncated`: then the `count` freshest ones.
     pub members: Vec<MemberView>,
+    /// Members in the room (one per user), also those a limit left out of `members`.
+    pub count: usize,
+    /// `members` was cut to a limit (see [`PresenceReport::limited`]).
+    pub truncated: bool,
+}
+
+impl PresenceReport {
+    /// Keep at most `limit` members: the most recently seen ones (who is active matters more in a
+    /// big room than who connected first), still sorted by name. `count` stays the whole room's.
+    #[must_use]
+    pub fn limited(mut self, limit: usize) -> Self {
+        if self.members.len() > limit {
+            self.members.sort_by(|a, b| {
+                b.last_seen
+                    .cmp(&a.last_seen)
+                    .then_with(|| a.user.cmp(&b.user))
+            });
+            self.members.truncate(limit);
+            self.members.sort_by(|a, b| a.user.cmp(&b.user));
+            self.truncated = true;
+        }
+        self
+    }
 }
 
 /// What `kick` did.
@@ -325,7 +348,7 @@ impl Operator {
         for c in connections {
             by_user.entry(c.user.clone()).or_default().push(c);
         }
-        let members = by_user
+        let members: Vec<MemberView> = by_user
             .into_iter()
             .map(|(user, mut conns)| {
                 conns.sort_by_key(|c| c.connected_at);
@@ -355,6 +378,8 @@ impl Operator {
         Ok(PresenceReport {
             room: room.clone(),
             at: now,
+            count: members.len(),
+            truncated: false,
             members,
         })
     }
@@ -425,101 +450,43 @@ impl Operator {
     }
 
     /// Find connections whose heartbeat stopped (past the idle limit) or that the Management API
-    /// answers 410 for, and remove them — unless `dry_run`.
+    /// answers 410 for, and remove them — unless `dry_run`. The same logic as the scheduled
+    /// sweep on AWS (`ChatService::find_dead`/`remove_dead`), probing every connection.
     pub async fn gc(&self, dry_run: bool) -> Result<GcReport, OpsError> {
         let started = Instant::now();
-        let now = self.now();
-        let all = self.chat.ports().connections.all().await?;
-        let idle_ms = self.policy.idle_ms;
-        let (overdue, fresh): (Vec<Connection>, Vec<Connection>) = all
-            .iter()
-            .cloned()
-            .partition(|c| now.saturating_sub(c.last_seen) > idle_ms);
-        let mut dead: Vec<DeadConnection> = overdue
-            .iter()
-            .map(|c| DeadConnection {
-                id: c.id.clone(),
-                user: c.user.clone(),
-                last_seen: c.last_seen,
-                reason: "heartbeat overdue",
-            })
-            .collect();
-        let management = self.management()?;
-        let probes: Vec<(Connection, Probe)> = stream::iter(fresh)
-            .map(|c| async move {
-                let probe = match management
-                    .get_connection()
-                    .connection_id(c.id.as_str())
-                    .send()
-                    .await
-                {
-                    Ok(_) => Probe::Alive,
-                    Err(e) if is_get_gone(&e) => Probe::Gone,
-                    Err(_) => Probe::Error,
-                };
-                (c, probe)
-            })
-            .buffer_unordered(self.probe_concurrency.max(1))
-            .collect()
-            .await;
-        let probed = probes.len();
-        let mut errors = 0;
-        for (c, probe) in probes {
-            match probe {
-                Probe::Alive => {}
-                Probe::Error => errors += 1,
-                Probe::Gone => dead.push(DeadConnection {
-                    id: c.id.clone(),
-                    user: c.user.clone(),
-                    last_seen: c.last_seen,
-                    reason: "the Management API answers 410 Gone",
-                }),
-            }
-        }
-        dead.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
-        let mut removed = 0;
-        if !dry_run {
-            let chat = &self.chat;
-            let results: Vec<Result<(), OpsError>> = stream::iter(dead.iter())
-                .map(|d| async move {
-                    if d.reason == "heartbeat overdue" {
-                        // Its socket may still be open at the gateway: close it, so the client
-                        // reconnects instead of talking to a connection nobody knows.
-                        let _ = management
-                            .delete_connection()
-                            .connection_id(d.id.as_str())
-                            .send()
-                            .await;
-                    }
-                    chat.disconnect(&d.id).await.map_err(OpsError::from)
-                })
-                .buffer_unordered(self.probe_concurrency.max(1))
-                .collect()
-                .await;
+        // Probes and closes go through the Management API: refuse early without one.
+        self.management()?;
+        let scan = self
+            .chat
+            .find_dead(ProbeScope::All, self.probe_concurrency)
+            .await?;
+        let (removed, failed) = if dry_run {
+            (0, 0)
+        } else {
             // A removal that fails is counted, not fatal: the report still says what was done.
-            for r in results {
-                match r {
-                    Ok(()) => removed += 1,
-                    Err(_) => errors += 1,
-                }
-            }
-        }
+            self.chat
+                .remove_dead(&scan.dead, self.probe_concurrency)
+                .await
+        };
         Ok(GcReport {
             dry_run,
-            checked: all.len(),
-            probed,
-            dead,
+            checked: scan.checked,
+            probed: scan.probed,
+            dead: scan
+                .dead
+                .iter()
+                .map(|d| DeadConnection {
+                    id: d.id.clone(),
+                    user: d.user.clone(),
+                    last_seen: d.last_seen,
+                    reason: d.reason.as_str(),
+                })
+                .collect(),
             removed,
-            errors,
+            errors: scan.errors + failed,
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         })
     }
-}
-
-enum Probe {
-    Alive,
-    Gone,
-    Error,
 }
 
 fn is_gone<R>(
@@ -532,20 +499,6 @@ fn is_gone<R>(
         err.as_service_error(),
         Some(
             aws_sdk_apigatewaymanagement::operation::delete_connection::DeleteConnectionError::GoneException(_)
-        )
-    )
-}
-
-fn is_get_gone<R>(
-    err: &aws_sdk_apigatewaymanagement::error::SdkError<
-        aws_sdk_apigatewaymanagement::operation::get_connection::GetConnectionError,
-        R,
-    >,
-) -> bool {
-    matches!(
-        err.as_service_error(),
-        Some(
-            aws_sdk_apigatewaymanagement::operation::get_connection::GetConnectionError::GoneException(_)
         )
     )
 }
@@ -563,16 +516,17 @@ pub fn clock_time(ms: i64) -> String {
 
 impl fmt::Display for PresenceReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.members.is_empty() {
+        if self.count == 0 {
             return write!(f, "room {}: nobody connected", self.room);
         }
         writeln!(
             f,
             "room {}: {} member{}",
             self.room,
-            self.members.len(),
-            if self.members.len() == 1 { "" } else { "s" }
+            self.count,
+            if self.count == 1 { "" } else { "s" }
         )?;
+        let hidden = self.count.saturating_sub(self.members.len());
         let width = self
             .members
             .iter()
@@ -599,6 +553,12 @@ impl fmt::Display for PresenceReport {
             if i + 1 < self.members.len() {
                 writeln!(f)?;
             }
+        }
+        if hidden > 0 {
+            if !self.members.is_empty() {
+                writeln!(f)?;
+            }
+            write!(f, "  … and {hidden} more (use --limit or --output json)")?;
         }
         Ok(())
     }

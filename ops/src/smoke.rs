@@ -1,6 +1,7 @@
 //! `smoke`: the post-deploy check. Two real WebSocket clients, alice and bob, go through the
 //! target's public URL the way any chat client does — connect, join, send, receive, history,
-//! recall, close — and every step is timed. A failure names the step, what was expected and what
+//! history after a message (how a reconnecting client catches up), recall, close — and every
+//! step is timed. A failure names the step, what was expected and what
 //! arrived, so a red CI run says where a stage is broken without anyone reproducing it.
 
 use std::fmt;
@@ -88,7 +89,7 @@ impl Default for SmokeOptions {
     }
 }
 
-/// The seven steps, in the order they run.
+/// The eight steps, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Step {
@@ -97,22 +98,24 @@ pub enum Step {
     Send,
     Receive,
     History,
+    HistoryAfter,
     Recall,
     Close,
 }
 
 impl Step {
-    pub const ALL: [Step; 7] = [
+    pub const ALL: [Step; 8] = [
         Step::Connect,
         Step::Join,
         Step::Send,
         Step::Receive,
         Step::History,
+        Step::HistoryAfter,
         Step::Recall,
         Step::Close,
     ];
 
-    /// 1 to 7.
+    /// 1 to 8.
     pub fn number(self) -> u8 {
         match self {
             Step::Connect => 1,
@@ -120,8 +123,9 @@ impl Step {
             Step::Send => 3,
             Step::Receive => 4,
             Step::History => 5,
-            Step::Recall => 6,
-            Step::Close => 7,
+            Step::HistoryAfter => 6,
+            Step::Recall => 7,
+            Step::Close => 8,
         }
     }
 
@@ -132,6 +136,7 @@ impl Step {
             Step::Send => "alice sends two messages",
             Step::Receive => "bob receives alice's messages",
             Step::History => "bob reads the room's history",
+            Step::HistoryAfter => "bob catches up after alice's first message",
             Step::Recall => "alice recalls her second message",
             Step::Close => "alice and bob close",
         }
@@ -284,7 +289,7 @@ fn seconds(d: Duration) -> String {
     }
 }
 
-/// Run the seven steps against `target`; the timings, or the first failure.
+/// Run the eight steps against `target`; the timings, or the first failure.
 pub async fn smoke(
     target: &SmokeTarget,
     options: &SmokeOptions,
@@ -354,6 +359,16 @@ pub async fn smoke(
 
     run.step(Step::History, async |d| {
         bob.history(&room, &sent, &target.alice, d).await
+    })
+    .await?;
+
+    // Before the recall: the page must hold the later message with its text.
+    run.step(Step::HistoryAfter, async |d| {
+        let Some((first, later)) = sent.split_first() else {
+            return Ok(());
+        };
+        bob.history_after(&room, first, later, &target.alice, d)
+            .await
     })
     .await?;
 
@@ -665,7 +680,9 @@ impl Peer {
                 Err(_) => continue,
             };
             match &frame {
-                ServerFrame::Presence { .. } => continue,
+                ServerFrame::Presence { .. }
+                | ServerFrame::PresenceBatch { .. }
+                | ServerFrame::Occupancy { .. } => continue,
                 ServerFrame::Error { .. } => return Err(unexpected(describe(&frame))),
                 _ => {}
             }
@@ -865,6 +882,61 @@ impl Peer {
         .await
     }
 
+    /// Ask for the messages after `first` — what a reconnecting client does to fill its gap —
+    /// and check the page is exactly `later`, oldest first, with `more: false`. A server that
+    /// ignores `after` answers the latest page instead, which includes `first`: that fails.
+    async fn history_after(
+        &mut self,
+        room: &RoomName,
+        first: &Sent,
+        later: &[Sent],
+        sender: &Token,
+        d: Deadline,
+    ) -> Result<(), Failure> {
+        self.send_frame(
+            json!({"action": "history", "room": room.as_str(), "after": first.id.to_string()}),
+            d,
+        )
+        .await?;
+        let listed: Vec<String> = later.iter().map(ToString::to_string).collect();
+        let expected = format!(
+            "history of {room} after {} with exactly {}, oldest first, and no more",
+            first.id,
+            if listed.is_empty() {
+                "nothing".to_owned()
+            } else {
+                listed.join(" then ")
+            }
+        );
+        self.expect(&expected, d, |frame| {
+            let ServerFrame::History {
+                room: r,
+                messages,
+                more,
+            } = frame
+            else {
+                return Verdict::Skip;
+            };
+            // The room is smoke's own and nobody else writes in it during the run: anything
+            // else after `first` is wrong, not someone else's message.
+            let exact = r == room
+                && !*more
+                && messages.len() == later.len()
+                && messages.iter().zip(later).all(|(m, s)| {
+                    m.id == s.id
+                        && m.text.as_deref() == Some(s.text)
+                        && m.user.as_str() == sender.user
+                        && !m.recalled
+                });
+            if exact {
+                Verdict::Take(())
+            } else {
+                Verdict::Fail(describe(frame))
+            }
+        })
+        .await
+    }
+
     /// Wait for the room's `recalled` frame for `message`.
     async fn recalled(
         &mut self,
@@ -932,8 +1004,17 @@ impl Peer {
 /// Whether a frame that did not parse claims a type this client knows (then it is malformed,
 /// not merely newer).
 fn is_known_type(text: &str) -> bool {
-    const KNOWN: [&str; 8] = [
-        "ack", "message", "history", "recalled", "presence", "members", "pong", "error",
+    const KNOWN: [&str; 10] = [
+        "ack",
+        "message",
+        "history",
+        "recalled",
+        "presence",
+        "presence_batch",
+        "occupancy",
+        "members",
+        "pong",
+        "error",
     ];
     serde_json::from_str::<serde_json::Value>(text)
         .ok()
@@ -1020,7 +1101,7 @@ fn describe(frame: &ServerFrame) -> String {
                 } else {
                     format!(" (newest: {})", items.join(", "))
                 },
-                if *more { ", more before" } else { "" }
+                if *more { ", more: true" } else { "" }
             )
         }
         ServerFrame::Recalled { room, id, by, .. } => format!("recalled {id} by {by} in {room}"),

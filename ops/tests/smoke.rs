@@ -1,8 +1,9 @@
 //! `smoke` over real sockets: against a local backend with a token secret (passes, and leaves
 //! the second message recalled), with a token from another secret (refused at step 1 with 403),
 //! against a server that never answers (times out at step 1 in about the timeout), against a
-//! closed port and over `wss://` (connection errors, not panics), and against a scripted server
-//! that acks but never broadcasts (fails at step 4, naming the message it waited for).
+//! closed port and over `wss://` (connection errors, not panics), against a scripted server
+//! that acks but never broadcasts (fails at step 4, naming the message it waited for), and against
+//! one that predates `history after` (fails at step 6, naming the page it wanted and what came).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -75,12 +76,12 @@ async fn passes_against_a_local_backend() {
     let steps: Vec<(u8, &str)> = report.steps.iter().map(|s| (s.number, s.name)).collect();
     let expected: Vec<(u8, &str)> = Step::ALL.iter().map(|s| (s.number(), s.name())).collect();
     assert_eq!(steps, expected);
-    assert_eq!(steps.len(), 7);
+    assert_eq!(steps.len(), 8);
     let sum: u64 = report.steps.iter().map(|s| s.ms).sum();
     assert!(report.total_ms >= sum, "{report:?}");
 
     let shown = report.to_string();
-    assert_eq!(shown.lines().count(), 8, "{shown}");
+    assert_eq!(shown.lines().count(), 9, "{shown}");
     assert!(
         shown.ends_with(&format!("smoke passed in {} ms", report.total_ms)),
         "{shown}"
@@ -88,7 +89,7 @@ async fn passes_against_a_local_backend() {
     // Aligned: every step line ends its name column at the same place.
     let columns: Vec<usize> = shown
         .lines()
-        .take(7)
+        .take(8)
         .map(|l| l.rfind(" ms").unwrap())
         .collect();
     assert!(columns.windows(2).all(|w| w[0] == w[1]), "{shown}");
@@ -337,4 +338,93 @@ async fn bad_urls_and_rooms_are_refused_before_connecting() {
         .await
         .unwrap_err();
     assert!(matches!(err, SmokeError::Room { .. }), "{err:?}");
+}
+
+/// A scripted server from before `history after`: it broadcasts what is sent, but answers every
+/// `history` with the room's latest page, ignoring `after` (as the protocol tells a server to do
+/// with fields it does not know).
+async fn server_without_history_after() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (room_tx, _) = tokio::sync::broadcast::channel::<Value>(64);
+    let stored = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let room_tx = room_tx.clone();
+            let stored = stored.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let mut room_rx = room_tx.subscribe();
+                loop {
+                    let answer = tokio::select! {
+                        incoming = ws.next() => {
+                            let Some(Ok(Message::Text(text))) = incoming else { return };
+                            let frame: Value = serde_json::from_str(&text).unwrap();
+                            match frame["action"].as_str() {
+                                Some("join") => json!({"type":"members","room":frame["room"],"count":2,"members":[
+                                    {"user":"smoke-alice","state":"online","lastSeen":1},
+                                    {"user":"smoke-bob","state":"online","lastSeen":1},
+                                ]}),
+                                Some("send") => {
+                                    let id = ulid::Ulid::generate().to_string();
+                                    let message = json!({"type":"message","room":frame["room"],"id":id,
+                                        "user":"smoke-alice","text":frame["text"],"ts":1,
+                                        "clientMsgId":frame["clientMsgId"]});
+                                    stored.lock().unwrap().push(message.clone());
+                                    let _ = room_tx.send(message);
+                                    json!({"type":"ack","clientMsgId":frame["clientMsgId"],"id":id,"ts":1})
+                                }
+                                Some("history") => {
+                                    let items: Vec<Value> = stored.lock().unwrap().iter().map(|m| json!({
+                                        "id":m["id"],"room":m["room"],"user":m["user"],"text":m["text"],"ts":1,
+                                    })).collect();
+                                    json!({"type":"history","room":frame["room"],"messages":items,"more":false})
+                                }
+                                _ => continue,
+                            }
+                        }
+                        Ok(message) = room_rx.recv() => message,
+                    };
+                    if ws.send(Message::text(answer.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_stage_without_history_after_fails_at_step_6() {
+    let (addr, server) = server_without_history_after().await;
+    let key = TokenKey::new(b"any-secret-will-do-here".to_vec()).unwrap();
+    let target = SmokeTarget {
+        url: format!("ws://{addr}/"),
+        alice: token(&key, "smoke-alice"),
+        bob: token(&key, "smoke-bob"),
+    };
+    let options = options(Duration::from_secs(2));
+    let err = smoke(&target, &options).await.unwrap_err();
+    assert_eq!(err.step(), Some(Step::HistoryAfter), "{err}");
+    let message = err.to_string();
+    // What was asked, what was wanted, and the page that came instead (it still has "smoke 1").
+    let prefix = format!(
+        "step 6 (bob catches up after alice's first message): expected history of {} after ",
+        options.room
+    );
+    assert!(message.starts_with(&prefix), "{message}");
+    assert!(
+        message.contains("with exactly message ")
+            && message.contains("\"smoke 2\", oldest first, and no more, got history of"),
+        "{message}"
+    );
+    assert!(message.contains("with 2 messages"), "{message}");
+    assert!(
+        message.contains("\"smoke 1\" from smoke-alice"),
+        "{message}"
+    );
+    server.abort();
 }

@@ -73,6 +73,29 @@ pub fn is_gone<R>(err: &SdkError<PostToConnectionError, R>) -> bool {
     )
 }
 
+/// 410 Gone from `GetConnection`.
+pub fn is_get_gone<R>(
+    err: &SdkError<aws_sdk_apigatewaymanagement::operation::get_connection::GetConnectionError, R>,
+) -> bool {
+    matches!(
+        err.as_service_error(),
+        Some(aws_sdk_apigatewaymanagement::operation::get_connection::GetConnectionError::GoneException(_))
+    )
+}
+
+/// 410 Gone from `DeleteConnection`.
+pub fn is_delete_gone<R>(
+    err: &SdkError<
+        aws_sdk_apigatewaymanagement::operation::delete_connection::DeleteConnectionError,
+        R,
+    >,
+) -> bool {
+    matches!(
+        err.as_service_error(),
+        Some(aws_sdk_apigatewaymanagement::operation::delete_connection::DeleteConnectionError::GoneException(_))
+    )
+}
+
 /// An SDK error as a port error, with the operation and the full cause chain.
 pub fn port_error<E, R>(operation: &str, err: SdkError<E, R>) -> PortError
 where

@@ -8,7 +8,7 @@ use aws_sdk_apigatewaymanagement::primitives::Blob;
 use chat_core::domain::ConnectionId;
 use chat_core::ports::{ConnectionSender, PostError};
 
-use crate::errors::is_gone;
+use crate::errors::{is_delete_gone, is_get_gone, is_gone};
 
 #[derive(Debug, Clone)]
 pub struct ManagementSender {
@@ -51,6 +51,38 @@ impl ConnectionSender for ManagementSender {
         {
             Ok(_) => Ok(()),
             Err(e) if is_gone(&e) => Err(PostError::Gone),
+            Err(e) => Err(PostError::Other(
+                aws_sdk_apigatewaymanagement::error::DisplayErrorContext(e).to_string(),
+            )),
+        }
+    }
+
+    async fn probe(&self, id: &ConnectionId) -> Result<(), PostError> {
+        match self
+            .client
+            .get_connection()
+            .connection_id(id.as_str())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_get_gone(&e) => Err(PostError::Gone),
+            Err(e) => Err(PostError::Other(
+                aws_sdk_apigatewaymanagement::error::DisplayErrorContext(e).to_string(),
+            )),
+        }
+    }
+
+    async fn close(&self, id: &ConnectionId) -> Result<(), PostError> {
+        match self
+            .client
+            .delete_connection()
+            .connection_id(id.as_str())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_delete_gone(&e) => Err(PostError::Gone),
             Err(e) => Err(PostError::Other(
                 aws_sdk_apigatewaymanagement::error::DisplayErrorContext(e).to_string(),
             )),

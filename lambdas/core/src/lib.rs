@@ -10,6 +10,7 @@ pub mod policy;
 pub mod ports;
 pub mod presence;
 pub mod protocol;
+pub mod sweep;
 pub mod token;
 
 pub use handler::{AuthConfig, ChatService, ConnectParams, ConnectRefusal, FanoutReport, Ports};

@@ -230,6 +230,22 @@ impl RecordingSender {
 
 #[async_trait]
 impl ConnectionSender for RecordingSender {
+    async fn probe(&self, id: &ConnectionId) -> Result<(), PostError> {
+        if lock(&self.gone).contains(id) {
+            Err(PostError::Gone)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn close(&self, id: &ConnectionId) -> Result<(), PostError> {
+        if lock(&self.gone).insert(id.clone()) {
+            Ok(())
+        } else {
+            Err(PostError::Gone)
+        }
+    }
+
     async fn post(&self, id: &ConnectionId, data: &str) -> Result<(), PostError> {
         if lock(&self.gone).contains(id) {
             return Err(PostError::Gone);

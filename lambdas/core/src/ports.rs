@@ -205,6 +205,23 @@ pub enum PostError {
 #[async_trait]
 pub trait ConnectionSender: Send + Sync {
     async fn post(&self, id: &ConnectionId, data: &str) -> Result<(), PostError>;
+
+    /// Whether the connection is still open: the Management API's `GetConnection` (`Gone` for a
+    /// 410). Senders that cannot tell answer `Other`, and sweeps keep the connection.
+    async fn probe(&self, id: &ConnectionId) -> Result<(), PostError> {
+        let _ = id;
+        Err(PostError::Other(
+            "this sender cannot probe connections".into(),
+        ))
+    }
+
+    /// Close the socket: the Management API's `DeleteConnection` (`Gone` when it was not open).
+    async fn close(&self, id: &ConnectionId) -> Result<(), PostError> {
+        let _ = id;
+        Err(PostError::Other(
+            "this sender cannot close connections".into(),
+        ))
+    }
 }
 
 /// Milliseconds since the epoch.

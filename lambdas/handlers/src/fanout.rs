@@ -50,3 +50,31 @@ pub async fn handle(
             source,
         })
 }
+
+/// What the fan-out function was invoked with.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Room events from the SNS subscription.
+    Sns(SnsEvent),
+    /// The schedule's presence sweep.
+    Sweep,
+}
+
+/// Why an invocation payload is not one the fan-out function serves.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the fan-out function got a payload it does not serve ({0}); it takes SNS events and the presence sweep's schedule input"
+)]
+pub struct UnknownPayload(String);
+
+impl Invocation {
+    /// Tell the payload's shape: the schedule's input, or an SNS event.
+    pub fn parse(payload: serde_json::Value) -> Result<Self, UnknownPayload> {
+        if crate::sweep::is_sweep(&payload) {
+            return Ok(Invocation::Sweep);
+        }
+        serde_json::from_value(payload)
+            .map(Invocation::Sns)
+            .map_err(|e| UnknownPayload(e.to_string()))
+    }
+}

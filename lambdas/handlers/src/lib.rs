@@ -5,4 +5,5 @@
 
 pub mod events;
 pub mod fanout;
+pub mod sweep;
 pub mod ws;

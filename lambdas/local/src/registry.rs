@@ -163,4 +163,19 @@ impl ConnectionSender for LocalSender {
         }
         self.registry.post(id, Outbound::Text(data.to_owned()))
     }
+
+    async fn probe(&self, id: &ConnectionId) -> Result<(), PostError> {
+        self.registry
+            .describe(id)
+            .map(|_| ())
+            .ok_or(PostError::Gone)
+    }
+
+    async fn close(&self, id: &ConnectionId) -> Result<(), PostError> {
+        if self.registry.close(id, 1000, "closed by DeleteConnection") {
+            Ok(())
+        } else {
+            Err(PostError::Gone)
+        }
+    }
 }
