@@ -2,30 +2,35 @@
 //! sits next to the same figure for a minimal tokio-tungstenite broadcast server started inside
 //! this process: the same client code, the same machine, the same minute.
 //!
-//! 1. **Room runs**: rooms of 100 and 1,000 clients (`--sizes`), `--senders` of them sending
+//! 1. **Room runs**: rooms of 100 and 1,000 clients (`--clients`), `--senders` of them sending
 //!    `--messages` each, ack-paced (a sender waits for its own copy of its previous message before
-//!    the next send) and unpaced (senders fire everything). Per run: deliveries/s (message frames
+//!    the next send) and unpaced (senders fire everything, then wait). Per run: deliveries/s (message frames
 //!    received by all clients / elapsed from the first send to the last receipt), the ratio to the
 //!    bare server, send→receive latency p50/p99 (every receiver's receipt), the time to connect
 //!    every client, the presence frames (`presence`, `presence_batch`, `occupancy`) each member
 //!    received from its connect until the last client connected plus `--settle-ms`, and lost
-//!    messages (must be 0).
+//!    messages (must be 0). chatctl is the in-process `chatctl dev` gateway (anonymous, rate
+//!    limit lifted); the bench is only meaningful in a release build, which `cargo bench` is.
 //! 2. **Durable sends**: `--durable-senders` clients, each in a room of its own so fan-out does
 //!    not dominate, each sending `--durable-messages` as fast as its `ack`s return; against serial
 //!    single-row SQLite commits (WAL, `synchronous=FULL`) in a temp dir on the same disk.
 //! 3. **Join-storm PostToConnection calls** (the AWS fan-out's cost): a `ChatService` over a
-//!    SQLite connection store and the Management API over HTTP (counted) against real sockets on
-//!    a local gateway, fed the `--storm` `joined` events of a join storm. Before: one
-//!    `fanout(event)` per event (one SNS event, one fan-out invocation). After: one
-//!    `fanout_batch(events)` per coalescing window of `--storm-batches` joins.
+//!    SQLite connection store and a `ConnectionSender` that counts every post, fed the `--storm`
+//!    `joined` events of a join storm, each joiner registered before its window is fanned out
+//!    (so event k reaches the k members present). Before: one `fanout(event)` per event (one
+//!    SNS event, one fan-out invocation: today's AWS path). After: one `fanout_batch(events)`
+//!    per coalescing window of `--storm-batches` joins. The counting sender always succeeds;
+//!    `--storm-management` posts through the local Management API over HTTP (the AWS SDK's
+//!    `PostToConnection`, as the fan-out Lambda does) to real sockets instead — the same counts,
+//!    much slower.
 //!
 //! Ends with a markdown table of the issue's targets next to the figures. It reports and does
 //! not judge timings, but exits non-zero when a message is lost, an ack is missing, or a server
 //! closes a client or answers with an error.
 //!
-//! `cargo bench --workspace --bench room -- [--sizes 100,1000] [--senders 10] [--messages 20]
+//! `cargo bench --workspace --bench room -- [--clients 100,1000] [--senders 10] [--messages 20]
 //!  [--settle-ms 1500] [--connect-concurrency 32] [--durable-senders 100] [--durable-messages 50]
-//!  [--storm 1000] [--storm-batches 10,100] [--skip-durable] [--skip-storm]`
+//!  [--storm 1000] [--storm-batches 1000,100] [--storm-management] [--skip-durable] [--skip-storm]`
 
 #![allow(
     clippy::unwrap_used,
@@ -80,6 +85,7 @@ struct Args {
     durable_messages: usize,
     storm: usize,
     storm_batches: Vec<usize>,
+    storm_management: bool,
     skip_durable: bool,
     skip_storm: bool,
 }
@@ -97,9 +103,10 @@ fn list_arg(name: &str, default: &[usize]) -> Vec<usize> {
         Some(v) => v
             .split(',')
             .map(|s| {
-                s.trim()
-                    .parse()
-                    .unwrap_or_else(|_| panic!("{name}: {s:?} is not a number"))
+                s.trim().parse().unwrap_or_else(|_| {
+                    eprintln!("{name}: {s:?} is not a number (a comma-separated list of counts)");
+                    std::process::exit(2)
+                })
             })
             .collect(),
     }
@@ -113,7 +120,7 @@ impl Args {
     fn parse() -> Self {
         let n = chatctl_e2e::bench_arg;
         Self {
-            sizes: list_arg("--sizes", &[100, 1000]),
+            sizes: list_arg("--clients", &[100, 1000]),
             senders: n("--senders", 10),
             messages: n("--messages", 20),
             settle: Duration::from_millis(n("--settle-ms", 1500) as u64),
@@ -121,33 +128,55 @@ impl Args {
             durable_senders: n("--durable-senders", 100),
             durable_messages: n("--durable-messages", 50),
             storm: n("--storm", 1000),
-            storm_batches: list_arg("--storm-batches", &[10, 100]),
+            storm_batches: list_arg("--storm-batches", &[1000, 100]),
+            storm_management: flag("--storm-management"),
             skip_durable: flag("--skip-durable"),
             skip_storm: flag("--skip-storm"),
         }
     }
 }
 
-/// 1,000 clients hold ~2,000 descriptors (both ends live in this process). The soft limit can
-/// only be raised with a syscall this workspace forbids (`unsafe`), so check it and say how.
-fn check_fd_limit(needed: u64) {
-    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+/// The open-file limits of this process, `(soft, hard)`, from `/proc/self/limits`.
+fn fd_limits() -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut fields = line.split_whitespace().skip(3);
+    let mut value = || match fields.next()? {
+        "unlimited" => Some(u64::MAX),
+        v => v.parse::<u64>().ok(),
+    };
+    Some((value()?, value()?))
+}
+
+/// 1,000 clients hold ~2,100 descriptors (both ends of every socket live in this process). Raise
+/// the soft limit to the hard one when it is short. `setrlimit` needs `unsafe`, which this
+/// workspace forbids, so the raise goes through util-linux's `prlimit` on this process's pid;
+/// without it (or above the hard limit) the bench says what to run and stops.
+fn ensure_fd_limit(needed: u64) {
+    let Some((soft, hard)) = fd_limits() else {
+        println!("open-file limit unknown (no /proc/self/limits); {needed} descriptors needed");
         return;
     };
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(soft) = soft
-        && soft < needed
-    {
-        eprintln!(
-            "open-file limit {soft} is below the {needed} this run needs (a client and a server \
-             socket per member): run `ulimit -n {needed}` (or higher) in this shell first"
-        );
-        std::process::exit(2);
+    if soft >= needed {
+        return;
     }
+    if hard >= needed {
+        let pid = std::process::id().to_string();
+        let raised = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={hard}:{hard}")])
+            .status()
+            .is_ok_and(|s| s.success());
+        if raised && fd_limits().is_some_and(|(soft, _)| soft >= needed) {
+            println!("open-file soft limit raised from {soft} to {hard} (needs {needed})");
+            return;
+        }
+    }
+    eprintln!(
+        "open-file limit {soft} (hard {hard}) is below the {needed} this run needs (a client and \
+         a server socket per member) and could not be raised: run `ulimit -n {needed}` (or \
+         higher) in this shell first, or pass smaller --clients/--storm/--durable-senders"
+    );
+    std::process::exit(2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -817,9 +846,10 @@ async fn durable_run(args: &Args, errors: &mut Vec<String>) -> DurableFigures {
 // ---------------------------------------------------------------------------------------------
 // Join storm on the AWS path: PostToConnection calls, before and after coalescing
 
-/// The Management API over HTTP, counting every `PostToConnection` call.
+/// Counts every `PostToConnection` call: through the Management API over HTTP when `inner` is
+/// set, otherwise each post succeeds at once (the count is the service's, not the sender's).
 struct Counting {
-    inner: ManagementSender,
+    inner: Option<ManagementSender>,
     posts: AtomicUsize,
     failed: AtomicUsize,
 }
@@ -828,7 +858,10 @@ struct Counting {
 impl ConnectionSender for Counting {
     async fn post(&self, id: &ConnectionId, data: &str) -> Result<(), PostError> {
         self.posts.fetch_add(1, Ordering::Relaxed);
-        let result = self.inner.post(id, data).await;
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        let result = inner.post(id, data).await;
         if result.is_err() {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -844,12 +877,12 @@ struct StormFigures {
     elapsed: Duration,
 }
 
-/// Feed a `ChatService` (SQLite connection store, Management API over HTTP to real sockets on
-/// `host`) the join storm of `ids`: each window registers its joiners, then fans their `joined`
-/// events out — one `fanout` per event when `batch` is 1 (today's AWS path: one SNS event, one
-/// invocation), one `fanout_batch` per window otherwise.
+/// Feed a `ChatService` (SQLite connection store, a counting sender — through the Management API
+/// over HTTP to real sockets on `host` when given) the join storm of `ids`: each window registers
+/// its joiners, then fans their `joined` events out — one `fanout` per event when `batch` is 1
+/// (today's AWS path: one SNS event, one invocation), one `fanout_batch` per window otherwise.
 async fn storm_once(
-    host: &chat_local::LocalServer,
+    host: Option<&chat_local::LocalServer>,
     ids: &[ConnectionId],
     batch: usize,
     errors: &mut Vec<String>,
@@ -872,7 +905,7 @@ async fn storm_once(
         ))
         .build();
     let sender = Arc::new(Counting {
-        inner: ManagementSender::new(&sdk, &format!("{}/bench", host.management_url())),
+        inner: host.map(|h| ManagementSender::new(&sdk, &format!("{}/bench", h.management_url()))),
         posts: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
     });
@@ -956,6 +989,12 @@ async fn storm_once(
 }
 
 async fn storm_run(args: &Args, errors: &mut Vec<String>) -> Vec<StormFigures> {
+    if !args.storm_management {
+        let ids: Vec<ConnectionId> = (0..args.storm)
+            .map(|i| ConnectionId::new(format!("storm{i:05}")))
+            .collect();
+        return storm_batches(None, &ids, args, errors).await;
+    }
     let (server, dir) = chatctl_e2e::start_wall_clock(|c| {
         // The host only carries the posts; its clients drain them as fast as they come.
         c.limits.outbox_frames = 1 << 16;
@@ -985,43 +1024,55 @@ async fn storm_run(args: &Args, errors: &mut Vec<String>) -> Vec<StormFigures> {
             vec![]
         }
     };
-    let Target::Chatctl(server, _) = &target else {
-        unreachable!()
-    };
-    let ids: Vec<ConnectionId> = match server.chat().ports().connections.all().await {
-        Ok(all) => all.into_iter().map(|c| c.id).collect(),
-        Err(e) => {
-            errors.push(format!("host connections: {e}"));
-            vec![]
-        }
-    };
     let mut figures = vec![];
-    if ids.len() == args.storm {
-        for batch in std::iter::once(1).chain(args.storm_batches.iter().copied()) {
-            if let Some(f) = storm_once(server, &ids, batch, errors).await {
-                println!(
-                    "  join storm of {}: {:<44} {:>8} PostToConnection calls ({:.1} per member) in {:.1}s",
-                    ids.len(),
-                    f.label,
-                    f.posts,
-                    f.posts as f64 / ids.len() as f64,
-                    f.elapsed.as_secs_f64()
-                );
-                figures.push(f);
+    if let Target::Chatctl(server, _) = &target {
+        match server.chat().ports().connections.all().await {
+            Ok(all) if all.len() == args.storm => {
+                let ids: Vec<ConnectionId> = all.into_iter().map(|c| c.id).collect();
+                figures = storm_batches(Some(server), &ids, args, errors).await;
             }
+            Ok(all) => errors.push(format!(
+                "storm host has {} of {} connections",
+                all.len(),
+                args.storm
+            )),
+            Err(e) => errors.push(format!("host connections: {e}")),
         }
-    } else {
-        errors.push(format!(
-            "storm host has {} of {} connections",
-            ids.len(),
-            args.storm
-        ));
     }
     let _ = stop_tx.send(true);
     for m in members {
         errors.extend(m.reader.await.unwrap_or_default().errors);
     }
     target.stop().await;
+    figures
+}
+
+/// "Before" (batch 1), then each `--storm-batches` window size, printed as they finish.
+async fn storm_batches(
+    host: Option<&chat_local::LocalServer>,
+    ids: &[ConnectionId],
+    args: &Args,
+    errors: &mut Vec<String>,
+) -> Vec<StormFigures> {
+    let via = if host.is_some() {
+        "Management API over HTTP"
+    } else {
+        "counting sender"
+    };
+    let mut figures = vec![];
+    for batch in std::iter::once(1).chain(args.storm_batches.iter().copied()) {
+        if let Some(f) = storm_once(host, ids, batch, errors).await {
+            println!(
+                "join storm of {} ({via}): {:<46} {:>8} PostToConnection calls ({:.1} per member) in {:.2}s",
+                ids.len(),
+                f.label,
+                f.posts,
+                f.posts as f64 / ids.len().max(1) as f64,
+                f.elapsed.as_secs_f64()
+            );
+            figures.push(f);
+        }
+    }
     figures
 }
 
@@ -1121,7 +1172,7 @@ fn summary(
                 met(c.presence_max <= 5)
             );
         }
-        None => println!("| 1,000-client targets | not run (`--sizes` without 1000) | — |"),
+        None => println!("| 1,000-client targets | not run (`--clients` without 1000) | — |"),
     }
     match durable {
         Some(d) => println!(
@@ -1150,7 +1201,7 @@ fn summary(
                 met(c.p99_ms <= 15.0)
             );
         }
-        None => println!("| 100-client targets | not run (`--sizes` without 100) | — |"),
+        None => println!("| 100-client targets | not run (`--clients` without 100) | — |"),
     }
     if let Some(before) = storm.iter().find(|s| s.batch == 1) {
         for after in storm.iter().filter(|s| s.batch != 1) {
@@ -1174,7 +1225,7 @@ fn main() {
         .chain([args.durable_senders, args.storm])
         .max()
         .unwrap_or(0) as u64;
-    check_fd_limit(2 * biggest + 256);
+    ensure_fd_limit(2 * biggest + 256);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1210,11 +1261,7 @@ fn main() {
                 runs.push((bare, chat));
             }
         }
-        let durable_bench = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/durable.rs");
         let durable = if args.skip_durable {
-            None
-        } else if durable_bench.exists() && !flag("--with-durable") {
-            println!("durable sends: see `cargo bench --workspace --bench durable` (benches/durable.rs); `--with-durable` runs this bench's own");
             None
         } else {
             let d = durable_run(&args, &mut errors).await;
