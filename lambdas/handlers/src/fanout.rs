@@ -78,3 +78,18 @@ impl Invocation {
             .map_err(|e| UnknownPayload(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_payload_shape_picks_the_work() {
+        let sweep = serde_json::from_str(crate::sweep::SWEEP_INPUT).unwrap();
+        assert!(matches!(Invocation::parse(sweep), Ok(Invocation::Sweep)));
+        let sns = serde_json::json!({"Records": []});
+        assert!(matches!(Invocation::parse(sns), Ok(Invocation::Sns(e)) if e.records.is_empty()));
+        let other = Invocation::parse(serde_json::json!({"detail-type": "x"})).unwrap_err();
+        assert!(other.to_string().contains("presence sweep"), "{other}");
+    }
+}
