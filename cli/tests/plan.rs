@@ -78,7 +78,7 @@ async fn plan_reads_the_stage_and_plans_only_what_differs() {
     let (code, first) = plan(&stage, artifacts.path(), &moto.endpoint);
     assert_eq!(code, 2, "changes → exit 2 with --detailed-exitcode");
     let changes = changes_of(&first);
-    assert_eq!(changes.len(), 26);
+    assert_eq!(changes.len(), 33);
     assert!(changes.iter().all(|(_, c, _)| c == "create"), "{changes:?}");
 
     // Create some of the stage independently: tables (untagged), topic, secret, one log group.

@@ -12,7 +12,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::errors::{
-    describe, is_already_there, is_in_use, is_not_found, is_role_not_ready, is_update_in_progress,
+    describe, is_already_there, is_conflict, is_in_use, is_not_found, is_queue_deleted_recently,
+    is_queue_missing, is_queue_name_taken, is_role_not_ready, is_scheduler_role_not_ready,
+    is_source_access_not_ready, is_update_in_progress,
 };
 use crate::observe::Clients;
 use crate::plan::{Action, Change, FieldChange, Observed, Plan};
@@ -63,8 +65,22 @@ pub struct Applier<'a> {
     ids: BTreeMap<(Kind, String), String>,
     /// APIs this plan deletes: what lives inside them goes with them, without calls of its own.
     apis_going: BTreeSet<String>,
-    /// How long to keep waiting for AWS (tables, functions, IAM propagation).
+    /// How long to keep waiting for AWS (tables, functions, IAM propagation, a queue name
+    /// deleted less than a minute ago).
     pub patience: Duration,
+    /// The pause between attempts to create a queue whose name was deleted recently.
+    pub queue_retry: Duration,
+    progress: Option<Progress<'a>>,
+}
+
+/// Where apply says what it is waiting for.
+#[derive(Clone, Copy)]
+struct Progress<'a>(&'a (dyn Fn(&str) + Sync));
+
+impl std::fmt::Debug for Progress<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 impl<'a> Applier<'a> {
@@ -86,7 +102,15 @@ impl<'a> Applier<'a> {
             ids: observed.ids.clone(),
             apis_going: BTreeSet::new(),
             patience: Duration::from_secs(300),
+            queue_retry: Duration::from_secs(10),
+            progress: None,
         }
+    }
+
+    /// Where apply says what it is waiting for (a queue name SQS still holds); silent by default.
+    pub fn with_progress(mut self, progress: &'a (dyn Fn(&str) + Sync)) -> Self {
+        self.progress = Some(Progress(progress));
+        self
     }
 
     /// The zips, needed when the plan creates functions or changes their code.
@@ -198,6 +222,10 @@ impl<'a> Applier<'a> {
         match kind {
             Kind::Table => self.create_table(&r).await,
             Kind::Topic => self.create_topic(&r).await,
+            Kind::Queue => self.create_queue(&r).await,
+            Kind::EventInvokeConfig => self.put_event_invoke_config(&r).await,
+            Kind::EventSourceMapping => self.create_event_source_mapping(&r).await,
+            Kind::Schedule => self.put_schedule(&r, true).await,
             Kind::Parameter => self.create_parameter(&r).await,
             Kind::LogGroup => self.create_log_group(&r).await,
             Kind::Api => self.create_api(&r).await,
@@ -240,6 +268,16 @@ impl<'a> Applier<'a> {
             }
             Kind::Role => self.update_role(&r, &changed).await?,
             Kind::Function => self.update_function(&r, &changed).await?,
+            Kind::Queue if changed.iter().any(|f| *f != "tags") => {
+                self.set_queue_attributes(&r).await?;
+            }
+            // Put replaces the whole configuration, which is what an update means here.
+            Kind::EventInvokeConfig => self.put_event_invoke_config(&r).await?,
+            Kind::EventSourceMapping => self.update_event_source_mapping(&r).await?,
+            // UpdateSchedule also replaces the whole schedule.
+            Kind::Schedule => self.put_schedule(&r, false).await?,
+            // The filter and the delivery format change in place: no gap in delivery.
+            Kind::Subscription => self.set_subscription_attributes(&r, &changed).await?,
             Kind::Integration => {
                 let id = self
                     .id(Kind::Integration, &r.name)
@@ -281,12 +319,17 @@ impl<'a> Applier<'a> {
                     .await
                     .map_err(describe)?;
             }
-            // Permissions and subscriptions cannot be edited: remove and add.
-            Kind::Permission | Kind::Subscription => {
+            // Permissions cannot be edited: remove and add.
+            Kind::Permission => {
                 self.delete(kind, name).await?;
                 self.create(kind, name).await?;
             }
-            Kind::Topic | Kind::Parameter | Kind::LogGroup | Kind::Api | Kind::Stage => {}
+            Kind::Topic
+            | Kind::Queue
+            | Kind::Parameter
+            | Kind::LogGroup
+            | Kind::Api
+            | Kind::Stage => {}
         }
         if changed.contains("tags") {
             self.retag(&r, old_tags.as_ref()).await?;
@@ -309,6 +352,31 @@ impl<'a> Applier<'a> {
         match kind {
             Kind::Table => self.delete_table(name).await,
             Kind::Topic => gone_ok!(c.sns.delete_topic().topic_arn(self.arn("sns", name)).send()),
+            Kind::Queue => {
+                let Some(url) = self.queue_url(name).await? else {
+                    return Ok(());
+                };
+                match c.sqs.delete_queue().queue_url(url).send().await {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_queue_missing(&e) => Ok(()),
+                    Err(e) => Err(describe(e)),
+                }
+            }
+            Kind::EventInvokeConfig => gone_ok!(
+                c.lambda
+                    .delete_function_event_invoke_config()
+                    .function_name(name)
+                    .send()
+            ),
+            Kind::EventSourceMapping => {
+                let Some(uuid) = self.id(kind, name) else {
+                    return Ok(());
+                };
+                gone_ok!(c.lambda.delete_event_source_mapping().uuid(&uuid).send())?;
+                self.ids.remove(&(kind, name.to_owned()));
+                Ok(())
+            }
+            Kind::Schedule => gone_ok!(c.scheduler.delete_schedule().name(name).send()),
             Kind::Parameter => gone_ok!(c.ssm.delete_parameter().name(name).send()),
             Kind::LogGroup => gone_ok!(c.logs.delete_log_group().log_group_name(name).send()),
             Kind::Api => {
@@ -631,6 +699,381 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
+    // --- SQS ----------------------------------------------------------------------------------
+
+    /// The queue's URL: as observed, else looked up (a queue created in this run).
+    async fn queue_url(&self, name: &str) -> Result<Option<String>, String> {
+        if let Some(url) = self.id(Kind::Queue, name) {
+            return Ok(Some(url));
+        }
+        crate::observe::queue_url(&self.clients.sqs, name)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The queue's attributes as SQS takes them. A document the model does not want is absent at
+    /// creation and the empty string (which removes it) on update.
+    fn queue_attributes(
+        r: &Resource,
+        creating: bool,
+    ) -> std::collections::HashMap<aws_sdk_sqs::types::QueueAttributeName, String> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let mut attributes: std::collections::HashMap<A, String> = [
+            (
+                A::MessageRetentionPeriod,
+                int(r, "messageRetentionSeconds").to_string(),
+            ),
+            (
+                A::VisibilityTimeout,
+                int(r, "visibilityTimeoutS").to_string(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        for (name, field) in [(A::RedrivePolicy, "redrivePolicy"), (A::Policy, "policy")] {
+            match r.properties.get(field) {
+                Some(v) if !v.is_null() => {
+                    attributes.insert(name, v.to_string());
+                }
+                _ if !creating => {
+                    attributes.insert(name, String::new());
+                }
+                _ => {}
+            }
+        }
+        attributes
+    }
+
+    /// CreateQueue with the attributes and tags. SQS refuses a name deleted less than 60 s ago
+    /// (a destroy just before): wait, saying so, and try again.
+    async fn create_queue(&mut self, r: &Resource) -> Result<(), String> {
+        let started = Instant::now();
+        let url = loop {
+            match self
+                .clients
+                .sqs
+                .create_queue()
+                .queue_name(&r.name)
+                .set_attributes(Some(Self::queue_attributes(r, true)))
+                .set_tags(Some(tag_map(r)))
+                .send()
+                .await
+            {
+                Ok(out) => break out.queue_url,
+                Err(e) if is_queue_deleted_recently(&e) && started.elapsed() < self.patience => {
+                    if let Some(Progress(progress)) = self.progress {
+                        progress(&format!(
+                            "queue {} was deleted less than a minute ago; SQS frees the name after 60 s, retrying in {}s",
+                            r.name,
+                            self.queue_retry.as_secs()
+                        ));
+                    }
+                    tokio::time::sleep(self.queue_retry).await;
+                }
+                // It exists with other attributes (an earlier run, or a hand edit): adopt it.
+                Err(e) if is_queue_name_taken(&e) => {
+                    self.set_queue_attributes(r).await?;
+                    self.retag(r, None).await?;
+                    break None;
+                }
+                Err(e) if is_queue_deleted_recently(&e) => {
+                    return Err(format!(
+                        "{}; SQS still holds the name of the deleted queue: run deploy again in a minute",
+                        describe(e)
+                    ));
+                }
+                Err(e) => return Err(describe(e)),
+            }
+        };
+        if let Some(url) = url {
+            self.ids.insert((Kind::Queue, r.name.clone()), url);
+        }
+        Ok(())
+    }
+
+    async fn set_queue_attributes(&self, r: &Resource) -> Result<(), String> {
+        let url = self
+            .queue_url(&r.name)
+            .await?
+            .ok_or_else(|| format!("queue {} does not exist", r.name))?;
+        self.clients
+            .sqs
+            .set_queue_attributes()
+            .queue_url(url)
+            .set_attributes(Some(Self::queue_attributes(r, false)))
+            .send()
+            .await
+            .map_err(describe)?;
+        Ok(())
+    }
+
+    // --- Lambda event-invoke config -----------------------------------------------------------
+
+    /// PutFunctionEventInvokeConfig: creates or replaces the whole configuration (idempotent).
+    async fn put_event_invoke_config(&self, r: &Resource) -> Result<(), String> {
+        use aws_sdk_lambda::types::{DestinationConfig, OnFailure, OnSuccess};
+        let mut destinations = DestinationConfig::builder().on_failure(
+            OnFailure::builder()
+                .destination(text(r, "onFailure"))
+                .build(),
+        );
+        if let Some(success) = r.properties.get("onSuccess").and_then(Value::as_str) {
+            destinations =
+                destinations.on_success(OnSuccess::builder().destination(success).build());
+        }
+        let started = Instant::now();
+        loop {
+            match self
+                .clients
+                .lambda
+                .put_function_event_invoke_config()
+                .function_name(&r.name)
+                .maximum_event_age_in_seconds(int(r, "maximumEventAgeS"))
+                .maximum_retry_attempts(int(r, "maximumRetryAttempts"))
+                .destination_config(destinations.clone().build())
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // The function is still being created or updated.
+                Err(e) if is_update_in_progress(&e) && started.elapsed() < self.patience => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(describe(e)),
+            }
+        }
+    }
+
+    // --- Lambda event source mapping ---------------------------------------------------------
+
+    fn response_types(r: &Resource) -> Vec<aws_sdk_lambda::types::FunctionResponseType> {
+        r.properties
+            .get("functionResponseTypes")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(aws_sdk_lambda::types::FunctionResponseType::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// CreateEventSourceMapping. Lambda checks that the function's role may read the queue: a
+    /// role policy written moments ago may not be visible yet, so that refusal is waited out.
+    async fn create_event_source_mapping(&mut self, r: &Resource) -> Result<(), String> {
+        let function = r.name.split('/').next().unwrap_or_default().to_owned();
+        let started = Instant::now();
+        loop {
+            match self
+                .clients
+                .lambda
+                .create_event_source_mapping()
+                .function_name(&function)
+                .event_source_arn(text(r, "eventSourceArn"))
+                .batch_size(int(r, "batchSize"))
+                .maximum_batching_window_in_seconds(int(r, "maximumBatchingWindowS"))
+                .set_function_response_types(Some(Self::response_types(r)))
+                .enabled(true)
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    if let Some(uuid) = out.uuid {
+                        self.ids
+                            .insert((Kind::EventSourceMapping, r.name.clone()), uuid);
+                    }
+                    return Ok(());
+                }
+                // An earlier, interrupted run created it (ResourceConflictException): adopt it
+                // and make it the wanted one.
+                Err(e) if is_update_in_progress(&e) => {
+                    let uuid = self.find_event_source_mapping(&function, r).await?;
+                    self.ids
+                        .insert((Kind::EventSourceMapping, r.name.clone()), uuid);
+                    return self.update_event_source_mapping(r).await;
+                }
+                Err(e) if is_source_access_not_ready(&e) && started.elapsed() < self.patience => {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(describe(e)),
+            }
+        }
+    }
+
+    async fn find_event_source_mapping(
+        &self,
+        function: &str,
+        r: &Resource,
+    ) -> Result<String, String> {
+        let source = text(r, "eventSourceArn");
+        self.clients
+            .lambda
+            .list_event_source_mappings()
+            .function_name(function)
+            .event_source_arn(&source)
+            .send()
+            .await
+            .map_err(describe)?
+            .event_source_mappings()
+            .iter()
+            .find(|m| m.event_source_arn() == Some(source.as_str()))
+            .and_then(|m| m.uuid().map(str::to_owned))
+            .ok_or_else(|| format!("no event source mapping from {source} to {function}"))
+    }
+
+    async fn update_event_source_mapping(&self, r: &Resource) -> Result<(), String> {
+        let uuid = self
+            .id(Kind::EventSourceMapping, &r.name)
+            .ok_or("the event source mapping's id is unknown")?;
+        let started = Instant::now();
+        loop {
+            match self
+                .clients
+                .lambda
+                .update_event_source_mapping()
+                .uuid(&uuid)
+                .batch_size(int(r, "batchSize"))
+                .maximum_batching_window_in_seconds(int(r, "maximumBatchingWindowS"))
+                .set_function_response_types(Some(Self::response_types(r)))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Still being created or updated (the same code DynamoDB uses for a busy table).
+                Err(e) if is_in_use(&e) && started.elapsed() < self.patience => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(describe(e)),
+            }
+        }
+    }
+
+    // --- EventBridge Scheduler ---------------------------------------------------------------
+
+    /// CreateSchedule, or UpdateSchedule (which replaces the schedule whole). The scheduler checks
+    /// it may assume the role: a role created moments ago is waited for.
+    async fn put_schedule(&self, r: &Resource, creating: bool) -> Result<(), String> {
+        use aws_sdk_scheduler::types::{
+            FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, ScheduleState, Target,
+        };
+        let wanted = r.properties.get("target").cloned().unwrap_or_default();
+        let field = |f: &str| {
+            wanted
+                .get(f)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let number = |f: &str| {
+            wanted
+                .get(f)
+                .and_then(Value::as_i64)
+                .and_then(|n| i32::try_from(n).ok())
+                .unwrap_or_default()
+        };
+        let target = Target::builder()
+            .arn(field("arn"))
+            .role_arn(field("roleArn"))
+            .input(field("input"))
+            .retry_policy(
+                RetryPolicy::builder()
+                    .maximum_retry_attempts(number("maximumRetryAttempts"))
+                    .maximum_event_age_in_seconds(number("maximumEventAgeS"))
+                    .build(),
+            )
+            .build()
+            .map_err(|e| e.to_string())?;
+        let window = FlexibleTimeWindow::builder()
+            .mode(FlexibleTimeWindowMode::from(
+                text(r, "flexibleTimeWindow").as_str(),
+            ))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let state = ScheduleState::from(text(r, "state").as_str());
+        let mut creating = creating;
+        let started = Instant::now();
+        loop {
+            let result = if creating {
+                self.clients
+                    .scheduler
+                    .create_schedule()
+                    .name(&r.name)
+                    .schedule_expression(text(r, "scheduleExpression"))
+                    .flexible_time_window(window.clone())
+                    .state(state.clone())
+                    .target(target.clone())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        let (conflict, role) = (is_conflict(&e), is_scheduler_role_not_ready(&e));
+                        (conflict, role, describe(e))
+                    })
+            } else {
+                self.clients
+                    .scheduler
+                    .update_schedule()
+                    .name(&r.name)
+                    .schedule_expression(text(r, "scheduleExpression"))
+                    .flexible_time_window(window.clone())
+                    .state(state.clone())
+                    .target(target.clone())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        let (conflict, role) = (is_conflict(&e), is_scheduler_role_not_ready(&e));
+                        (conflict, role, describe(e))
+                    })
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                // An earlier, interrupted run created it: replace it with the wanted one.
+                Err((true, _, _)) if creating => {
+                    creating = false;
+                }
+                // "The execution role you provide must allow AWS EventBridge Scheduler to assume
+                // the role": IAM has not propagated the new role yet.
+                Err((_, true, _)) if started.elapsed() < self.patience => {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err((_, _, why)) => return Err(why),
+            }
+        }
+    }
+
+    // --- SNS subscription attributes ---------------------------------------------------------
+
+    /// SetSubscriptionAttributes for each changed attribute.
+    async fn set_subscription_attributes(
+        &self,
+        r: &Resource,
+        changed: &BTreeSet<&str>,
+    ) -> Result<(), String> {
+        let arn = self
+            .id(Kind::Subscription, &r.name)
+            .ok_or("the subscription's ARN is unknown")?;
+        for (field, attribute) in [
+            ("filterPolicy", "FilterPolicy"),
+            ("rawMessageDelivery", "RawMessageDelivery"),
+        ] {
+            if !changed.contains(field) {
+                continue;
+            }
+            self.clients
+                .sns
+                .set_subscription_attributes()
+                .subscription_arn(&arn)
+                .attribute_name(attribute)
+                .attribute_value(subscription_attribute(r, field))
+                .send()
+                .await
+                .map_err(describe)?;
+        }
+        Ok(())
+    }
+
     // --- API Gateway --------------------------------------------------------------------------
 
     async fn create_api(&mut self, r: &Resource) -> Result<(), String> {
@@ -948,6 +1391,11 @@ impl<'a> Applier<'a> {
             .topic_arn(self.arn("sns", topic))
             .protocol(text(r, "protocol"))
             .endpoint(text(r, "endpoint"))
+            .attributes("FilterPolicy", subscription_attribute(r, "filterPolicy"))
+            .attributes(
+                "RawMessageDelivery",
+                subscription_attribute(r, "rawMessageDelivery"),
+            )
             .return_subscription_arn(true)
             .send()
             .await
@@ -1043,6 +1491,17 @@ impl<'a> Applier<'a> {
                     c.logs.untag_resource().resource_arn(&arn)
                 );
             }
+            Kind::Queue => {
+                let url = self
+                    .queue_url(&r.name)
+                    .await?
+                    .ok_or_else(|| format!("queue {} does not exist", r.name))?;
+                apply_tags!(
+                    c.sqs.tag_queue().queue_url(&url),
+                    wanted,
+                    c.sqs.untag_queue().queue_url(&url)
+                );
+            }
             Kind::Role => apply_tags!(
                 c.iam.tag_role().role_name(&r.name),
                 tag_list!(aws_sdk_iam::types::Tag),
@@ -1072,7 +1531,13 @@ impl<'a> Applier<'a> {
                     c.apigw.untag_resource().resource_arn(&arn)
                 );
             }
-            Kind::Integration | Kind::Route | Kind::Permission | Kind::Subscription => {}
+            Kind::Integration
+            | Kind::Route
+            | Kind::Permission
+            | Kind::Subscription
+            | Kind::EventInvokeConfig
+            | Kind::EventSourceMapping
+            | Kind::Schedule => {}
         }
         Ok(())
     }
@@ -1098,6 +1563,16 @@ impl<'a> Applier<'a> {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
         }
+    }
+}
+
+/// A subscription attribute as SNS takes it: the filter policy as JSON text (empty for none),
+/// raw delivery as `true`/`false`.
+fn subscription_attribute(r: &Resource, field: &str) -> String {
+    match r.properties.get(field) {
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Null) | None => String::new(),
+        Some(v) => v.to_string(),
     }
 }
 
@@ -1240,6 +1715,217 @@ mod tests {
         assert_eq!(describe.num_calls(), 3, "waited while DELETING");
         assert_eq!(create.num_calls(), 1);
         assert_eq!(tag.num_calls(), 1);
+    }
+
+    fn sample_env() -> (StackName, Environment, Code) {
+        (
+            StackName::new("chat", "prod").unwrap(),
+            Environment {
+                account_id: "123456789012".into(),
+                region: "eu-west-1".into(),
+                api_id: Some("a1b2c3d4e5".into()),
+            },
+            Code {
+                ws_sha256: "d3M=".into(),
+                fanout_sha256: "ZmFub3V0".into(),
+            },
+        )
+    }
+
+    fn one_action(name: &StackName, kind: Kind, resource: &str, change: Change) -> Plan {
+        Plan {
+            stack: name.to_string(),
+            actions: vec![crate::plan::Action {
+                kind,
+                name: resource.into(),
+                change,
+                cause: None,
+            }],
+        }
+    }
+
+    // moto re-creates a queue at once after deleting it; AWS refuses the name for 60 s.
+    #[tokio::test]
+    async fn a_queue_name_deleted_recently_is_waited_for_and_said_so() {
+        use aws_sdk_sqs::operation::create_queue::{CreateQueueError, CreateQueueOutput};
+        use aws_sdk_sqs::types::error::QueueDeletedRecently;
+
+        let create = mock!(aws_sdk_sqs::Client::create_queue)
+            .match_requests(|req| {
+                req.queue_name() == Some("chat-prod-fanout-dlq")
+                    && req
+                        .attributes()
+                        .and_then(|a| {
+                            a.get(&aws_sdk_sqs::types::QueueAttributeName::MessageRetentionPeriod)
+                        })
+                        .map(String::as_str)
+                        == Some("1209600")
+                    && req.tags().and_then(|t| t.get("chatctl:stage")).map(String::as_str)
+                        == Some("prod")
+            })
+            .sequence()
+            .error(|| {
+                CreateQueueError::QueueDeletedRecently(
+                    QueueDeletedRecently::builder()
+                        .message("You must wait 60 seconds after deleting a queue before you can create another with the same name.")
+                        .meta(
+                            aws_sdk_sqs::error::ErrorMetadata::builder()
+                                .code("AWS.SimpleQueueService.QueueDeletedRecently")
+                                .build(),
+                        )
+                        .build(),
+                )
+            })
+            .times(2)
+            .output(|| {
+                CreateQueueOutput::builder()
+                    .queue_url("https://sqs.eu-west-1.amazonaws.com/123456789012/chat-prod-fanout-dlq")
+                    .build()
+            })
+            .build();
+        let config = mocked_config();
+        let mut clients = Clients::new(&config);
+        clients.sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&config)
+                .interceptor(
+                    MockResponseInterceptor::new()
+                        .rule_mode(RuleMode::MatchAny)
+                        .with_rule(&create),
+                )
+                .build(),
+        );
+        let (name, env, code) = sample_env();
+        let said = std::sync::Mutex::new(Vec::<String>::new());
+        let say = |m: &str| said.lock().unwrap().push(m.to_owned());
+        let mut applier = Applier::new(
+            &clients,
+            &name,
+            &StageSettings::default(),
+            &code,
+            &env,
+            &Observed::default(),
+        )
+        .with_progress(&say);
+        applier.queue_retry = Duration::from_millis(10);
+        let plan = one_action(&name, Kind::Queue, "chat-prod-fanout-dlq", Change::Create);
+        applier
+            .apply(&plan, &mut |_: &ApplyEvent| {})
+            .await
+            .unwrap();
+        assert_eq!(create.num_calls(), 3, "two refusals, then created");
+        let said = said.lock().unwrap();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(
+            said[0].contains("chat-prod-fanout-dlq") && said[0].contains("60 s"),
+            "{said:?}"
+        );
+
+        // Out of patience: a clear error, not a hang.
+        let refuse = mock!(aws_sdk_sqs::Client::create_queue).then_error(|| {
+            CreateQueueError::QueueDeletedRecently(
+                QueueDeletedRecently::builder()
+                    .meta(
+                        aws_sdk_sqs::error::ErrorMetadata::builder()
+                            .code("AWS.SimpleQueueService.QueueDeletedRecently")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        clients.sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&config)
+                .interceptor(
+                    MockResponseInterceptor::new()
+                        .rule_mode(RuleMode::MatchAny)
+                        .with_rule(&refuse),
+                )
+                .build(),
+        );
+        let mut applier = Applier::new(
+            &clients,
+            &name,
+            &StageSettings::default(),
+            &code,
+            &env,
+            &Observed::default(),
+        );
+        applier.patience = Duration::ZERO;
+        let err = applier
+            .apply(&plan, &mut |_: &ApplyEvent| {})
+            .await
+            .unwrap_err();
+        assert!(err.why.contains("run deploy again in a minute"), "{err}");
+    }
+
+    // moto's UpdateFunctionEventInvokeConfig and a second Put append a configuration while Get
+    // keeps answering the first, so the in-place update is checked against recorded responses.
+    #[tokio::test]
+    async fn a_changed_event_invoke_config_is_put_back_whole() {
+        use aws_sdk_lambda::operation::put_function_event_invoke_config::PutFunctionEventInvokeConfigOutput;
+
+        let (name, env, code) = sample_env();
+        let wanted = desired(&name, &StageSettings::default(), &env, &code);
+        let mut observed = Observed {
+            resources: wanted
+                .resources
+                .iter()
+                .map(|r| ((r.kind, r.name.clone()), r.properties.clone()))
+                .collect(),
+            ids: BTreeMap::new(),
+        };
+        // Set by hand: Lambda's default retries and a success destination.
+        let current = observed
+            .resources
+            .get_mut(&(Kind::EventInvokeConfig, "chat-prod-fanout".into()))
+            .unwrap();
+        current.insert("maximumRetryAttempts".into(), serde_json::json!(2));
+        current.insert(
+            "onSuccess".into(),
+            serde_json::json!("arn:aws:sqs:eu-west-1:123456789012:elsewhere"),
+        );
+        let plan = plan(&wanted, &observed);
+        assert_eq!(plan.summary().update, 1, "{plan}");
+
+        let put = mock!(aws_sdk_lambda::Client::put_function_event_invoke_config)
+            .match_requests(|req| {
+                let destinations = req.destination_config();
+                req.function_name() == Some("chat-prod-fanout")
+                    && req.maximum_event_age_in_seconds() == Some(60)
+                    && req.maximum_retry_attempts() == Some(1)
+                    && destinations
+                        .and_then(|d| d.on_failure())
+                        .and_then(|f| f.destination())
+                        == Some("arn:aws:sqs:eu-west-1:123456789012:chat-prod-fanout-dlq")
+                    && destinations.and_then(|d| d.on_success()).is_none()
+            })
+            .then_output(|| PutFunctionEventInvokeConfigOutput::builder().build());
+        let config = mocked_config();
+        let mut clients = Clients::new(&config);
+        clients.lambda = aws_sdk_lambda::Client::from_conf(
+            aws_sdk_lambda::config::Builder::from(&config)
+                .interceptor(
+                    MockResponseInterceptor::new()
+                        .rule_mode(RuleMode::MatchAny)
+                        .with_rule(&put),
+                )
+                .build(),
+        );
+        let mut applier = Applier::new(
+            &clients,
+            &name,
+            &StageSettings::default(),
+            &code,
+            &env,
+            &observed,
+        );
+        assert_eq!(
+            applier
+                .apply(&plan, &mut |_: &ApplyEvent| {})
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(put.num_calls(), 1);
     }
 
     fn clients(interceptor: MockResponseInterceptor) -> Clients {

@@ -44,7 +44,48 @@ pub fn is_update_in_progress<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -
     err.code() == Some("ResourceConflictException")
 }
 
+/// SQS: the queue does not exist. SQS speaks JSON now but keeps its older query-protocol codes
+/// for compatibility; either spelling may arrive, depending on the endpoint and SDK.
+pub fn is_queue_missing<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    matches!(
+        err.code(),
+        Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist")
+    )
+}
+
+/// SQS: a queue of this name was deleted less than 60 s ago and cannot be created again yet.
+pub fn is_queue_deleted_recently<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    matches!(
+        err.code(),
+        Some("AWS.SimpleQueueService.QueueDeletedRecently" | "QueueDeletedRecently")
+    )
+}
+
+/// SQS: the queue exists with other attributes (CreateQueue is idempotent only for equal ones).
+pub fn is_queue_name_taken<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    matches!(err.code(), Some("QueueAlreadyExists" | "QueueNameExists"))
+}
+
 /// A readable account of an SDK error, with its code, message and cause chain.
 pub fn describe<E: std::error::Error + 'static>(err: E) -> String {
     aws_sdk_lambda::error::DisplayErrorContext(err).to_string()
+}
+
+/// Lambda: CreateEventSourceMapping found that the function's role may not read the queue —
+/// seconds after the role's policy was written, IAM has not propagated it yet.
+pub fn is_source_access_not_ready<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.code() == Some("InvalidParameterValueException")
+        && err
+            .message()
+            .is_some_and(|m| m.contains("permission") || m.contains("role"))
+}
+
+/// Scheduler: a schedule of this name exists already.
+pub fn is_conflict<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.code() == Some("ConflictException")
+}
+
+/// Scheduler: it may not (yet) assume the schedule's role — IAM propagation after CreateRole.
+pub fn is_scheduler_role_not_ready<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.code() == Some("ValidationException") && err.message().is_some_and(|m| m.contains("role"))
 }

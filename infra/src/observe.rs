@@ -36,11 +36,13 @@ pub struct Clients {
     pub config: SdkConfig,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sns: aws_sdk_sns::Client,
+    pub sqs: aws_sdk_sqs::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub apigw: aws_sdk_apigatewayv2::Client,
     pub iam: aws_sdk_iam::Client,
     pub lambda: aws_sdk_lambda::Client,
+    pub scheduler: aws_sdk_scheduler::Client,
     pub sts: aws_sdk_sts::Client,
     /// Every request any of these clients sends.
     pub calls: CallCounter,
@@ -62,11 +64,13 @@ impl Clients {
             config: config.clone(),
             dynamodb: client!(aws_sdk_dynamodb),
             sns: client!(aws_sdk_sns),
+            sqs: client!(aws_sdk_sqs),
             ssm: client!(aws_sdk_ssm),
             logs: client!(aws_sdk_cloudwatchlogs),
             apigw: client!(aws_sdk_apigatewayv2),
             iam: client!(aws_sdk_iam),
             lambda: client!(aws_sdk_lambda),
+            scheduler: client!(aws_sdk_scheduler),
             sts: client!(aws_sdk_sts),
             calls,
         }
@@ -172,6 +176,11 @@ pub async fn observe(
     let (ws_role, fanout_role) = (format!("{ws}-role"), format!("{fanout}-role"));
     let (ws_logs, fanout_logs) = (format!("/aws/lambda/{ws}"), format!("/aws/lambda/{fanout}"));
     let api = format!("{prefix}-api");
+    let dlq = crate::stack::dead_letter_queue(name);
+    let presence = crate::stack::presence_queue(name);
+    let presence_arn = format!("arn:aws:sqs:{region}:{account_id}:{presence}");
+    let scheduler_role = format!("{prefix}-scheduler");
+    let schedule = crate::stack::sweep_schedule(name);
     // Every read is independent: one round trip's latency instead of thirty.
     let (api_id, ..) = tokio::try_join!(
         read_api(&r, &api, &name.stage),
@@ -183,11 +192,18 @@ pub async fn observe(
         read_log_group(&r, &fanout_logs),
         read_role(&r, &ws_role),
         read_role(&r, &fanout_role),
+        read_role(&r, &scheduler_role),
         read_function(&r, &ws),
         read_function(&r, &fanout),
+        read_queue(&r, &dlq),
+        read_queue(&r, &presence),
+        read_event_invoke_config(&r, &fanout),
+        read_event_source_mapping(&r, &fanout, &presence_arn, &presence),
+        read_schedule(&r, &schedule),
         read_permission(&r, &ws, "apigateway"),
         read_permission(&r, &fanout, "sns"),
         read_subscription(&r, &topic, &topic_arn, &fanout_arn),
+        read_subscription(&r, &topic, &topic_arn, &presence_arn),
     )?;
     let environment = Environment {
         account_id,
@@ -332,6 +348,285 @@ async fn read_topic(r: &Reader<'_>, name: &str, arn: &str) -> Result<(), Observe
         Kind::Topic,
         name,
         props([("tags", our_tags(tags.iter().map(|t| (t.key(), t.value()))))]),
+    );
+    Ok(())
+}
+
+/// The queue's URL, or `None` when there is no queue of that name.
+pub async fn queue_url(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+) -> Result<Option<String>, ObserveError> {
+    match sqs.get_queue_url().queue_name(name).send().await {
+        Ok(out) => Ok(out.queue_url),
+        Err(e) if crate::errors::is_queue_missing(&e) => Ok(None),
+        Err(e) => Err(read_error(format!("queue {name}"), e)),
+    }
+}
+
+async fn read_queue(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let Some(url) = queue_url(&r.clients.sqs, name).await? else {
+        return Ok(());
+    };
+    let attributes = match r
+        .clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(A::MessageRetentionPeriod)
+        .attribute_names(A::VisibilityTimeout)
+        .attribute_names(A::RedrivePolicy)
+        .attribute_names(A::Policy)
+        .send()
+        .await
+    {
+        Ok(out) => out.attributes.unwrap_or_default(),
+        // Deleted between the two calls.
+        Err(e) if crate::errors::is_queue_missing(&e) => return Ok(()),
+        Err(e) => return Err(read_error(format!("attributes of queue {name}"), e)),
+    };
+    let number = |a: A| {
+        attributes
+            .get(&a)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(Value::Null, |n| json!(n))
+    };
+    let document = |a: A| {
+        attributes
+            .get(&a)
+            .filter(|v| !v.is_empty())
+            .map_or(Value::Null, |v| {
+                serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.clone()))
+            })
+    };
+    let mut redrive = document(A::RedrivePolicy);
+    // SQS has answered maxReceiveCount both as a number and as a string: compare numbers.
+    if let Some(count) = redrive.get("maxReceiveCount").and_then(Value::as_str) {
+        if let Ok(n) = count.parse::<u64>() {
+            redrive["maxReceiveCount"] = json!(n);
+        }
+    }
+    let tags = r
+        .clients
+        .sqs
+        .list_queue_tags()
+        .queue_url(&url)
+        .send()
+        .await
+        .map_err(|e| read_error(format!("tags of queue {name}"), e))?
+        .tags
+        .unwrap_or_default();
+    r.id(Kind::Queue, name, &url);
+    r.put(
+        Kind::Queue,
+        name,
+        props([
+            ("messageRetentionSeconds", number(A::MessageRetentionPeriod)),
+            ("visibilityTimeoutS", number(A::VisibilityTimeout)),
+            ("redrivePolicy", redrive),
+            ("policy", document(A::Policy)),
+            (
+                "tags",
+                our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            ),
+        ]),
+    );
+    Ok(())
+}
+
+/// The mapping from `queue_arn` to `function`, found by both (there is no name to read it by).
+async fn read_event_source_mapping(
+    r: &Reader<'_>,
+    function: &str,
+    queue_arn: &str,
+    queue: &str,
+) -> Result<(), ObserveError> {
+    use aws_sdk_lambda::operation::list_event_source_mappings::ListEventSourceMappingsError;
+    let mappings = match r
+        .clients
+        .lambda
+        .list_event_source_mappings()
+        .function_name(function)
+        .event_source_arn(queue_arn)
+        .send()
+        .await
+    {
+        Ok(out) => out.event_source_mappings.unwrap_or_default(),
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(ListEventSourceMappingsError::ResourceNotFoundException(_))
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(read_error(
+                format!("event source mappings of {function}"),
+                e,
+            ));
+        }
+    };
+    // One being deleted is as good as gone; a deploy creates a new one.
+    let Some(m) = mappings
+        .iter()
+        .find(|m| m.event_source_arn() == Some(queue_arn) && m.state() != Some("Deleting"))
+    else {
+        return Ok(());
+    };
+    let key = format!("{function}/{queue}");
+    if let Some(uuid) = m.uuid() {
+        r.id(Kind::EventSourceMapping, &key, uuid);
+    }
+    let mut response_types: Vec<&str> = m
+        .function_response_types()
+        .iter()
+        .map(|t| t.as_str())
+        .collect();
+    response_types.sort_unstable();
+    r.put(
+        Kind::EventSourceMapping,
+        &key,
+        props([
+            ("eventSourceArn", json!(m.event_source_arn())),
+            ("batchSize", json!(m.batch_size())),
+            (
+                "maximumBatchingWindowS",
+                json!(m.maximum_batching_window_in_seconds()),
+            ),
+            ("functionResponseTypes", json!(response_types)),
+        ]),
+    );
+    Ok(())
+}
+
+async fn read_schedule(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
+    use aws_sdk_scheduler::operation::get_schedule::GetScheduleError;
+    let out = match r.clients.scheduler.get_schedule().name(name).send().await {
+        Ok(out) => out,
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(GetScheduleError::ResourceNotFoundException(_))
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(read_error(format!("schedule {name}"), e)),
+    };
+    let target = out.target();
+    let retry = target.and_then(|t| t.retry_policy());
+    r.put(
+        Kind::Schedule,
+        name,
+        props([
+            ("scheduleExpression", json!(out.schedule_expression())),
+            (
+                "flexibleTimeWindow",
+                json!(
+                    out.flexible_time_window()
+                        .map(|w| w.mode().as_str().to_owned())
+                ),
+            ),
+            ("state", json!(out.state().map(|s| s.as_str().to_owned()))),
+            (
+                "target",
+                json!({
+                    "arn": target.map(|t| t.arn()),
+                    "roleArn": target.map(|t| t.role_arn()),
+                    "input": target.and_then(|t| t.input()),
+                    "maximumRetryAttempts": retry.and_then(|p| p.maximum_retry_attempts()),
+                    "maximumEventAgeS": retry.and_then(|p| p.maximum_event_age_in_seconds()),
+                }),
+            ),
+        ]),
+    );
+    Ok(())
+}
+
+/// How many events wait in a stage's fan-out dead-letter queue (SQS's approximate count), or
+/// `None` when the queue does not exist.
+pub async fn dead_lettered(
+    clients: &Clients,
+    name: &StackName,
+) -> Result<Option<u64>, ObserveError> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let queue = crate::stack::dead_letter_queue(name);
+    let Some(url) = queue_url(&clients.sqs, &queue).await? else {
+        return Ok(None);
+    };
+    let attributes = match clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+    {
+        Ok(out) => out.attributes.unwrap_or_default(),
+        Err(e) if crate::errors::is_queue_missing(&e) => return Ok(None),
+        Err(e) => return Err(read_error(format!("queue {queue}"), e)),
+    };
+    Ok(Some(
+        attributes
+            .get(&QueueAttributeName::ApproximateNumberOfMessages)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    ))
+}
+
+async fn read_event_invoke_config(r: &Reader<'_>, function: &str) -> Result<(), ObserveError> {
+    use aws_sdk_lambda::operation::get_function_event_invoke_config::GetFunctionEventInvokeConfigError;
+    let out = match r
+        .clients
+        .lambda
+        .get_function_event_invoke_config()
+        .function_name(function)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        // No configuration, or no function (which then has none either).
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(GetFunctionEventInvokeConfigError::ResourceNotFoundException(_))
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(read_error(format!("event-invoke config of {function}"), e));
+        }
+    };
+    let destinations = out.destination_config();
+    r.put(
+        Kind::EventInvokeConfig,
+        function,
+        props([
+            (
+                "maximumEventAgeS",
+                json!(out.maximum_event_age_in_seconds()),
+            ),
+            ("maximumRetryAttempts", json!(out.maximum_retry_attempts())),
+            (
+                "onFailure",
+                json!(
+                    destinations
+                        .and_then(|d| d.on_failure())
+                        .and_then(|f| f.destination())
+                ),
+            ),
+            (
+                "onSuccess",
+                json!(
+                    destinations
+                        .and_then(|d| d.on_success())
+                        .and_then(|f| f.destination())
+                ),
+            ),
+        ]),
     );
     Ok(())
 }
@@ -863,17 +1158,41 @@ async fn read_subscription(
         .iter()
         .find(|s| s.endpoint() == Some(endpoint))
     {
-        let function = endpoint.rsplit(':').next().unwrap_or_default();
-        let key = format!("{topic}/{function}");
-        if let Some(arn) = s.subscription_arn() {
+        // The function's or the queue's name: the last part of the endpoint's ARN.
+        let target = endpoint.rsplit(':').next().unwrap_or_default();
+        let key = format!("{topic}/{target}");
+        let mut attributes = std::collections::HashMap::new();
+        // A subscription still pending confirmation has no ARN yet, and no attributes to read.
+        if let Some(arn) = s.subscription_arn().filter(|a| a.starts_with("arn:")) {
             r.id(Kind::Subscription, &key, arn);
+            attributes = r
+                .clients
+                .sns
+                .get_subscription_attributes()
+                .subscription_arn(arn)
+                .send()
+                .await
+                .map_err(|e| read_error(format!("attributes of subscription {key}"), e))?
+                .attributes
+                .unwrap_or_default();
         }
+        let filter_policy = attributes
+            .get("FilterPolicy")
+            .filter(|v| !v.is_empty())
+            .map_or(Value::Null, |v| {
+                serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.clone()))
+            });
         r.put(
             Kind::Subscription,
             &key,
             props([
                 ("protocol", json!(s.protocol())),
                 ("endpoint", json!(s.endpoint())),
+                ("filterPolicy", filter_policy),
+                (
+                    "rawMessageDelivery",
+                    json!(attributes.get("RawMessageDelivery").map(String::as_str) == Some("true")),
+                ),
             ]),
         );
     }

@@ -329,7 +329,7 @@ mod tests {
         assert!(!plan.has_changes());
         assert_eq!(
             plan.to_string(),
-            "stack chat/prod: no changes (26 resources up to date)"
+            "stack chat/prod: no changes (33 resources up to date)"
         );
     }
 
@@ -474,6 +474,6 @@ mod tests {
             json["actions"][0],
             serde_json::json!({"kind":"table","name":"chat-prod-messages","change":"create"})
         );
-        assert_eq!(serde_json::to_value(plan.summary()).unwrap()["create"], 26);
+        assert_eq!(serde_json::to_value(plan.summary()).unwrap()["create"], 33);
     }
 }

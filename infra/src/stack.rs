@@ -20,12 +20,65 @@ pub fn permission_sid(source: &str) -> String {
     format!("chatctl-{source}")
 }
 
+/// How long an asynchronous fan-out event may wait (throttled, or between retries) before Lambda
+/// gives up on it and dead-letters it: a chat frame minutes late is worse than a gap, which
+/// clients fill with `history after`. 60 s is the least Lambda accepts.
+pub const FANOUT_MAX_EVENT_AGE_S: u32 = 60;
+
+/// Retries of a failed fan-out invocation (Lambda's default is 2, after ~1 and ~3 minutes).
+pub const FANOUT_MAX_RETRIES: u32 = 1;
+
+/// How long the fan-out's dead-letter queue keeps an event: 14 days, SQS's maximum, so an
+/// operator back from a long weekend can still see what failed.
+pub const DLQ_RETENTION_S: u32 = 1_209_600;
+
+/// The name of the fan-out's dead-letter queue (`{app}-{stage}-fanout-dlq`).
+pub fn dead_letter_queue(name: &StackName) -> String {
+    format!("{}-fanout-dlq", name.prefix())
+}
+
+/// The name of the queue presence events wait in for the fan-out (`{app}-{stage}-presence`).
+pub fn presence_queue(name: &StackName) -> String {
+    format!("{}-presence", name.prefix())
+}
+
+/// The name of the every-minute presence sweep's schedule.
+pub fn sweep_schedule(name: &StackName) -> String {
+    format!("{}-presence-sweep", name.prefix())
+}
+
+/// Presence older than this is useless: SQS drops it rather than deliver it late.
+pub const PRESENCE_RETENTION_S: u32 = 300;
+
+/// AWS recommends a source queue's visibility timeout be at least six times the function's
+/// timeout, so a batch retried after throttling is not redelivered while still in flight.
+pub const VISIBILITY_PER_TIMEOUT: u32 = 6;
+
+/// Receives before a presence message goes to the dead-letter queue.
+pub const PRESENCE_MAX_RECEIVES: u32 = 2;
+
+/// One fan-out invocation takes up to this many presence events (a join storm's worth) …
+pub const PRESENCE_BATCH_SIZE: u32 = 1000;
+
+/// … gathered for at most this long: the presence latency the batch costs.
+pub const PRESENCE_BATCH_WINDOW_S: u32 = 1;
+
+/// The schedule's input, which the fan-out function tells from SNS and SQS events.
+pub const SWEEP_INPUT: &str = r#"{"chatctl":"presence-sweep"}"#;
+
+/// The events each subscription of the topic takes (`eventType` message attribute).
+pub const CHAT_EVENT_TYPES: [&str; 2] = ["message", "recalled"];
+pub const PRESENCE_EVENT_TYPES: [&str; 1] = ["presence"];
+
 /// Shown for values AWS assigns at creation (the WebSocket API's id before it exists).
 pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
 
 const LAMBDA_TRUST: &str = include_str!("../../templates/iam/lambda-trust.json");
 const WS_POLICY: &str = include_str!("../../templates/iam/ws-policy.json");
 const FANOUT_POLICY: &str = include_str!("../../templates/iam/fanout-policy.json");
+const SCHEDULER_TRUST: &str = include_str!("../../templates/iam/scheduler-trust.json");
+const SCHEDULER_POLICY: &str = include_str!("../../templates/iam/scheduler-policy.json");
+const PRESENCE_QUEUE_POLICY: &str = include_str!("../../templates/iam/presence-queue-policy.json");
 
 /// The routes of the WebSocket API: API Gateway's three and the protocol's actions.
 pub const ROUTES: [&str; 10] = [
@@ -153,11 +206,19 @@ pub struct Code {
 pub enum Kind {
     Table,
     Topic,
+    /// Before the roles: the fan-out role's policy names the dead-letter queue's ARN.
+    Queue,
     Parameter,
     LogGroup,
     Api,
     Role,
     Function,
+    /// After the function it configures and the queue it names.
+    EventInvokeConfig,
+    /// After the function and the queue it connects.
+    EventSourceMapping,
+    /// After the function it invokes and the role it invokes it with.
+    Schedule,
     Integration,
     Route,
     Stage,
@@ -170,11 +231,15 @@ impl Kind {
         match self {
             Kind::Table => "dynamodb table",
             Kind::Topic => "sns topic",
+            Kind::Queue => "sqs queue",
             Kind::Parameter => "ssm parameter",
             Kind::LogGroup => "log group",
             Kind::Api => "websocket api",
             Kind::Role => "iam role",
             Kind::Function => "lambda function",
+            Kind::EventInvokeConfig => "lambda event-invoke config",
+            Kind::EventSourceMapping => "lambda event source mapping",
+            Kind::Schedule => "scheduler schedule",
             Kind::Integration => "api integration",
             Kind::Route => "api route",
             Kind::Stage => "api stage",
@@ -250,6 +315,10 @@ pub fn desired(
     let table_arn = |t: &str| format!("arn:aws:dynamodb:{region}:{account}:table/{t}");
     let topic = format!("{prefix}-events");
     let topic_arn = format!("arn:aws:sns:{region}:{account}:{topic}");
+    let dlq = dead_letter_queue(name);
+    let dlq_arn = format!("arn:aws:sqs:{region}:{account}:{dlq}");
+    let presence = presence_queue(name);
+    let presence_arn = format!("arn:aws:sqs:{region}:{account}:{presence}");
     let api = format!("{prefix}-api");
     let api_id = env.api_id.as_deref().unwrap_or(KNOWN_AFTER_APPLY);
     let function = |role: &str| format!("{prefix}-{role}");
@@ -261,10 +330,13 @@ pub fn desired(
     };
     let secret = chat_aws::secret::parameter_name(&name.app, &name.stage);
     let secret_arn = format!("arn:aws:ssm:{region}:{account}:parameter{secret}");
-    let connections_api_arn = format!(
-        "arn:aws:execute-api:{region}:{account}:{api_id}/{}/POST/@connections/*",
-        name.stage
-    );
+    let connections_arn = |method: &str| {
+        format!(
+            "arn:aws:execute-api:{region}:{account}:{api_id}/{}/{method}/@connections/*",
+            name.stage
+        )
+    };
+    let connections_api_arn = connections_arn("POST");
     let management_endpoint = format!(
         "https://{api_id}.execute-api.{region}.amazonaws.com/{}",
         name.stage
@@ -275,6 +347,50 @@ pub fn desired(
         kind: Kind::Topic,
         name: topic.clone(),
         properties: props([("tags", tags.clone())]),
+        replace_on: &[],
+    });
+    // Where Lambda sends fan-out events it gave up on (too old, or failed twice), and where
+    // presence messages go that the fan-out failed twice.
+    resources.push(Resource {
+        kind: Kind::Queue,
+        name: dlq.clone(),
+        properties: props([
+            ("messageRetentionSeconds", json!(DLQ_RETENTION_S)),
+            // SQS's default; nothing consumes this queue but an operator.
+            ("visibilityTimeoutS", json!(30)),
+            ("redrivePolicy", Value::Null),
+            ("policy", Value::Null),
+            ("tags", tags.clone()),
+        ]),
+        replace_on: &[],
+    });
+    // Presence events wait here so one fan-out invocation takes a whole batch of them.
+    resources.push(Resource {
+        kind: Kind::Queue,
+        name: presence.clone(),
+        properties: props([
+            ("messageRetentionSeconds", json!(PRESENCE_RETENTION_S)),
+            (
+                "visibilityTimeoutS",
+                json!(VISIBILITY_PER_TIMEOUT * settings.timeout_s),
+            ),
+            (
+                "redrivePolicy",
+                json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": PRESENCE_MAX_RECEIVES }),
+            ),
+            // Only this stage's topic may send to it.
+            (
+                "policy",
+                render(
+                    PRESENCE_QUEUE_POLICY,
+                    &[
+                        ("PresenceQueueArn", &presence_arn),
+                        ("TopicArn", &topic_arn),
+                    ],
+                ),
+            ),
+            ("tags", tags.clone()),
+        ]),
         replace_on: &[],
     });
     // The value is random and never compared: only its existence and type are planned.
@@ -313,8 +429,13 @@ pub fn desired(
                 ("ConnectionsTableArn", &table_arn(&tables.connections)),
                 ("TopicArn", &topic_arn),
                 ("ConnectionsApiArn", &connections_api_arn),
+                // The sweep's probes (GetConnection) and closes (DeleteConnection).
+                ("ConnectionsProbeArn", &connections_arn("GET")),
+                ("ConnectionsCloseArn", &connections_arn("DELETE")),
                 ("TokenSecretParameterArn", &secret_arn),
                 ("LogGroupArn", &log_group_arn(role)),
+                ("DeadLetterQueueArn", &dlq_arn),
+                ("PresenceQueueArn", &presence_arn),
             ],
         );
         resources.push(Resource {
@@ -328,6 +449,26 @@ pub fn desired(
             replace_on: &[],
         });
     }
+    // The schedule's role: it may only invoke the fan-out, and only for this account.
+    resources.push(Resource {
+        kind: Kind::Role,
+        name: function("scheduler"),
+        properties: props([
+            (
+                "assumeRolePolicy",
+                render(SCHEDULER_TRUST, &[("AccountId", account)]),
+            ),
+            (
+                "inlinePolicy",
+                render(
+                    SCHEDULER_POLICY,
+                    &[("FanoutFunctionArn", &function_arn("fanout"))],
+                ),
+            ),
+            ("tags", tags.clone()),
+        ]),
+        replace_on: &[],
+    });
     for (role, sha) in [("ws", &code.ws_sha256), ("fanout", &code.fanout_sha256)] {
         let mut environment = json!({
             chat_aws::lambda::MESSAGES_TABLE: tables.messages,
@@ -362,6 +503,55 @@ pub fn desired(
             replace_on: &[],
         });
     }
+    // SNS invokes the fan-out asynchronously: Lambda queues the event and retries it on failure.
+    // This bounds both, so a frame is delivered within a minute or dead-lettered, never late.
+    resources.push(Resource {
+        kind: Kind::EventInvokeConfig,
+        name: function("fanout"),
+        properties: props([
+            ("maximumEventAgeS", json!(FANOUT_MAX_EVENT_AGE_S)),
+            ("maximumRetryAttempts", json!(FANOUT_MAX_RETRIES)),
+            ("onFailure", json!(dlq_arn)),
+            // Put replaces the whole configuration: a success destination added by hand is drift.
+            ("onSuccess", Value::Null),
+        ]),
+        replace_on: &[],
+    });
+    // Presence events reach the fan-out in batches (one invocation per second at most per
+    // poller), so a join storm's presence is coalesced per room instead of one frame per join.
+    resources.push(Resource {
+        kind: Kind::EventSourceMapping,
+        name: format!("{}/{presence}", function("fanout")),
+        properties: props([
+            ("eventSourceArn", json!(presence_arn)),
+            ("batchSize", json!(PRESENCE_BATCH_SIZE)),
+            ("maximumBatchingWindowS", json!(PRESENCE_BATCH_WINDOW_S)),
+            ("functionResponseTypes", json!(["ReportBatchItemFailures"])),
+        ]),
+        replace_on: &["eventSourceArn"],
+    });
+    // Every minute: announce idle/left from heartbeats and remove vanished connections. A missed
+    // or failed sweep is not retried: the next one a minute later does the same work.
+    resources.push(Resource {
+        kind: Kind::Schedule,
+        name: sweep_schedule(name),
+        properties: props([
+            ("scheduleExpression", json!("rate(1 minute)")),
+            ("flexibleTimeWindow", json!("OFF")),
+            ("state", json!("ENABLED")),
+            (
+                "target",
+                json!({
+                    "arn": function_arn("fanout"),
+                    "roleArn": format!("arn:aws:iam::{account}:role/{}", function("scheduler")),
+                    "input": SWEEP_INPUT,
+                    "maximumRetryAttempts": 0,
+                    "maximumEventAgeS": 60,
+                }),
+            ),
+        ]),
+        replace_on: &[],
+    });
     resources.push(Resource {
         kind: Kind::Integration,
         name: format!("{api}/ws"),
@@ -419,12 +609,33 @@ pub fn desired(
         ]),
         replace_on: &["principal", "sourceArn"],
     });
+    // Chat events go straight to the fan-out (asynchronous invocation, bounded above) …
     resources.push(Resource {
         kind: Kind::Subscription,
         name: format!("{topic}/{}", function("fanout")),
         properties: props([
             ("protocol", json!("lambda")),
             ("endpoint", json!(function_arn("fanout"))),
+            (
+                "filterPolicy",
+                json!({ (chat_handlers::events::ATTR_EVENT_TYPE): CHAT_EVENT_TYPES }),
+            ),
+            ("rawMessageDelivery", json!(false)),
+        ]),
+        replace_on: &["protocol", "endpoint"],
+    });
+    // … presence events through the queue, as the bare message (raw delivery).
+    resources.push(Resource {
+        kind: Kind::Subscription,
+        name: format!("{topic}/{presence}"),
+        properties: props([
+            ("protocol", json!("sqs")),
+            ("endpoint", json!(presence_arn)),
+            (
+                "filterPolicy",
+                json!({ (chat_handlers::events::ATTR_EVENT_TYPE): PRESENCE_EVENT_TYPES }),
+            ),
+            ("rawMessageDelivery", json!(true)),
         ]),
         replace_on: &["protocol", "endpoint"],
     });
@@ -527,7 +738,14 @@ mod tests {
                 assert!(
                     matches!(
                         r.kind,
-                        Kind::Integration | Kind::Route | Kind::Permission | Kind::Subscription
+                        Kind::Integration
+                            | Kind::Route
+                            | Kind::Permission
+                            | Kind::Subscription
+                            | Kind::EventInvokeConfig
+                            | Kind::EventSourceMapping
+                            // Schedules take no tags (only schedule groups do).
+                            | Kind::Schedule
                     ),
                     "{} ({:?}) takes tags but has none",
                     r.name,
@@ -568,6 +786,142 @@ mod tests {
         };
         assert!(can_read("chat-prod-ws-role"));
         assert!(!can_read("chat-prod-fanout-role"));
+    }
+
+    #[test]
+    fn the_fanout_is_bounded_and_only_its_role_may_dead_letter() {
+        let stack = sample();
+        let get = |kind: Kind, name: &str| {
+            stack
+                .resources
+                .iter()
+                .find(|r| r.kind == kind && r.name == name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+                .properties
+                .clone()
+        };
+        let dlq_arn = "arn:aws:sqs:eu-west-1:123456789012:chat-prod-fanout-dlq";
+        let config = get(Kind::EventInvokeConfig, "chat-prod-fanout");
+        assert_eq!(config["maximumEventAgeS"], json!(60));
+        assert_eq!(config["maximumRetryAttempts"], json!(1));
+        assert_eq!(config["onFailure"], json!(dlq_arn));
+        let queue = get(Kind::Queue, "chat-prod-fanout-dlq");
+        assert_eq!(queue["messageRetentionSeconds"], json!(1_209_600));
+        let sends_to_dlq = |role: &str| {
+            get(Kind::Role, role)["inlinePolicy"]["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["Action"] == json!("sqs:SendMessage") && s["Resource"] == json!(dlq_arn))
+        };
+        assert!(sends_to_dlq("chat-prod-fanout-role"));
+        assert!(!sends_to_dlq("chat-prod-ws-role"));
+        assert!(
+            !get(Kind::Role, "chat-prod-ws-role")["inlinePolicy"]
+                .to_string()
+                .contains("sqs:")
+        );
+    }
+
+    #[test]
+    fn presence_is_batched_through_a_queue_and_swept_every_minute() {
+        let stack = sample();
+        let get = |kind: Kind, name: &str| {
+            stack
+                .resources
+                .iter()
+                .find(|r| r.kind == kind && r.name == name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+                .properties
+                .clone()
+        };
+        let queue_arn = "arn:aws:sqs:eu-west-1:123456789012:chat-prod-presence";
+        let topic_arn = "arn:aws:sns:eu-west-1:123456789012:chat-prod-events";
+        let fanout_arn = "arn:aws:lambda:eu-west-1:123456789012:function:chat-prod-fanout";
+
+        // Each event type reaches the fan-out by exactly one path.
+        let chat = get(Kind::Subscription, "chat-prod-events/chat-prod-fanout");
+        assert_eq!(
+            chat["filterPolicy"],
+            json!({"eventType": ["message", "recalled"]})
+        );
+        assert_eq!(chat["rawMessageDelivery"], json!(false));
+        let presence = get(Kind::Subscription, "chat-prod-events/chat-prod-presence");
+        assert_eq!(presence["protocol"], json!("sqs"));
+        assert_eq!(presence["endpoint"], json!(queue_arn));
+        assert_eq!(presence["filterPolicy"], json!({"eventType": ["presence"]}));
+        assert_eq!(presence["rawMessageDelivery"], json!(true));
+
+        let queue = get(Kind::Queue, "chat-prod-presence");
+        assert_eq!(queue["messageRetentionSeconds"], json!(300));
+        // Six times the default 10 s function timeout.
+        assert_eq!(queue["visibilityTimeoutS"], json!(60));
+        assert_eq!(
+            queue["redrivePolicy"],
+            json!({"deadLetterTargetArn": "arn:aws:sqs:eu-west-1:123456789012:chat-prod-fanout-dlq", "maxReceiveCount": 2})
+        );
+        let statement = &queue["policy"]["Statement"][0];
+        assert_eq!(statement["Action"], json!("sqs:SendMessage"));
+        assert_eq!(statement["Resource"], json!(queue_arn));
+        assert_eq!(
+            statement["Condition"]["ArnEquals"]["aws:SourceArn"],
+            json!(topic_arn)
+        );
+
+        let mapping = get(
+            Kind::EventSourceMapping,
+            "chat-prod-fanout/chat-prod-presence",
+        );
+        assert_eq!(mapping["eventSourceArn"], json!(queue_arn));
+        assert_eq!(mapping["batchSize"], json!(1000));
+        assert_eq!(mapping["maximumBatchingWindowS"], json!(1));
+        assert_eq!(
+            mapping["functionResponseTypes"],
+            json!(["ReportBatchItemFailures"])
+        );
+
+        let schedule = get(Kind::Schedule, "chat-prod-presence-sweep");
+        assert_eq!(schedule["scheduleExpression"], json!("rate(1 minute)"));
+        assert_eq!(schedule["flexibleTimeWindow"], json!("OFF"));
+        assert_eq!(schedule["target"]["arn"], json!(fanout_arn));
+        assert_eq!(
+            schedule["target"]["roleArn"],
+            json!("arn:aws:iam::123456789012:role/chat-prod-scheduler")
+        );
+        assert_eq!(schedule["target"]["input"], json!(SWEEP_INPUT));
+        assert_eq!(schedule["target"]["maximumRetryAttempts"], json!(0));
+
+        // The schedule's role may only invoke the fan-out, and only the scheduler of this
+        // account may assume it.
+        let role = get(Kind::Role, "chat-prod-scheduler");
+        assert_eq!(
+            role["inlinePolicy"]["Statement"],
+            json!([{"Sid": "Sweep", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": fanout_arn}])
+        );
+        let trust = &role["assumeRolePolicy"]["Statement"][0];
+        assert_eq!(
+            trust["Principal"],
+            json!({"Service": "scheduler.amazonaws.com"})
+        );
+        assert_eq!(
+            trust["Condition"]["StringEquals"]["aws:SourceAccount"],
+            json!("123456789012")
+        );
+
+        // The fan-out's role reads the presence queue and probes/closes connections; the
+        // WebSocket handler's does neither.
+        let fanout = get(Kind::Role, "chat-prod-fanout-role")["inlinePolicy"].to_string();
+        for needed in [
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "a1b2c3d4e5/prod/GET/@connections/*",
+            "a1b2c3d4e5/prod/DELETE/@connections/*",
+        ] {
+            assert!(fanout.contains(needed), "{needed}: {fanout}");
+        }
+        let ws = get(Kind::Role, "chat-prod-ws-role")["inlinePolicy"].to_string();
+        assert!(!ws.contains("/GET/@connections") && !ws.contains("/DELETE/@connections"));
     }
 
     #[test]
