@@ -248,9 +248,19 @@ pub struct PresenceArgs {
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub interval: Duration,
 
+    /// Show at most N members: the most recently seen ones, sorted by name, then a line saying
+    /// how many were left out. The header always gives the full count. Text output shows 100
+    /// unless told otherwise, so a room of thousands does not flood the terminal; --output json
+    /// lists every member unless --limit is given (its `count` and `truncated` say what was cut).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+
     #[command(flatten)]
     pub target: TargetArgs,
 }
+
+/// How many members `chatctl presence` prints as text when `--limit` is not given.
+pub const PRESENCE_TEXT_LIMIT: u32 = 100;
 
 #[derive(Debug, Args)]
 pub struct RecallArgs {

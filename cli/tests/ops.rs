@@ -264,7 +264,10 @@ fn smoke_passes_against_a_running_dev_and_names_the_problem_when_there_is_none()
     let dev = Dev::start(BIN, dir.path(), &[]);
     let out = chatctl(dir.path(), &["smoke", "--output", "json"]);
     let report = json(&out);
-    assert_eq!(report["steps"].as_array().unwrap().len(), 7);
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 8, "{report}");
+    // The catch-up a reconnecting client does (`history after`) passes against dev.
+    assert_eq!(steps[5]["name"], "bob catches up after alice's first message", "{report}");
     assert!(
         report["url"]
             .as_str()
@@ -322,5 +325,83 @@ async fn presence_judges_members_by_the_running_backends_thresholds() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(state(), "idle");
     ann.close().await;
+    drop(dev);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presence_of_a_big_room_shows_the_count_and_the_freshest_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(BIN, dir.path(), &["--allow-anonymous"]);
+    // Connected one after the other, so each one's last-seen is later than the previous one's.
+    let mut clients = Vec::new();
+    for user in ["eve", "dan", "cat", "bea", "ada"] {
+        clients.push(
+            Client::connect(&dev.ws(&format!("room=lobby&user={user}")))
+                .await
+                .unwrap(),
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+
+    // Text: the whole room's count, the two most recently seen sorted by name, what was left out.
+    let out = chatctl(dir.path(), &["presence", "lobby", "--limit", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "room lobby: 5 members", "{text}");
+    let users: Vec<&str> = lines[2..4]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(users, ["ada", "bea"], "{text}");
+    assert_eq!(
+        lines[4..],
+        ["  … and 3 more (use --limit or --output json)"],
+        "{text}"
+    );
+    // Under the default limit of 100 nothing is left out.
+    let text = chatctl(dir.path(), &["presence", "lobby"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(text.lines().count(), 2 + 5, "{text}");
+    assert!(!text.contains("more"), "{text}");
+
+    // JSON: every member unless --limit is given; `count` and `truncated` say what was cut.
+    let all = json(&chatctl(
+        dir.path(),
+        &["presence", "lobby", "--output", "json"],
+    ));
+    assert_eq!(all["members"].as_array().unwrap().len(), 5, "{all}");
+    assert_eq!(all["count"], 5);
+    assert_eq!(all["truncated"], false);
+    let cut = json(&chatctl(
+        dir.path(),
+        &["presence", "lobby", "--output", "json", "--limit", "3"],
+    ));
+    let users: Vec<&str> = cut["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["ada", "bea", "cat"], "{cut}");
+    assert_eq!(cut["count"], 5);
+    assert_eq!(cut["truncated"], true);
+
+    // A limit of nothing is a usage error, not an empty list.
+    let out = chatctl(dir.path(), &["presence", "lobby", "--limit", "0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for client in clients {
+        client.close().await;
+    }
     drop(dev);
 }

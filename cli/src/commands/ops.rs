@@ -8,7 +8,9 @@ use chat_core::domain::{ConnectionId, Message, MessageId, RoomName, UserName};
 use chatctl_ops::operator::{MessageView, clock_time};
 use serde::Serialize;
 
-use crate::args::{GcArgs, KickArgs, OutputFormat, PresenceArgs, RecallArgs, SendArgs};
+use crate::args::{
+    GcArgs, KickArgs, OutputFormat, PRESENCE_TEXT_LIMIT, PresenceArgs, RecallArgs, SendArgs,
+};
 use crate::commands::target;
 use crate::error::CliError;
 use crate::output;
@@ -18,8 +20,19 @@ pub fn presence(args: PresenceArgs, format: OutputFormat) -> Result<u8, CliError
     crate::runtime()?.block_on(async {
         let target = target::resolve(&args.target).await?;
         let operator = target.operator()?;
+        // Text is for a person at a terminal: a default cap. JSON is for programs: everything,
+        // unless they ask for less.
+        let limit = match (args.limit, format) {
+            (Some(n), _) => Some(n),
+            (None, OutputFormat::Text) => Some(PRESENCE_TEXT_LIMIT),
+            (None, _) => None,
+        };
         loop {
-            output::emit(format, &operator.presence(&room).await?);
+            let mut report = operator.presence(&room).await?;
+            if let Some(n) = limit {
+                report = report.limited(usize::try_from(n).unwrap_or(usize::MAX));
+            }
+            output::emit(format, &report);
             if !args.watch {
                 return Ok(0);
             }
