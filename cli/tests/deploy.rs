@@ -6,6 +6,12 @@
 //! moto gaps: API Gateway v2 `UpdateStage` answers 500, so the in-place stage update is covered
 //! by recorded responses in `infra/src/apply.rs`; moto does not enforce IAM, so the policies are
 //! checked for scope in `infra/src/stack.rs`; `CreateDeployment` is never needed (auto-deploy).
+//! moto does not refuse re-creating an SQS queue within 60 s of deleting it (AWS answers
+//! `QueueDeletedRecently`), and its `UpdateFunctionEventInvokeConfig` and a second
+//! `PutFunctionEventInvokeConfig` append a configuration while `Get` keeps answering the first:
+//! the queue-name wait and the in-place config update are covered by recorded responses in
+//! `infra/src/apply.rs` instead. moto invokes no Lambda, so nothing is ever dead-lettered by
+//! Lambda here: the status test puts a message into the dead-letter queue itself.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -19,6 +25,13 @@ use chatctl_e2e::proxy::{AwsProxy, Call, Fault};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chatctl");
+
+/// Resources of a stage: 2 tables, the topic, 2 queues (the fan-out's dead-letter queue and the
+/// presence queue), the secret, 2 log groups, the API, 3 roles (the functions' and the
+/// scheduler's), 2 functions, the fan-out's event-invoke config, its event source mapping from the
+/// presence queue, the presence-sweep schedule, the integration, 10 routes, the stage, 2
+/// permissions, 2 subscriptions (chat events to the function, presence to the queue).
+const RESOURCES: u64 = 33;
 
 /// One test's stage, behind its own proxy.
 struct Stage {
@@ -177,6 +190,59 @@ async fn leftovers(config: &SdkConfig, stage: &str) -> Vec<String> {
     );
     // Everything of the stage has `chat-{stage}` in its name, or lives under its SSM path.
     let prefix = format!("chat-{stage}");
+    let queues = aws_sdk_sqs::Client::new(config)
+        .list_queues()
+        .queue_name_prefix(&prefix)
+        .send()
+        .await;
+    found.extend(queues.unwrap().queue_urls().iter().cloned());
+    // A configuration outlives nothing (it goes with its function), but check it on its own: a
+    // destroy that removed the function first would hide a config it failed to delete.
+    let config_left = aws_sdk_lambda::Client::new(config)
+        .get_function_event_invoke_config()
+        .function_name(format!("{prefix}-fanout"))
+        .send()
+        .await;
+    if config_left.is_ok() {
+        found.push(format!("event-invoke config of {prefix}-fanout"));
+    }
+    // Mappings, subscriptions and schedules are named after what they connect.
+    let mappings = aws_sdk_lambda::Client::new(config)
+        .list_event_source_mappings()
+        .send()
+        .await;
+    found.extend(
+        mappings
+            .unwrap()
+            .event_source_mappings()
+            .iter()
+            .filter_map(|m| m.event_source_arn.clone())
+            .map(|arn| format!("event source mapping from {arn}")),
+    );
+    let subscriptions = aws_sdk_sns::Client::new(config)
+        .list_subscriptions()
+        .send()
+        .await;
+    found.extend(
+        subscriptions
+            .unwrap()
+            .subscriptions()
+            .iter()
+            .filter_map(|s| s.endpoint.clone())
+            .map(|endpoint| format!("subscription of {endpoint}")),
+    );
+    let schedules = aws_sdk_scheduler::Client::new(config)
+        .list_schedules()
+        .name_prefix(&prefix)
+        .send()
+        .await;
+    found.extend(
+        schedules
+            .unwrap()
+            .schedules()
+            .iter()
+            .filter_map(|s| s.name.clone()),
+    );
     found.retain(|n| n.contains(&prefix) || n.starts_with(&format!("/chatctl/chat/{stage}/")));
     found.sort();
     found
@@ -274,12 +340,8 @@ async fn check_deployed(config: &SdkConfig, stage: &str, api_id: &str) {
         .unwrap()
         .subscriptions
         .unwrap_or_default();
-    assert_eq!(subs.len(), 1);
-    assert_eq!(subs[0].protocol(), Some("lambda"));
-    assert_eq!(
-        subs[0].endpoint(),
-        Some(format!("arn:aws:lambda:us-east-1:123456789012:function:{prefix}-fanout").as_str())
-    );
+    // The function's and the presence queue's, with their filters: checked below.
+    assert_eq!(subs.len(), 2, "{subs:?}");
 
     let secret = aws_sdk_ssm::Client::new(config)
         .get_parameter()
@@ -403,6 +465,259 @@ async fn check_deployed(config: &SdkConfig, stage: &str, api_id: &str) {
         );
     }
 
+    // The fan-out's asynchronous invocations are bounded: one retry, 60 s, then the DLQ.
+    let dlq_arn = format!("arn:aws:sqs:us-east-1:123456789012:{prefix}-fanout-dlq");
+    let fanout_policy = url_decode(
+        iam.get_role_policy()
+            .role_name(format!("{prefix}-fanout-role"))
+            .policy_name("chatctl")
+            .send()
+            .await
+            .unwrap()
+            .policy_document(),
+    );
+    let fanout_policy: Value = serde_json::from_str(&fanout_policy).unwrap();
+    assert!(
+        fanout_policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["Action"] == "sqs:SendMessage" && s["Resource"] == dlq_arn.as_str()),
+        "the fan-out role may send to its DLQ: {fanout_policy}"
+    );
+    let invoke = aws_sdk_lambda::Client::new(config)
+        .get_function_event_invoke_config()
+        .function_name(format!("{prefix}-fanout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invoke.maximum_event_age_in_seconds(), Some(60));
+    assert_eq!(invoke.maximum_retry_attempts(), Some(1));
+    assert_eq!(
+        invoke
+            .destination_config()
+            .and_then(|d| d.on_failure())
+            .and_then(|f| f.destination()),
+        Some(dlq_arn.as_str())
+    );
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let dlq_url = sqs
+        .get_queue_url()
+        .queue_name(format!("{prefix}-fanout-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    let attribute = |name: aws_sdk_sqs::types::QueueAttributeName| {
+        attributes.get(&name).cloned().unwrap_or_default()
+    };
+    assert_eq!(
+        attribute(aws_sdk_sqs::types::QueueAttributeName::MessageRetentionPeriod),
+        "1209600"
+    );
+    assert_eq!(
+        attribute(aws_sdk_sqs::types::QueueAttributeName::QueueArn),
+        dlq_arn
+    );
+    assert!(
+        attribute(aws_sdk_sqs::types::QueueAttributeName::FifoQueue) != "true",
+        "a standard queue"
+    );
+    tags(
+        sqs.list_queue_tags()
+            .queue_url(&dlq_url)
+            .send()
+            .await
+            .unwrap()
+            .tags
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+    );
+
+    // Presence goes through its queue: short-lived, redriven to the DLQ, writable by the topic
+    // only; chat events go straight to the function. Each subscription filters on eventType.
+    let presence_arn = format!("arn:aws:sqs:us-east-1:123456789012:{prefix}-presence");
+    let topic_arn = format!("arn:aws:sns:us-east-1:123456789012:{prefix}-events");
+    let fanout_arn = format!("arn:aws:lambda:us-east-1:123456789012:function:{prefix}-fanout");
+    let presence_url = sqs
+        .get_queue_url()
+        .queue_name(format!("{prefix}-presence"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let presence = sqs
+        .get_queue_attributes()
+        .queue_url(&presence_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    let presence_attribute = |name: aws_sdk_sqs::types::QueueAttributeName| {
+        presence.get(&name).cloned().unwrap_or_default()
+    };
+    use aws_sdk_sqs::types::QueueAttributeName as Q;
+    assert_eq!(presence_attribute(Q::MessageRetentionPeriod), "300");
+    // Six times the function's 10 s timeout.
+    assert_eq!(presence_attribute(Q::VisibilityTimeout), "60");
+    let redrive: Value = serde_json::from_str(&presence_attribute(Q::RedrivePolicy)).unwrap();
+    assert_eq!(redrive["deadLetterTargetArn"], dlq_arn.as_str());
+    assert_eq!(
+        redrive["maxReceiveCount"].to_string().trim_matches('"'),
+        "2"
+    );
+    let queue_policy: Value = serde_json::from_str(&presence_attribute(Q::Policy)).unwrap();
+    let statement = &queue_policy["Statement"][0];
+    assert_eq!(statement["Principal"]["Service"], "sns.amazonaws.com");
+    assert_eq!(statement["Action"], "sqs:SendMessage");
+    assert_eq!(statement["Resource"], presence_arn.as_str());
+    assert_eq!(
+        statement["Condition"]["ArnEquals"]["aws:SourceArn"],
+        topic_arn.as_str()
+    );
+    assert_eq!(
+        queue_policy["Statement"].as_array().unwrap().len(),
+        1,
+        "{queue_policy}"
+    );
+    let sns = aws_sdk_sns::Client::new(config);
+    let subscriptions = sns
+        .list_subscriptions_by_topic()
+        .topic_arn(&topic_arn)
+        .send()
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for s in subscriptions.subscriptions() {
+        let attributes = sns
+            .get_subscription_attributes()
+            .subscription_arn(s.subscription_arn().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap_or_default();
+        let filter: Value = serde_json::from_str(attributes.get("FilterPolicy").unwrap()).unwrap();
+        let raw = attributes.get("RawMessageDelivery").map(String::as_str);
+        seen.push((
+            s.protocol().unwrap().to_owned(),
+            s.endpoint().unwrap().to_owned(),
+            filter,
+            raw == Some("true"),
+        ));
+    }
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "lambda".to_owned(),
+                fanout_arn.clone(),
+                serde_json::json!({"eventType": ["message", "recalled"]}),
+                false
+            ),
+            (
+                "sqs".to_owned(),
+                presence_arn.clone(),
+                serde_json::json!({"eventType": ["presence"]}),
+                true
+            ),
+        ]
+    );
+    let mappings = aws_sdk_lambda::Client::new(config)
+        .list_event_source_mappings()
+        .function_name(format!("{prefix}-fanout"))
+        .send()
+        .await
+        .unwrap();
+    let [mapping] = mappings.event_source_mappings() else {
+        panic!("one mapping: {mappings:?}");
+    };
+    assert_eq!(mapping.event_source_arn(), Some(presence_arn.as_str()));
+    assert_eq!(mapping.batch_size(), Some(1000));
+    assert_eq!(mapping.maximum_batching_window_in_seconds(), Some(1));
+    assert_eq!(
+        mapping.function_response_types(),
+        [aws_sdk_lambda::types::FunctionResponseType::ReportBatchItemFailures]
+    );
+    let schedule = aws_sdk_scheduler::Client::new(config)
+        .get_schedule()
+        .name(format!("{prefix}-presence-sweep"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(schedule.schedule_expression(), Some("rate(1 minute)"));
+    assert_eq!(
+        schedule.flexible_time_window().map(|w| w.mode()),
+        Some(&aws_sdk_scheduler::types::FlexibleTimeWindowMode::Off)
+    );
+    let target = schedule.target().unwrap();
+    assert_eq!(target.arn(), fanout_arn);
+    assert_eq!(
+        target.role_arn(),
+        format!("arn:aws:iam::123456789012:role/{prefix}-scheduler")
+    );
+    assert_eq!(target.input(), Some(r#"{"chatctl":"presence-sweep"}"#));
+    let retry = target.retry_policy().unwrap();
+    assert_eq!(retry.maximum_retry_attempts(), Some(0));
+    assert_eq!(retry.maximum_event_age_in_seconds(), Some(60));
+    // The scheduler's role: only this account's scheduler may assume it, and it may only invoke
+    // the fan-out.
+    let scheduler_role = iam
+        .get_role()
+        .role_name(format!("{prefix}-scheduler"))
+        .send()
+        .await
+        .unwrap();
+    let trust: Value = serde_json::from_str(&url_decode(
+        scheduler_role
+            .role()
+            .unwrap()
+            .assume_role_policy_document()
+            .unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(
+        trust["Statement"][0]["Principal"]["Service"],
+        "scheduler.amazonaws.com"
+    );
+    assert_eq!(
+        trust["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"],
+        "123456789012"
+    );
+    let invoke_only: Value = serde_json::from_str(&url_decode(
+        iam.get_role_policy()
+            .role_name(format!("{prefix}-scheduler"))
+            .policy_name("chatctl")
+            .send()
+            .await
+            .unwrap()
+            .policy_document(),
+    ))
+    .unwrap();
+    assert_eq!(
+        invoke_only["Statement"],
+        serde_json::json!([{"Sid": "Sweep", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": fanout_arn}])
+    );
+    assert!(
+        fanout_policy.to_string().contains(&presence_arn),
+        "the fan-out role reads the presence queue: {fanout_policy}"
+    );
+
     let lambda = aws_sdk_lambda::Client::new(config);
     for role in ["ws", "fanout"] {
         let name = format!("{prefix}-{role}");
@@ -476,9 +791,13 @@ async fn deploy_from_nothing_then_no_op_then_code_and_setting_changes_then_destr
     assert_eq!(events[0]["event"], "plan");
     let report = last(&events);
     assert_eq!(report["event"], "deployed");
-    assert_eq!(report["applied"], 26);
+    assert_eq!(report["applied"], RESOURCES);
     let applies = events.iter().filter(|e| e["event"] == "apply").count();
-    assert_eq!(applies, 52, "a started and a done event per resource");
+    assert_eq!(
+        applies as u64,
+        2 * RESOURCES,
+        "a started and a done event per resource"
+    );
     let api_id = api_id_of(report);
     let written: Value = serde_json::from_slice(&std::fs::read(&outputs_file).unwrap()).unwrap();
     assert_eq!(written, report["outputs"]);
@@ -491,12 +810,22 @@ async fn deploy_from_nothing_then_no_op_then_code_and_setting_changes_then_destr
     );
     check_deployed(&s.moto, &s.name, &api_id).await;
     let first = s.changes();
-    assert!(first.len() >= 26, "{:?}", ops(&first));
+    assert!(first.len() as u64 >= RESOURCES, "{:?}", ops(&first));
 
     // Nothing changed: nothing is changed, and the output says so.
     let events = ok(&s.deploy(&[]));
     assert_eq!(events.len(), 1, "no plan or apply events: {events:?}");
     assert_eq!(last(&events)["applied"], 0);
+    // Shown with --nocapture: every read a no-op deploy makes, by operation.
+    eprintln!("no-op redeploy AWS calls: {}", last(&events)["awsCalls"]);
+    let reads = &last(&events)["awsCalls"]["byOperation"];
+    // By name, one per queue; the mapping is listed by function and queue, the schedule read by
+    // name, each subscription's attributes read once.
+    assert_eq!(reads["SQS:GetQueueUrl"], 2, "{reads}");
+    assert_eq!(reads["Lambda:ListEventSourceMappings"], 1, "{reads}");
+    assert_eq!(reads["Scheduler:GetSchedule"], 1, "{reads}");
+    assert_eq!(reads["SNS:GetSubscriptionAttributes"], 2, "{reads}");
+    assert_eq!(reads["Lambda:GetFunctionEventInvokeConfig"], 1, "{reads}");
     assert_eq!(s.changes(), vec![], "a no-op deploy changes nothing");
     let text = s.run(&[
         "deploy",
@@ -506,7 +835,7 @@ async fn deploy_from_nothing_then_no_op_then_code_and_setting_changes_then_destr
     ]);
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert!(
-        stdout.contains("no changes, 26 resources up to date"),
+        stdout.contains(&format!("no changes, {RESOURCES} resources up to date")),
         "{stdout}"
     );
     assert_eq!(s.changes(), vec![]);
@@ -582,7 +911,43 @@ async fn deploy_from_nothing_then_no_op_then_code_and_setting_changes_then_destr
     assert_eq!(status.status.code(), Some(0));
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["inSync"], true);
-    assert_eq!(status["deployed"], 26);
+    assert_eq!(status["deployed"], RESOURCES);
+    assert_eq!(
+        status["deadLettered"],
+        serde_json::json!({"queue": format!("{}-fanout-dlq", s.prefix()), "events": 0})
+    );
+
+    // A dead-lettered fan-out event (sent here by hand: moto runs no Lambda) is reported by
+    // status, and is not drift.
+    let sqs = aws_sdk_sqs::Client::new(&s.moto);
+    let dlq_url = sqs
+        .get_queue_url()
+        .queue_name(format!("{}-fanout-dlq", s.prefix()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    sqs.send_message()
+        .queue_url(&dlq_url)
+        .message_body(r#"{"requestContext":{"condition":"EventAgeExceeded"}}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = s.run(&["status", "--detailed-exitcode"]);
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "not drift: {stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "dead-lettered events: 1 in {}-fanout-dlq",
+            s.prefix()
+        )),
+        "{stdout}"
+    );
+    let status = s.run(&["status", "--output", "json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["deadLettered"]["events"], 1);
+    assert_eq!(status["inSync"], true);
     let outputs = ok(&s.run(&["outputs", "--output", "json"]));
     assert_eq!(outputs[0], written);
 
@@ -614,7 +979,7 @@ async fn deploy_from_nothing_then_no_op_then_code_and_setting_changes_then_destr
 
     // Destroy: nothing of the stage is left, and a second destroy is harmless.
     let events = ok(&s.run(&["destroy", "--yes", "--output", "json"]));
-    assert_eq!(last(&events)["deleted"], 26);
+    assert_eq!(last(&events)["deleted"], RESOURCES);
     assert_eq!(leftovers(&s.moto, &s.name).await, Vec::<String>::new());
     s.proxy.take_calls();
     let events = ok(&s.run(&["destroy", "--yes", "--output", "json"]));
@@ -777,7 +1142,7 @@ async fn a_second_deploy_is_refused_while_one_runs_and_a_stale_lock_needs_break_
     );
     gate.release();
     let first = first.wait_with_output().unwrap();
-    assert_eq!(last(&ok(&first))["applied"], 26);
+    assert_eq!(last(&ok(&first))["applied"], RESOURCES);
 
     // A lock left on another machine is never taken over silently.
     aws_sdk_ssm::Client::new(&s.moto)

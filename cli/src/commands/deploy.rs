@@ -167,6 +167,7 @@ async fn deploy_locked(
     if ask && !stage::confirm(&format!("Apply these changes to {}?", stage.name))? {
         return Err(CliError::Declined("deploy cancelled".to_owned()));
     }
+    let waiting = stage::waiting(format);
     let mut applier = Applier::new(
         clients,
         &stage.name,
@@ -175,7 +176,8 @@ async fn deploy_locked(
         &environment,
         &observed,
     )
-    .with_artifacts(artifacts);
+    .with_artifacts(artifacts)
+    .with_progress(&waiting);
     let mut on_event = stage::progress(format);
     let applied = applier.apply(&plan, &mut on_event).await?;
     Ok((

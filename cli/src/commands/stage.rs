@@ -125,6 +125,17 @@ pub fn show_plan(format: OutputFormat, plan: &Plan) {
     }
 }
 
+/// What apply says while it waits on AWS (a queue name SQS still holds): a line on stderr, or a
+/// `{"event":"waiting"}` line for JSON output.
+pub fn waiting(format: OutputFormat) -> impl Fn(&str) + Sync {
+    move |message: &str| match format {
+        OutputFormat::Json => {
+            output::json_line(&serde_json::json!({"event": "waiting", "message": message}));
+        }
+        OutputFormat::Text => eprintln!("  {message}"),
+    }
+}
+
 /// Progress of apply: one step per action on a terminal or in plain lines, or NDJSON events.
 pub fn progress(format: OutputFormat) -> impl FnMut(&ApplyEvent) {
     let mut step: Option<Step> = None;

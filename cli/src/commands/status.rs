@@ -33,7 +33,18 @@ pub struct StatusReport {
     pub code_compared: bool,
     /// What differs from the desired state (what `deploy` would change).
     pub drift: Vec<Action>,
+    /// Fan-out events Lambda gave up on (too old, or failed after its retry), when the stage has
+    /// its dead-letter queue. Reported, not drift: the stage is as deployed, events were lost.
+    pub dead_lettered: Option<DeadLettered>,
     pub outputs: Option<Outputs>,
+}
+
+/// The fan-out's dead-letter queue and how many events wait in it (SQS's approximate count).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLettered {
+    pub queue: String,
+    pub events: u64,
 }
 
 impl fmt::Display for StatusReport {
@@ -76,6 +87,9 @@ impl fmt::Display for StatusReport {
             };
             writeln!(f, "  drift: {} {}: {what}", a.kind.label(), a.name)?;
         }
+        if let Some(d) = &self.dead_lettered {
+            writeln!(f, "  dead-lettered events: {} in {}", d.events, d.queue)?;
+        }
         match &self.outputs {
             Some(o) => write!(f, "{o}"),
             None => write!(f, "  (no outputs: the stage has no API)"),
@@ -101,9 +115,15 @@ pub fn run(args: StatusArgs, format: OutputFormat) -> Result<u8, CliError> {
         let step = Step::start(format, format!("reading stage {} from AWS", stage.name));
         let observed = observe::observe(&clients, &stage.name).await;
         step.finish(if observed.is_ok() { "done" } else { "failed" });
-        Ok::<_, CliError>(observed?)
+        let observed = observed?;
+        let dead_lettered = observe::dead_lettered(&clients, &stage.name).await?;
+        Ok::<_, CliError>((observed, dead_lettered))
     })?;
-    let (environment, observed) = report;
+    let ((environment, observed), dead_lettered) = report;
+    let dead_lettered = dead_lettered.map(|events| DeadLettered {
+        queue: chatctl_infra::stack::dead_letter_queue(&stage.name),
+        events,
+    });
     let deployed_code = |kind_name: &str| {
         observed
             .resources
@@ -142,6 +162,7 @@ pub fn run(args: StatusArgs, format: OutputFormat) -> Result<u8, CliError> {
         in_sync: drift.is_empty(),
         code_compared,
         drift,
+        dead_lettered,
         outputs: outputs::outputs(&stage.name, &environment),
     };
     output::emit(format, &report);
