@@ -508,7 +508,10 @@
     s.gap = null;
     s.catchUp = null;
     if (reconnected) notice('ok', 'Reconnected.');
-    if (reconnected && s.lastId) {
+    // A socket that dropped before its first history page arrived may still have seen live
+    // messages: `lastId` is then not contiguous with anything older, so start with the latest
+    // page as on a first connect instead of walking forward from it.
+    if (reconnected && s.lastId && s.historyLoaded) {
       // Fill the gap exactly: walk forward from the newest message seen, page by page. Paging
       // back from the newest (as before `after` existed) loses whatever is older than its pages.
       startCatchUp(s, s.lastId);

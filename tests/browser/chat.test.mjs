@@ -583,6 +583,79 @@ describe('web chat page against chatctl dev', () => {
     assert.deepEqual(errors, [], 'no page errors, console errors or dialogs');
   }));
 
+  test('a socket that drops before its first history page gets the latest page on reconnect', { timeout: TEST_MS }, guarded(async () => {
+    const { pageUrl } = server.info;
+    const room = 'early-drop';
+    const alice = await session('alice-early');
+    await joinAndWait(alice, pageUrl, { name: 'alice', room });
+    const older = ['said before bob came 1', 'said before bob came 2'];
+    for (const text of older) {
+      await send(alice, text);
+      await waitForMessage(alice, 'alice', text);
+    }
+    const bob = await session('bob-early');
+    // While `__holdHistory` is set, bob's page never gets a history page (its requests are
+    // swallowed): the socket drops before the first page arrives, but after a live message.
+    await bob.addInitScript(() => {
+      const Real = window.WebSocket;
+      window.__holdHistory = true;
+      window.__sent = [];
+      window.WebSocket = new Proxy(Real, {
+        construct(target, args) {
+          const ws = new target(...args);
+          const send = ws.send.bind(ws);
+          ws.send = (data) => {
+            const text = String(data);
+            if (window.__holdHistory && JSON.parse(text).action === 'history') return undefined;
+            window.__sent.push(text);
+            return send(data);
+          };
+          return ws;
+        },
+      });
+    });
+    await joinAndWait(bob, pageUrl, { name: 'bob', room });
+    const live = 'seen live before any history page';
+    await send(alice, live);
+    await waitForMessage(bob, 'alice', live);
+    assert.deepEqual((await rows(bob)).map((r) => r.text), [live], 'only the live message so far');
+
+    await bob.evaluate(() => {
+      window.__holdHistory = false;
+      window.__dropped = window.chatctl.session.ws;
+      window.__dropped.close(4001, 'test: dropped before the first history page');
+    });
+    await withTimeout((async () => {
+      for (;;) {
+        const back = await bob.evaluate(
+          () =>
+            window.chatctl.session.ws !== window.__dropped &&
+            document.querySelector('[data-testid="status"]')?.dataset.state === 'connected',
+        );
+        if (back) break;
+        await bob.evaluate(() => window.dispatchEvent(new Event('online')));
+        await sleep(200);
+      }
+    })(), WAIT_MS, 'reconnecting bob');
+    const want = [...older, live];
+    await bob.waitForFunction(
+      (n) => document.querySelectorAll('[data-testid="messages"] [data-testid="message"][data-id]').length >= n,
+      want.length,
+      { timeout: WAIT_MS },
+    ).catch(async (err) => {
+      const shown = (await rows(bob)).map((r) => r.text);
+      throw new Error(`bob shows ${JSON.stringify(shown)}, wanted ${JSON.stringify(want)}: ${err.message}`);
+    });
+    assert.deepEqual((await rows(bob)).map((r) => r.text), want, 'the messages from before the live one are there');
+    // Walking forward from the live message would have skipped the older ones: the latest page.
+    const history = (await bob.evaluate(() => window.__sent))
+      .map((raw) => JSON.parse(raw))
+      .filter((f) => f.action === 'history');
+    assert.equal(history.length, 1, JSON.stringify(history));
+    assert.equal(history[0].after, undefined, 'the latest page, not a walk forward from the live message');
+    assert.deepEqual(errors, [], 'no page errors, console errors or dialogs');
+  }));
+
   test('a join storm arrives as one presence_batch and the list shows everyone', { timeout: TEST_MS }, guarded(async () => {
     const { pageUrl, websocketUrl } = server.info;
     const room = 'storm';
