@@ -1,10 +1,18 @@
 //! SQLite adapters of the message and connection stores. Messages live in `messages.db` (WAL,
 //! `synchronous=FULL`: a commit is on disk before the `ack` goes out); connections live in
 //! `connections.db`, which needs no fsync because a restart clears them anyway.
+//!
+//! Appends are group-committed: one writer thread owns its own connection to `messages.db`, takes
+//! every append that queued while its previous commit ran, and writes them in one transaction —
+//! one fsync for the batch instead of one per message. Each `append` returns only after the
+//! commit that holds its row, so the `ack` the handler sends afterwards still follows the disk.
+//! Nothing waits for a batch to fill: a lone sender's batch is itself. Reads stay on the other
+//! connection; WAL lets them run beside the writer and they see committed rows only.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
 use chat_core::domain::{
@@ -33,6 +41,11 @@ pub enum OpenError {
         path: PathBuf,
         found: i64,
         known: i64,
+    },
+    #[error("cannot start the writer thread for {path}: {source}")]
+    Writer {
+        path: PathBuf,
+        source: std::io::Error,
     },
 }
 
@@ -137,15 +150,165 @@ fn corrupt(what: impl std::fmt::Display) -> rusqlite::Error {
 /// The message store on SQLite.
 #[derive(Debug, Clone)]
 pub struct SqliteMessageStore {
+    /// Reads, and recalls (rare; they wait for the writer through the busy timeout).
     db: Arc<Mutex<Db>>,
+    /// Appends for the writer thread. The thread ends once every clone of this is dropped and
+    /// what was queued is written.
+    appends: mpsc::Sender<AppendRequest>,
+    commits: Arc<AtomicU64>,
+}
+
+/// The most appends one transaction takes: a bound on how long the first of them waits for the
+/// others to be written (a few ms at most), far above what 100 concurrent senders queue.
+const MAX_BATCH: usize = 512;
+
+/// One append waiting for the writer, and where its outcome goes.
+#[derive(Debug)]
+struct AppendRequest {
+    message: Message,
+    reply: tokio::sync::oneshot::Sender<PortResult<AppendOutcome>>,
 }
 
 impl SqliteMessageStore {
     pub fn open(path: &Path) -> Result<Self, OpenError> {
+        let db = open(path, "FULL", MESSAGES_SCHEMA)?;
+        // The writer gets a connection of its own rather than sharing `db`: a commit holds its
+        // connection for the fsync, and behind a shared mutex every history read would wait for
+        // it. Two connections in WAL mode let readers run during the commit (they see the last
+        // committed state), and the writer needs no lock at all — it is the connection's only user.
+        let writer = open(path, "FULL", MESSAGES_SCHEMA)?;
+        let (appends, queue) = mpsc::channel();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&commits);
+        std::thread::Builder::new()
+            .name("messages-writer".to_owned())
+            .spawn(move || write_appends(writer, &queue, &counter))
+            .map_err(|source| OpenError::Writer {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(Self {
-            db: Arc::new(Mutex::new(open(path, "FULL", MESSAGES_SCHEMA)?)),
+            db: Arc::new(Mutex::new(db)),
+            appends,
+            commits,
         })
     }
+
+    /// How many append transactions the writer has committed (each holds one or more appends).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer thread: batch whatever is queued, commit it, answer each request; end when the
+/// store is gone and the queue is empty.
+fn write_appends(mut db: Db, queue: &mpsc::Receiver<AppendRequest>, commits: &AtomicU64) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = Vec::with_capacity(16);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let messages: Vec<&Message> = batch.iter().map(|r| &r.message).collect();
+        match append_batch(&mut db, &messages) {
+            Ok(outcomes) => {
+                // Counted before anyone is answered, so a caller that saw its ack sees the count.
+                commits.fetch_add(1, Ordering::Relaxed);
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    // A caller that stopped waiting (its task was cancelled) needs no answer.
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                // Nothing of the batch is on disk: every request of it fails, none is acked.
+                tracing::warn!(appends = batch.len(), error = %e, "message batch not committed");
+                for request in batch {
+                    let _ = request
+                        .reply
+                        .send(Err(PortError::new(format!("store message: {e}"))));
+                }
+            }
+        }
+    }
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
+}
+
+/// Write `messages` in one IMMEDIATE transaction. Each item runs in its own savepoint, so a
+/// duplicate rolls back only itself (and is answered with the copy stored before, which may be
+/// an earlier item of this very batch). `Err` means the transaction did not commit.
+fn append_batch(
+    db: &mut Db,
+    messages: &[&Message],
+) -> rusqlite::Result<Vec<PortResult<AppendOutcome>>> {
+    let mut tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(messages.len());
+    for message in messages {
+        let item = tx.savepoint()?;
+        let outcome = match insert_message(&item, message) {
+            Ok(()) => {
+                item.commit()?;
+                Ok(AppendOutcome::Stored)
+            }
+            Err(e) => {
+                drop(item); // rolls back this item only
+                if tx.is_autocommit() {
+                    // SQLite gave up the whole transaction (I/O error, disk full): so does the batch.
+                    return Err(e);
+                }
+                if is_constraint(&e) {
+                    duplicate_of(&tx, message)
+                } else {
+                    Err(e)
+                }
+            }
+        };
+        outcomes.push(outcome.map_err(|e| PortError::new(format!("store message: {e}"))));
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+fn insert_message(db: &Db, message: &Message) -> rusqlite::Result<()> {
+    let recall = message
+        .recall
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(corrupt)?;
+    db.prepare_cached(&format!(
+        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    ))?
+    .execute(params![
+        message.id.to_string(),
+        message.room.as_str(),
+        message.user.as_str(),
+        message.text,
+        message.ts,
+        message.client_msg_id.as_ref().map(ClientMsgId::as_str),
+        message.version,
+        recall,
+    ])?;
+    insert_version(db, message)
+}
+
+/// The stored message a constraint failure of `message` ran into: the first copy with its
+/// (room, user, client message id). Any other collision (the same id twice) is an error.
+fn duplicate_of(db: &Db, message: &Message) -> rusqlite::Result<AppendOutcome> {
+    let existing = message
+        .client_msg_id
+        .as_ref()
+        .map(|c| by_client_id(db, message.room.as_str(), message.user.as_str(), c.as_str()))
+        .transpose()?
+        .flatten();
+    existing
+        .map(AppendOutcome::Duplicate)
+        .ok_or_else(|| corrupt(format!("message id {} already stored", message.id)))
 }
 
 fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
@@ -172,12 +335,11 @@ fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 
 const MESSAGE_COLUMNS: &str = "id, room, user, text, ts, client_msg_id, version, recall";
 
-fn insert_version(tx: &rusqlite::Transaction<'_>, message: &Message) -> rusqlite::Result<()> {
+fn insert_version(db: &Db, message: &Message) -> rusqlite::Result<()> {
     let body = serde_json::to_string(message).map_err(corrupt)?;
-    tx.execute(
-        "INSERT INTO message_versions (id, version, body) VALUES (?1, ?2, ?3)",
-        params![message.id.to_string(), message.version, body],
-    )?;
+    // Cached: the writer runs this once per append, hundreds of times per transaction.
+    db.prepare_cached("INSERT INTO message_versions (id, version, body) VALUES (?1, ?2, ?3)")?
+        .execute(params![message.id.to_string(), message.version, body])?;
     Ok(())
 }
 
@@ -209,52 +371,16 @@ fn by_client_id(
 #[async_trait]
 impl MessageStore for SqliteMessageStore {
     async fn append(&self, message: &Message) -> PortResult<AppendOutcome> {
-        let message = message.clone();
-        blocking(&self.db, "store message", move |db| {
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let recall = message
-                .recall
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(corrupt)?;
-            let inserted = tx.execute(
-                &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-                params![
-                    message.id.to_string(),
-                    message.room.as_str(),
-                    message.user.as_str(),
-                    message.text,
-                    message.ts,
-                    message.client_msg_id.as_ref().map(ClientMsgId::as_str),
-                    message.version,
-                    recall,
-                ],
-            );
-            match inserted {
-                Ok(_) => {
-                    insert_version(&tx, &message)?;
-                    tx.commit()?;
-                    Ok(AppendOutcome::Stored)
-                }
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == ErrorCode::ConstraintViolation =>
-                {
-                    drop(tx);
-                    let existing = message
-                        .client_msg_id
-                        .as_ref()
-                        .map(|c| by_client_id(db, message.room.as_str(), message.user.as_str(), c.as_str()))
-                        .transpose()?
-                        .flatten();
-                    existing
-                        .map(AppendOutcome::Duplicate)
-                        .ok_or_else(|| corrupt(format!("message id {} already stored", message.id)))
-                }
-                Err(e) => Err(e),
-            }
-        })
-        .await
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        self.appends
+            .send(AppendRequest {
+                message: message.clone(),
+                reply,
+            })
+            .map_err(|_| PortError::new("store message: the message writer has stopped"))?;
+        outcome.await.map_err(|_| {
+            PortError::new("store message: the message writer stopped before answering")
+        })?
     }
 
     async fn history(
@@ -589,5 +715,233 @@ impl ConnectionStore for SqliteConnectionStore {
             load_connections(db, "WHERE ?1 = ?1", "")
         })
         .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    //! Group commit against real SQLite files in a temp dir.
+
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let dir = std::env::temp_dir().join(format!(
+                "chat-local-sqlite-{}-{}-{nanos}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed),
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn db(&self) -> PathBuf {
+            self.0.join("messages.db")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A fresh id each call, growing: the time part is fixed, the counter part counts.
+    fn next_id() -> MessageId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        MessageId::from_ulid(ulid::Ulid::from_parts(
+            1_700_000_000_000,
+            u128::from(NEXT.fetch_add(1, Ordering::Relaxed)),
+        ))
+    }
+
+    fn message(room: &str, user: &str, text: &str, client_msg_id: Option<&str>) -> Message {
+        Message {
+            id: next_id(),
+            room: RoomName::parse(room).unwrap(),
+            user: UserName::parse(user).unwrap(),
+            text: Some(text.to_owned()),
+            ts: 1_700_000_000_000,
+            client_msg_id: client_msg_id.map(|c| ClientMsgId::parse(c).unwrap()),
+            version: 1,
+            recall: None,
+        }
+    }
+
+    /// Every message of `room`, oldest first, through `before` pages.
+    async fn all_of(store: &SqliteMessageStore, room: &str) -> Vec<Message> {
+        let room = RoomName::parse(room).unwrap();
+        let mut all = vec![];
+        let mut before = None;
+        loop {
+            let page = store.history(&room, before, 100).await.unwrap();
+            before = page.messages.first().map(|m| m.id);
+            let more = page.more;
+            all.splice(0..0, page.messages);
+            if !more {
+                return all;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_appends_are_committed_together_and_all_readable() {
+        let dir = TempDir::new();
+        let store = SqliteMessageStore::open(&dir.db()).unwrap();
+        // Ids made up front, appended in whatever order 200 tasks reach the writer.
+        let mut sent: Vec<Message> = (0..200)
+            .map(|i| message("lobby", &format!("u{i}"), &format!("m{i}"), None))
+            .collect();
+        let tasks: Vec<_> = sent
+            .iter()
+            .cloned()
+            .map(|m| {
+                let store = store.clone();
+                tokio::spawn(async move { store.append(&m).await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(matches!(t.await.unwrap().unwrap(), AppendOutcome::Stored));
+        }
+        let commits = store.commits();
+        assert!(
+            commits < 200,
+            "200 concurrent appends took {commits} commits: nothing was batched"
+        );
+        assert!(commits >= 1);
+
+        // History is in id order whatever order the batches wrote the rows in.
+        sent.sort_by_key(|m| m.id.to_string());
+        let stored = all_of(&store, "lobby").await;
+        assert_eq!(stored, sent);
+        // A second connection (an operator command) sees every committed row as well.
+        let reader = SqliteMessageStore::open(&dir.db()).unwrap();
+        assert_eq!(all_of(&reader, "lobby").await.len(), 200);
+        for m in &sent {
+            assert_eq!(reader.versions(m.id).await.unwrap(), vec![m.clone()]);
+            assert_eq!(store.get(m.id).await.unwrap().as_ref(), Some(m));
+        }
+    }
+
+    #[test]
+    fn a_batch_answers_each_item_on_its_own() {
+        let dir = TempDir::new();
+        let _store = SqliteMessageStore::open(&dir.db()).unwrap();
+        let mut db = open(&dir.db(), "FULL", MESSAGES_SCHEMA).unwrap();
+        let first = message("lobby", "ann", "first", Some("c-1"));
+        let again = message("lobby", "ann", "first, resent", Some("c-1"));
+        let third = message("lobby", "ann", "first, resent twice", Some("c-1"));
+        let other_user = message("lobby", "bob", "same client id, other user", Some("c-1"));
+        let plain = message("lobby", "ann", "no client id", None);
+        // The same message id twice under another client id: an error for that item only.
+        let mut clash = message("lobby", "ann", "clash", Some("c-2"));
+        clash.id = plain.id;
+        let batch = [&first, &again, &other_user, &plain, &clash, &third];
+        let outcomes = append_batch(&mut db, &batch).unwrap();
+        assert_eq!(outcomes.len(), 6);
+        assert!(matches!(outcomes[0], Ok(AppendOutcome::Stored)));
+        match &outcomes[1] {
+            Ok(AppendOutcome::Duplicate(m)) => assert_eq!(m, &first),
+            other => panic!("expected the first copy, got {other:?}"),
+        }
+        assert!(matches!(outcomes[2], Ok(AppendOutcome::Stored)));
+        assert!(matches!(outcomes[3], Ok(AppendOutcome::Stored)));
+        match &outcomes[4] {
+            Err(e) => assert!(e.to_string().contains("already stored"), "{e}"),
+            other => panic!("expected an error for the clashing id, got {other:?}"),
+        }
+        match &outcomes[5] {
+            Ok(AppendOutcome::Duplicate(m)) => assert_eq!(m, &first),
+            other => panic!("expected the first copy, got {other:?}"),
+        }
+        let rows: i64 = db
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            rows, 3,
+            "first, other_user and plain; no duplicate, no clash"
+        );
+        let versions: i64 = db
+            .query_row("SELECT count(*) FROM message_versions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(versions, 3, "a rolled-back item leaves no version row");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_duplicates_store_one_copy_and_answer_it_to_the_rest() {
+        let dir = TempDir::new();
+        let store = SqliteMessageStore::open(&dir.db()).unwrap();
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let store = store.clone();
+                let m = message("lobby", "ann", &format!("try {i}"), Some("once"));
+                tokio::spawn(async move { (m.clone(), store.append(&m).await.unwrap()) })
+            })
+            .collect();
+        let mut stored = vec![];
+        let mut duplicates = vec![];
+        for t in tasks {
+            match t.await.unwrap() {
+                (m, AppendOutcome::Stored) => stored.push(m),
+                (_, AppendOutcome::Duplicate(existing)) => duplicates.push(existing),
+            }
+        }
+        assert_eq!(stored.len(), 1, "exactly one copy is stored");
+        assert_eq!(duplicates.len(), 49);
+        assert!(duplicates.iter().all(|d| d == &stored[0]));
+        assert_eq!(all_of(&store, "lobby").await, stored);
+    }
+
+    #[test]
+    fn a_transaction_that_cannot_start_fails_the_whole_batch() {
+        let dir = TempDir::new();
+        let mut db = open(&dir.db(), "FULL", MESSAGES_SCHEMA).unwrap();
+        db.busy_timeout(std::time::Duration::from_millis(100))
+            .unwrap();
+        // Another process holds the write lock past the busy timeout.
+        let other = open(&dir.db(), "FULL", MESSAGES_SCHEMA).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let a = message("lobby", "ann", "a", None);
+        let b = message("lobby", "bob", "b", None);
+        assert!(append_batch(&mut db, &[&a, &b]).is_err());
+        other.execute_batch("ROLLBACK").unwrap();
+        let rows: i64 = db
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_store_writes_what_was_queued_before_its_writer_ends() {
+        let dir = TempDir::new();
+        let store = SqliteMessageStore::open(&dir.db()).unwrap();
+        // Queued, then the store (the last sender) is dropped before anyone waits.
+        let pending: Vec<_> = (0..20)
+            .map(|i| {
+                let m = message("lobby", "ann", &format!("m{i}"), None);
+                let (reply, outcome) = tokio::sync::oneshot::channel();
+                store
+                    .appends
+                    .send(AppendRequest { message: m, reply })
+                    .unwrap();
+                outcome
+            })
+            .collect();
+        drop(store);
+        for outcome in pending {
+            assert!(matches!(outcome.await.unwrap(), Ok(AppendOutcome::Stored)));
+        }
+        let reopened = SqliteMessageStore::open(&dir.db()).unwrap();
+        assert_eq!(all_of(&reopened, "lobby").await.len(), 20);
     }
 }
