@@ -24,12 +24,15 @@
 //!    `PostToConnection`, as the fan-out Lambda does) to real sockets instead — the same counts,
 //!    much slower.
 //!
+//! Each room run is `--rounds` (3) bare/chatctl pairs, all printed; the table keeps the pair with
+//! the median ratio, since one pair on a shared machine can catch a neighbour's build.
+//!
 //! Ends with a markdown table of the targets next to the figures. It reports and does
 //! not judge timings, but exits non-zero when a message is lost, an ack is missing, or a server
 //! closes a client or answers with an error.
 //!
 //! `cargo bench --workspace --bench room -- [--clients 100,1000] [--senders 10] [--messages 20]
-//!  [--settle-ms 1500] [--connect-concurrency 32] [--durable-senders 100] [--durable-messages 50]
+//!  [--settle-ms 1500] [--connect-concurrency 32] [--rounds 3] [--durable-senders 100] [--durable-messages 50]
 //!  [--storm 1000] [--storm-batches 1000,100] [--storm-management] [--skip-durable] [--skip-storm]`
 
 #![allow(
@@ -81,6 +84,7 @@ struct Args {
     messages: usize,
     settle: Duration,
     connect_concurrency: usize,
+    rounds: usize,
     durable_senders: usize,
     durable_messages: usize,
     storm: usize,
@@ -125,6 +129,7 @@ impl Args {
             messages: n("--messages", 20),
             settle: Duration::from_millis(n("--settle-ms", 1500) as u64),
             connect_concurrency: n("--connect-concurrency", 32).max(1),
+            rounds: n("--rounds", 3).max(1),
             durable_senders: n("--durable-senders", 100),
             durable_messages: n("--durable-messages", 50),
             storm: n("--storm", 1000),
@@ -235,6 +240,8 @@ fn json_str(s: &str) -> String {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+// The handshake callback's error type is tungstenite's, fixed by its `Callback` trait.
+#[allow(clippy::result_large_err)]
 async fn bare_client(stream: TcpStream, id: u64, outboxes: Outboxes) {
     let _ = stream.set_nodelay(true);
     let mut user = String::from("anon");
@@ -451,10 +458,10 @@ async fn read_client(
                 stats.acks += 1;
                 let _ = acks.send(());
             }
-            "presence" | "presence_batch" | "occupancy" => {
-                if !shared.storm_over.load(Ordering::Relaxed) {
-                    stats.presence += 1;
-                }
+            "presence" | "presence_batch" | "occupancy"
+                if !shared.storm_over.load(Ordering::Relaxed) =>
+            {
+                stats.presence += 1;
             }
             "error" => stats.errors.push(format!("client {me}: {text}")),
             _ => {}
@@ -1233,19 +1240,24 @@ fn main() {
     let errors = runtime.block_on(async {
         let mut errors = vec![];
         println!(
-            "one room, {} senders × {} messages, join storm settle {} ms; bare = tokio-tungstenite broadcast server in this process",
+            "one room, {} senders × {} messages, join storm settle {} ms, {} rounds per room run; bare = tokio-tungstenite broadcast server in this process",
             args.senders,
             args.messages,
-            args.settle.as_millis()
+            args.settle.as_millis(),
+            args.rounds
         );
         let mut runs = vec![];
         for &clients in &args.sizes {
             for paced in [true, false] {
-                let bare = room_run(true, clients, paced, &args).await;
-                print_run(&bare, None);
-                let chat = room_run(false, clients, paced, &args).await;
-                print_run(&chat, Some(&bare));
-                for f in [&bare, &chat] {
+                let mut pairs = vec![];
+                for _ in 0..args.rounds {
+                    let bare = room_run(true, clients, paced, &args).await;
+                    print_run(&bare, None);
+                    let chat = room_run(false, clients, paced, &args).await;
+                    print_run(&chat, Some(&bare));
+                    pairs.push((bare, chat));
+                }
+                for f in pairs.iter().flat_map(|(b, c)| [b, c]) {
                     if f.lost() > 0 {
                         errors.push(format!(
                             "{} {} clients {}: {} of {} deliveries lost",
@@ -1258,7 +1270,15 @@ fn main() {
                     }
                     errors.extend(f.errors.iter().take(5).cloned());
                 }
-                runs.push((bare, chat));
+                // This machine is shared: one pair can catch a neighbour's build. The table
+                // keeps the round with the median chatctl/bare ratio; every round is printed.
+                pairs.sort_by(|(b1, c1), (b2, c2)| {
+                    (c1.rate() / b1.rate()).total_cmp(&(c2.rate() / b2.rate()))
+                });
+                let median = pairs.len() / 2;
+                if let Some(pair) = pairs.into_iter().nth(median) {
+                    runs.push(pair);
+                }
             }
         }
         let durable = if args.skip_durable {
