@@ -1813,12 +1813,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(create.num_calls(), 3, "two refusals, then created");
-        let said = said.lock().unwrap();
-        assert_eq!(said.len(), 2, "{said:?}");
-        assert!(
-            said[0].contains("chat-prod-fanout-dlq") && said[0].contains("60 s"),
-            "{said:?}"
-        );
+        {
+            let said = said.lock().unwrap();
+            assert_eq!(said.len(), 2, "{said:?}");
+            assert!(
+                said[0].contains("chat-prod-fanout-dlq") && said[0].contains("60 s"),
+                "{said:?}"
+            );
+        }
 
         // Out of patience: a clear error, not a hang.
         let refuse = mock!(aws_sdk_sqs::Client::create_queue).then_error(|| {
