@@ -945,3 +945,166 @@ mod tests {
         assert_eq!(all_of(&reopened, "lobby").await.len(), 20);
     }
 }
+
+#[cfg(test)]
+mod group_commit {
+    //! Group commit on a real `messages.db`: concurrent appends share commits, every one of them
+    //! is stored and readable, and duplicates are answered per item.
+
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn message(i: u128, user: &str, client_msg_id: Option<&str>) -> Message {
+        Message {
+            // Ascending ids in `i`, so history order is known.
+            id: MessageId::from_ulid(ulid::Ulid::from_parts(1_700_000_000_000, i)),
+            room: RoomName::parse("lobby").unwrap(),
+            user: UserName::parse(user).unwrap(),
+            text: Some(format!("m{i}")),
+            ts: 1_700_000_000_000,
+            client_msg_id: client_msg_id.map(|c| ClientMsgId::parse(c).unwrap()),
+            version: 1,
+            recall: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_appends_share_commits_and_are_all_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteMessageStore::open(&dir.path().join("messages.db")).unwrap();
+        let tasks: Vec<_> = (0..200u128)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.append(&message(i, "ann", None)).await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), AppendOutcome::Stored);
+        }
+        let commits = store.commits();
+        assert!(
+            commits < 200,
+            "200 concurrent appends took {commits} commits: no batching"
+        );
+        let room = RoomName::parse("lobby").unwrap();
+        let page = store.history(&room, None, 100).await.unwrap();
+        assert!(page.more);
+        let mut ids: Vec<MessageId> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = match after {
+                None => store
+                    .history_after(&room, MessageId::from_ulid(ulid::Ulid::nil()), 100)
+                    .await
+                    .unwrap(),
+                Some(a) => store.history_after(&room, a, 100).await.unwrap(),
+            };
+            ids.extend(page.messages.iter().map(|m| m.id));
+            after = ids.last().copied();
+            if !page.more {
+                break;
+            }
+        }
+        let expected: Vec<MessageId> = (0..200u128).map(|i| message(i, "ann", None).id).collect();
+        assert_eq!(ids, expected, "every append readable, in id order");
+        // The audit row went in the same transaction.
+        assert_eq!(store.versions(expected[199]).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn duplicates_inside_one_batch_get_the_first_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("messages.db");
+        let store = SqliteMessageStore::open(&path).unwrap();
+        // One batch, written the way the writer writes it: good items, a duplicate of an item of
+        // the same batch (twice), and a duplicate of a message committed before.
+        store
+            .append(&message(1, "ann", Some("c-old")))
+            .await
+            .unwrap();
+        let batch = [
+            message(10, "ann", Some("c1")),
+            message(11, "ann", Some("c1")),
+            message(12, "bob", Some("c1")), // another user: not a duplicate
+            message(13, "ann", Some("c1")),
+            message(14, "ann", Some("c-old")),
+            message(15, "ann", None),
+            message(15, "bob", None), // the same id again: an error for this item only
+        ];
+        let refs: Vec<&Message> = batch.iter().collect();
+        let mut db = open(&path, "FULL", MESSAGES_SCHEMA).unwrap();
+        let outcomes = append_batch(&mut db, &refs).unwrap();
+        assert_eq!(outcomes.len(), 7);
+        assert_eq!(outcomes[0].as_ref().unwrap(), &AppendOutcome::Stored);
+        assert_eq!(
+            outcomes[1].as_ref().unwrap(),
+            &AppendOutcome::Duplicate(batch[0].clone())
+        );
+        assert_eq!(outcomes[2].as_ref().unwrap(), &AppendOutcome::Stored);
+        assert_eq!(
+            outcomes[3].as_ref().unwrap(),
+            &AppendOutcome::Duplicate(batch[0].clone())
+        );
+        assert_eq!(
+            outcomes[4].as_ref().unwrap(),
+            &AppendOutcome::Duplicate(message(1, "ann", Some("c-old")))
+        );
+        assert_eq!(outcomes[5].as_ref().unwrap(), &AppendOutcome::Stored);
+        let err = outcomes[6].as_ref().unwrap_err().to_string();
+        assert!(err.contains("already stored"), "{err}");
+
+        let room = RoomName::parse("lobby").unwrap();
+        let page = store.history(&room, None, 50).await.unwrap();
+        let stored: Vec<MessageId> = page.messages.iter().map(|m| m.id).collect();
+        let want: Vec<MessageId> = [1, 10, 12, 15]
+            .iter()
+            .map(|&i| message(i, "ann", None).id)
+            .collect();
+        assert_eq!(stored, want);
+        // The rolled-back items left no audit rows; the stored ones have exactly one.
+        assert!(store.versions(batch[1].id).await.unwrap().is_empty());
+        assert_eq!(store.versions(batch[0].id).await.unwrap().len(), 1);
+        assert_eq!(
+            store.versions(batch[5].id).await.unwrap()[0].user.as_str(),
+            "ann"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_duplicates_through_the_store_answer_with_one_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteMessageStore::open(&dir.path().join("messages.db")).unwrap();
+        // 50 retries of one send and 50 distinct sends, all at once.
+        let tasks: Vec<_> = (0..100u128)
+            .map(|i| {
+                let store = store.clone();
+                let m = if i % 2 == 0 {
+                    message(i, "ann", Some("same"))
+                } else {
+                    message(i, "ann", Some(&format!("c{i}")))
+                };
+                tokio::spawn(async move { (i, store.append(&m).await.unwrap()) })
+            })
+            .collect();
+        let mut stored_same = Vec::new();
+        let mut duplicates = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                (i, AppendOutcome::Stored) if i % 2 == 0 => stored_same.push(i),
+                (_, AppendOutcome::Stored) => {}
+                (i, AppendOutcome::Duplicate(first)) => {
+                    assert_eq!(i % 2, 0, "a distinct send was answered as a duplicate");
+                    duplicates.push(first.id);
+                }
+            }
+        }
+        assert_eq!(stored_same.len(), 1, "exactly one copy of the retried send");
+        let first = message(stored_same[0], "ann", Some("same")).id;
+        assert_eq!(duplicates.len(), 49);
+        assert!(duplicates.iter().all(|d| *d == first));
+        let room = RoomName::parse("lobby").unwrap();
+        assert_eq!(store.history(&room, None, 100).await.unwrap().messages.len(), 51);
+        assert!(store.commits() < 100);
+    }
+}
