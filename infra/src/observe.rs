@@ -402,10 +402,12 @@ async fn read_queue(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
     };
     let mut redrive = document(A::RedrivePolicy);
     // SQS has answered maxReceiveCount both as a number and as a string: compare numbers.
-    if let Some(count) = redrive.get("maxReceiveCount").and_then(Value::as_str) {
-        if let Ok(n) = count.parse::<u64>() {
-            redrive["maxReceiveCount"] = json!(n);
-        }
+    if let Some(n) = redrive
+        .get("maxReceiveCount")
+        .and_then(Value::as_str)
+        .and_then(|count| count.parse::<u64>().ok())
+    {
+        redrive["maxReceiveCount"] = json!(n);
     }
     let tags = r
         .clients

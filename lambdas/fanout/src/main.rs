@@ -1,11 +1,15 @@
-//! The fan-out Lambda: SNS notifications of room events in, posts to the room's connections out
-//! (`chat_handlers::fanout::handle`); and every minute the schedule's presence sweep
-//! (`chat_handlers::sweep`). A store failure fails the invocation, so Lambda retries it as the
-//! function's event-invoke configuration allows (asynchronous invocation; SNS does not retry a
-//! Lambda that accepted the event).
+//! The fan-out Lambda, invoked three ways:
+//! - chat events (message, recalled) from the SNS subscription (`chat_handlers::fanout::handle`).
+//!   A store failure fails the invocation, so Lambda retries it as the function's event-invoke
+//!   configuration allows (asynchronous invocation: once, within 60 s, then the dead-letter
+//!   queue; SNS does not retry a Lambda that accepted the event);
+//! - presence events in batches from the SQS queue (`chat_handlers::queue::handle`), answering
+//!   which records to redeliver (`batchItemFailures`);
+//! - every minute the schedule's presence sweep (`chat_handlers::sweep`).
 
 use std::sync::Arc;
 
+use aws_lambda_events::sqs::SqsEvent;
 use chat_core::ports::{Clock, SystemClock};
 use chat_handlers::fanout::Invocation;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -17,6 +21,21 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let chat = Arc::clone(&chat);
         async move {
+            // SQS first: its records would otherwise be taken for a malformed SNS event.
+            if chat_handlers::queue::is_sqs(&event.payload) {
+                let batch: SqsEvent = serde_json::from_value(event.payload)?;
+                let outcome = chat_handlers::queue::handle(&chat, &batch).await;
+                let delivered: usize = outcome.reports.iter().map(|r| r.delivered).sum();
+                tracing::info!(
+                    records = batch.records.len(),
+                    rooms = outcome.reports.len(),
+                    delivered,
+                    skipped = outcome.skipped,
+                    redelivered = outcome.response.batch_item_failures.len(),
+                    "presence fan-out done"
+                );
+                return Ok::<_, Error>(serde_json::to_value(outcome.response)?);
+            }
             match Invocation::parse(event.payload)? {
                 Invocation::Sns(sns) => {
                     let reports = chat_handlers::fanout::handle(&chat, &sns).await?;
@@ -36,7 +55,7 @@ async fn main() -> Result<(), Error> {
                     );
                 }
             }
-            Ok::<_, Error>(())
+            Ok::<_, Error>(serde_json::Value::Null)
         }
     }))
     .await

@@ -5,5 +5,6 @@
 
 pub mod events;
 pub mod fanout;
+pub mod queue;
 pub mod sweep;
 pub mod ws;
