@@ -284,12 +284,22 @@ async fn serve_socket(
     let mut writer_close = close_rx.clone();
     let writer = tokio::spawn(async move {
         let send_queued = async {
+            let frame = |out: Outbound| match out {
+                Outbound::Text(t) => WsMessage::Text(t.into()),
+                Outbound::Binary(b) => WsMessage::Binary(b.into()),
+            };
+            // One write per burst, not per frame: a busy room queues many frames per socket
+            // between two wake-ups, and a flush each costs a syscall each.
             while let Some(out) = rx.recv().await {
-                let msg = match out {
-                    Outbound::Text(t) => WsMessage::Text(t.into()),
-                    Outbound::Binary(b) => WsMessage::Binary(b.into()),
-                };
-                if sink.send(msg).await.is_err() {
+                if sink.feed(frame(out)).await.is_err() {
+                    return;
+                }
+                while let Ok(more) = rx.try_recv() {
+                    if sink.feed(frame(more)).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
                     return;
                 }
             }
