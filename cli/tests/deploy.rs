@@ -1225,3 +1225,147 @@ fn a_key_change_that_would_replace_a_table_needs_replace_tables() {
         assert_eq!(leftovers(&s.moto, &s.name).await, Vec::<String>::new());
     });
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_in_the_fanout_delivery_is_seen_and_put_back_in_place() {
+    let s = Stage::new();
+    ok(&s.deploy(&[]));
+    let prefix = s.prefix();
+    let fanout = format!("{prefix}-fanout");
+    let presence_arn = format!("arn:aws:sqs:us-east-1:123456789012:{prefix}-presence");
+
+    // Hand edits: a bigger batch, a slower sweep, a chat subscription that takes presence too.
+    let lambda = aws_sdk_lambda::Client::new(&s.moto);
+    let mapping = lambda
+        .list_event_source_mappings()
+        .function_name(&fanout)
+        .send()
+        .await
+        .unwrap()
+        .event_source_mappings()[0]
+        .clone();
+    lambda
+        .update_event_source_mapping()
+        .uuid(mapping.uuid().unwrap())
+        .batch_size(10)
+        .send()
+        .await
+        .unwrap();
+    let scheduler = aws_sdk_scheduler::Client::new(&s.moto);
+    let schedule = scheduler
+        .get_schedule()
+        .name(format!("{prefix}-presence-sweep"))
+        .send()
+        .await
+        .unwrap();
+    scheduler
+        .update_schedule()
+        .name(format!("{prefix}-presence-sweep"))
+        .schedule_expression("rate(5 minutes)")
+        .set_flexible_time_window(schedule.flexible_time_window().cloned())
+        .set_target(schedule.target().cloned())
+        .send()
+        .await
+        .unwrap();
+    let sns = aws_sdk_sns::Client::new(&s.moto);
+    let subscriptions = sns
+        .list_subscriptions_by_topic()
+        .topic_arn(format!(
+            "arn:aws:sns:us-east-1:123456789012:{prefix}-events"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let chat = subscriptions
+        .subscriptions()
+        .iter()
+        .find(|s| s.protocol() == Some("lambda"))
+        .unwrap()
+        .subscription_arn()
+        .unwrap()
+        .to_owned();
+    sns.set_subscription_attributes()
+        .subscription_arn(&chat)
+        .attribute_name("FilterPolicy")
+        .attribute_value(r#"{"eventType":["message","recalled","presence"]}"#)
+        .send()
+        .await
+        .unwrap();
+
+    // status sees exactly those three as drift …
+    let status = s.run(&["status", "--detailed-exitcode", "--output", "json"]);
+    assert_eq!(status.status.code(), Some(2), "drift → exit 2");
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let mut drifted: Vec<String> = status["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["kind"].as_str().unwrap(),
+                a["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    drifted.sort();
+    assert_eq!(
+        drifted,
+        [
+            format!("event-source-mapping {fanout}/{prefix}-presence"),
+            format!("schedule {prefix}-presence-sweep"),
+            format!("subscription {prefix}-events/{fanout}"),
+        ]
+    );
+
+    // … and deploy puts each back in place: no delete, no create, so no gap in delivery.
+    s.proxy.take_calls();
+    ok(&s.deploy(&[]));
+    // REST services show as method and path: UpdateEventSourceMapping, UpdateSchedule.
+    let mut changed = ops(&s.changes());
+    changed.sort();
+    assert_eq!(changed.len(), 3, "{changed:?}");
+    assert!(
+        changed[0].starts_with("PUT /2015-03-31/event-source-mappings/"),
+        "{changed:?}"
+    );
+    assert_eq!(changed[1], format!("PUT /schedules/{prefix}-presence-sweep"));
+    assert_eq!(changed[2], "SetSubscriptionAttributes");
+    let mapping = lambda
+        .list_event_source_mappings()
+        .function_name(&fanout)
+        .event_source_arn(&presence_arn)
+        .send()
+        .await
+        .unwrap()
+        .event_source_mappings()[0]
+        .clone();
+    assert_eq!(mapping.batch_size(), Some(1000));
+    let schedule = scheduler
+        .get_schedule()
+        .name(format!("{prefix}-presence-sweep"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(schedule.schedule_expression(), Some("rate(1 minute)"));
+    let filter = sns
+        .get_subscription_attributes()
+        .subscription_arn(&chat)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default()
+        .remove("FilterPolicy")
+        .unwrap();
+    let filter: Value = serde_json::from_str(&filter).unwrap();
+    assert_eq!(
+        filter,
+        serde_json::json!({"eventType": ["message", "recalled"]})
+    );
+    let status = s.run(&["status", "--detailed-exitcode"]);
+    assert_eq!(status.status.code(), Some(0));
+
+    ok(&s.run(&["destroy", "--yes", "--output", "json"]));
+    assert_eq!(leftovers(&s.moto, &s.name).await, Vec::<String>::new());
+}
