@@ -1329,7 +1329,10 @@ async fn drift_in_the_fanout_delivery_is_seen_and_put_back_in_place() {
         changed[0].starts_with("PUT /2015-03-31/event-source-mappings/"),
         "{changed:?}"
     );
-    assert_eq!(changed[1], format!("PUT /schedules/{prefix}-presence-sweep"));
+    assert_eq!(
+        changed[1],
+        format!("PUT /schedules/{prefix}-presence-sweep")
+    );
     assert_eq!(changed[2], "SetSubscriptionAttributes");
     let mapping = lambda
         .list_event_source_mappings()

@@ -267,7 +267,10 @@ fn smoke_passes_against_a_running_dev_and_names_the_problem_when_there_is_none()
     let steps = report["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 8, "{report}");
     // The catch-up a reconnecting client does (`history after`) passes against dev.
-    assert_eq!(steps[5]["name"], "bob catches up after alice's first message", "{report}");
+    assert_eq!(
+        steps[5]["name"], "bob catches up after alice's first message",
+        "{report}"
+    );
     assert!(
         report["url"]
             .as_str()
