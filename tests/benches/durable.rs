@@ -1,5 +1,5 @@
 //! Acknowledged durable sends per second: `--senders` WebSocket clients (default 100), each alone
-//! in its own room so fan-out does not dominate, each sending `--messages` (default 100) as fast
+//! in its own room so fan-out does not dominate, each sending `--messages` (default 200) as fast
 //! as its `ack`s return, against the in-process `chatctl dev` gateway (rate limit lifted) whose
 //! message store commits with `synchronous=FULL` — an `ack` means the row is on disk.
 //!
@@ -11,7 +11,7 @@
 //! Exits non-zero when an ack is missing or an error frame arrives. Only meaningful in a release
 //! build, which `cargo bench` is.
 //!
-//! `cargo bench --workspace --bench durable -- [--senders 100] [--messages 100]`
+//! `cargo bench --workspace --bench durable -- [--senders 100] [--messages 200]`
 
 #![allow(
     clippy::unwrap_used,
@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_core::cache::CachedRecipients;
-use chat_core::policy::RateLimit;
 use chat_core::domain::{Message as ChatMessage, RoomName, UserName};
+use chat_core::policy::RateLimit;
 use chat_core::ports::{IdSource, MessageStore, MonotonicUlids, SystemClock};
 use chat_local::sqlite::{SqliteConnectionStore, SqliteMessageStore};
 use chat_local::{LocalConfig, LocalServer, Stores};
@@ -134,7 +134,7 @@ async fn sender(url: String, room: String, messages: usize) -> Result<usize, Str
 #[tokio::main]
 async fn main() {
     let senders = bench_arg("--senders", 100);
-    let messages = bench_arg("--messages", 100);
+    let messages = bench_arg("--messages", 200);
 
     let serial = tokio::task::spawn_blocking(|| serial_commits_per_s(Duration::from_secs(2)))
         .await

@@ -1104,7 +1104,15 @@ mod group_commit {
         assert_eq!(duplicates.len(), 49);
         assert!(duplicates.iter().all(|d| *d == first));
         let room = RoomName::parse("lobby").unwrap();
-        assert_eq!(store.history(&room, None, 100).await.unwrap().messages.len(), 51);
+        assert_eq!(
+            store
+                .history(&room, None, 100)
+                .await
+                .unwrap()
+                .messages
+                .len(),
+            51
+        );
         assert!(store.commits() < 100);
     }
 }
