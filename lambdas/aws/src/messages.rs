@@ -70,6 +70,50 @@ fn tombstone_update(tombstone: &Message, expected_version: u32) -> (String, Item
     )
 }
 
+impl DynamoMessageStore {
+    /// Up to `wanted` messages of `room` with sort keys in `range` (both ends inclusive, but an
+    /// item exactly at the cursor end — `hi` going back, `lo` going forward — is the cursor
+    /// itself and skipped), newest first or oldest first. One query normally answers; large
+    /// texts can hit the 1 MB page cap, so it pages on.
+    async fn message_range(
+        &self,
+        room: &RoomName,
+        (lo, hi): (String, String),
+        forward: bool,
+        wanted: usize,
+    ) -> PortResult<Vec<Message>> {
+        let cursor = if forward { lo.clone() } else { hi.clone() };
+        let mut messages = Vec::with_capacity(wanted);
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(room_pk(room)))
+                .expression_attribute_values(":lo", s(lo.clone()))
+                .expression_attribute_values(":hi", s(hi.clone()))
+                .scan_index_forward(forward)
+                .limit(i32::try_from(wanted + 1 - messages.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| port_error("read history", e))?;
+            for item in out.items() {
+                if get_s(item, SK)? != cursor && messages.len() < wanted {
+                    messages.push(message_from(item)?);
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() || messages.len() >= wanted {
+                return Ok(messages);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl MessageStore for DynamoMessageStore {
     async fn append(&self, message: &Message) -> PortResult<AppendOutcome> {
@@ -125,36 +169,14 @@ impl MessageStore for DynamoMessageStore {
         // `BETWEEN` is inclusive, so `before` itself is skipped; one message more than the page
         // tells whether older ones exist.
         let upper = before.map_or_else(|| format!("{MESSAGE_SK_PREFIX}~"), message_sk);
-        let wanted = limit + 1;
-        let mut messages = Vec::with_capacity(wanted);
-        let mut start = None;
-        // One query normally answers; large texts can hit the 1 MB page cap, so page on.
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-                .expression_attribute_values(":pk", s(room_pk(room)))
-                .expression_attribute_values(":lo", s(MESSAGE_SK_PREFIX))
-                .expression_attribute_values(":hi", s(upper.clone()))
-                .scan_index_forward(false)
-                .limit(i32::try_from(wanted + 1 - messages.len()).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| port_error("read history", e))?;
-            for item in out.items() {
-                if get_s(item, SK)? != upper && messages.len() < wanted {
-                    messages.push(message_from(item)?);
-                }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() || messages.len() >= wanted {
-                break;
-            }
-        }
+        let messages = self
+            .message_range(
+                room,
+                (MESSAGE_SK_PREFIX.to_owned(), upper),
+                false,
+                limit + 1,
+            )
+            .await?;
         Ok(HistoryPage::from_newest_first(messages, limit))
     }
 
@@ -166,39 +188,9 @@ impl MessageStore for DynamoMessageStore {
     ) -> PortResult<HistoryPage> {
         // Oldest first from `after` (skipped: `BETWEEN` is inclusive); one message more than the
         // page tells whether newer ones exist.
-        let lower = message_sk(after);
-        let wanted = limit + 1;
-        let mut messages = Vec::with_capacity(wanted);
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-                .expression_attribute_values(":pk", s(room_pk(room)))
-                .expression_attribute_values(":lo", s(lower.clone()))
-                .expression_attribute_values(":hi", s(format!("{MESSAGE_SK_PREFIX}~")))
-                .scan_index_forward(true)
-                .limit(i32::try_from(wanted + 1 - messages.len()).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| port_error("read history", e))?;
-            for item in out.items() {
-                if get_s(item, SK)? != lower && messages.len() < wanted {
-                    messages.push(message_from(item)?);
-                }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() || messages.len() >= wanted {
-                break;
-            }
-        }
-        let more = messages.len() > limit;
-        messages.truncate(limit);
-        Ok(HistoryPage { messages, more })
+        let range = (message_sk(after), format!("{MESSAGE_SK_PREFIX}~"));
+        let messages = self.message_range(room, range, true, limit + 1).await?;
+        Ok(HistoryPage::from_oldest_first(messages, limit))
     }
 
     async fn get(&self, id: MessageId) -> PortResult<Option<Message>> {

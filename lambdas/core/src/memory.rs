@@ -74,14 +74,15 @@ impl MessageStore for MemoryMessageStore {
         limit: usize,
     ) -> PortResult<HistoryPage> {
         let inner = lock(&self.inner);
-        let mut oldest_first = inner
+        let oldest_first: Vec<Message> = inner
             .versions
             .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
             .filter_map(|(_, v)| v.last())
-            .filter(|m| &m.room == room);
-        let messages: Vec<Message> = oldest_first.by_ref().take(limit).cloned().collect();
-        let more = oldest_first.next().is_some();
-        Ok(HistoryPage { messages, more })
+            .filter(|m| &m.room == room)
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        Ok(HistoryPage::from_oldest_first(oldest_first, limit))
     }
 
     async fn get(&self, id: MessageId) -> PortResult<Option<Message>> {

@@ -52,7 +52,8 @@ pub enum RecallOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HistoryPage {
     pub messages: Vec<Message>,
-    /// True when older messages exist before the first one of this page.
+    /// True when further messages exist beyond this page in the direction read: older ones
+    /// before the first (paging back), newer ones after the last (catching up).
     pub more: bool,
 }
 
@@ -63,6 +64,14 @@ impl HistoryPage {
         let more = messages.len() > limit;
         messages.truncate(limit);
         messages.reverse();
+        Self { messages, more }
+    }
+
+    /// A page from up to `limit + 1` messages read oldest first (catching up with `after`): the
+    /// extra one only tells that newer messages exist.
+    pub fn from_oldest_first(mut messages: Vec<Message>, limit: usize) -> Self {
+        let more = messages.len() > limit;
+        messages.truncate(limit);
         Self { messages, more }
     }
 }

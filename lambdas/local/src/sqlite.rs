@@ -415,12 +415,10 @@ impl MessageStore for SqliteMessageStore {
             let mut stmt = db.prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id ASC LIMIT ?3"
             ))?;
-            let mut messages = stmt
+            let messages = stmt
                 .query_map(params![room, after, limit as i64 + 1], message_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let more = messages.len() > limit;
-            messages.truncate(limit);
-            Ok(HistoryPage { messages, more })
+            Ok(HistoryPage::from_oldest_first(messages, limit))
         })
         .await
     }
