@@ -5,8 +5,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
-use futures_util::stream;
 use serde::Serialize;
 use tracing::{debug, warn};
 
@@ -792,6 +790,14 @@ impl ChatService {
         connection: &Connection,
         now: i64,
     ) -> Result<Vec<RoomEvent>, FrameError> {
+        let policy = self.config.presence;
+        // Seen moments ago (the record was read for this very frame): the member is online and
+        // stays so, and a write would change nothing anyone can see, since presence moves in
+        // tens of seconds. Skipping it saves a store write per message of a busy sender — a
+        // DynamoDB write on AWS, a SQLite transaction locally.
+        if now.saturating_sub(connection.last_seen) < policy.heartbeat_write_interval_ms() {
+            return Ok(vec![]);
+        }
         let previous = self
             .ports
             .connections
@@ -799,7 +805,6 @@ impl ChatService {
             .await
             .map_err(internal)?
             .unwrap_or(now);
-        let policy = self.config.presence;
         if policy.state(previous, now) == Some(MemberState::Online) {
             return Ok(vec![]);
         }
@@ -927,20 +932,19 @@ impl ChatService {
         report: &mut FanoutReport,
     ) {
         let now = self.now();
-        let targets: Vec<(usize, ConnectionId)> = recipients
-            .iter()
-            .map(|r| r.id.clone())
-            .enumerate()
-            .collect();
-        let sender = &self.ports.sender;
-        let results: Vec<(usize, Result<(), PostError>)> = stream::iter(targets)
-            .map(|(i, id)| async move { (i, sender.post(&id, data).await) })
-            .buffer_unordered(self.config.fanout_concurrency.max(1))
-            .collect()
+        let ids: Vec<&ConnectionId> = recipients.iter().map(|r| &r.id).collect();
+        let results = self
+            .ports
+            .sender
+            .post_all(&ids, data, self.config.fanout_concurrency)
             .await;
         let mut gone = BTreeSet::new();
-        for (i, result) in results {
-            let recipient = &recipients[i];
+        for (i, result) in results.into_iter().enumerate() {
+            // One result per id is the sender's contract; a short answer leaves the rest
+            // uncounted rather than panicking on a sender's bug.
+            let Some(recipient) = recipients.get(i) else {
+                break;
+            };
             match result {
                 Ok(()) => report.delivered += 1,
                 Err(PostError::Gone)

@@ -215,6 +215,39 @@ pub enum PostError {
 pub trait ConnectionSender: Send + Sync {
     async fn post(&self, id: &ConnectionId, data: &str) -> Result<(), PostError>;
 
+    /// Post the same `data` to every connection in `ids`: one result per id, in the order of
+    /// `ids`. The default keeps up to `concurrency` posts in flight (on AWS each is one HTTP
+    /// call). A sender that reaches its sockets in-process overrides it to check the payload
+    /// once and share one copy of it between all recipients — the fan-out's per-member cost.
+    async fn post_all(
+        &self,
+        ids: &[&ConnectionId],
+        data: &str,
+        concurrency: usize,
+    ) -> Vec<Result<(), PostError>> {
+        use futures_util::StreamExt;
+        use futures_util::stream::FuturesUnordered;
+        // A hand-run window rather than `buffer_unordered` over a closure: the closure's
+        // borrowed arguments make the boxed future fail `Send` under async_trait.
+        let mut results: Vec<Option<Result<(), PostError>>> = vec![None; ids.len()];
+        let mut in_flight = FuturesUnordered::new();
+        let mut next = ids.iter().enumerate();
+        loop {
+            while in_flight.len() < concurrency.max(1) {
+                let Some((i, id)) = next.next() else { break };
+                in_flight.push(async move { (i, self.post(id, data).await) });
+            }
+            match in_flight.next().await {
+                Some((i, result)) => results[i] = Some(result),
+                None => break,
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| result.unwrap_or_else(|| Err(PostError::Other("not posted".into()))))
+            .collect()
+    }
+
     /// Whether the connection is still open: the Management API's `GetConnection` (`Gone` for a
     /// 410). Senders that cannot tell answer `Other`, and sweeps keep the connection.
     async fn probe(&self, id: &ConnectionId) -> Result<(), PostError> {
@@ -309,6 +342,50 @@ impl IdSource for MonotonicUlids {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Posts that finish in reverse order of their start, and count how many run at once.
+    struct Staggered {
+        running: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ConnectionSender for Staggered {
+        async fn post(&self, id: &ConnectionId, _data: &str) -> Result<(), PostError> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            let n: u64 = id.as_str().parse().unwrap_or(0);
+            tokio::time::sleep(std::time::Duration::from_millis(20 - n)).await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            if n.is_multiple_of(3) {
+                Err(PostError::Gone)
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn post_all_keeps_the_order_of_ids_and_the_concurrency_bound() {
+        let sender = Staggered {
+            running: 0.into(),
+            most: 0.into(),
+        };
+        let ids: Vec<ConnectionId> = (0..10).map(|n| ConnectionId::new(n.to_string())).collect();
+        let refs: Vec<&ConnectionId> = ids.iter().collect();
+        let results = sender.post_all(&refs, "x", 4).await;
+        let expected: Vec<Result<(), PostError>> = (0..10)
+            .map(|n: u64| {
+                if n.is_multiple_of(3) {
+                    Err(PostError::Gone)
+                } else {
+                    Ok(())
+                }
+            })
+            .collect();
+        assert_eq!(results, expected);
+        assert_eq!(sender.most.load(Ordering::SeqCst), 4);
+    }
 
     #[test]
     fn ids_are_monotonic_within_a_millisecond_and_when_time_steps_back() {
