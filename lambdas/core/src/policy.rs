@@ -27,6 +27,15 @@ impl Default for PresencePolicy {
 }
 
 impl PresencePolicy {
+    /// Heartbeats closer together than this are not written again: a connection's `last_seen`
+    /// may lag by up to this much, far inside the `online` threshold (never above it).
+    pub const HEARTBEAT_WRITE_INTERVAL_MS: i64 = 1_000;
+
+    /// [`Self::HEARTBEAT_WRITE_INTERVAL_MS`], capped by a (test-sized) `online` threshold.
+    pub fn heartbeat_write_interval_ms(&self) -> i64 {
+        Self::HEARTBEAT_WRITE_INTERVAL_MS.min(self.online_ms)
+    }
+
     /// The state of a member last seen at `last_seen`, or `None` when it counts as gone.
     pub fn state(&self, last_seen: i64, now: i64) -> Option<MemberState> {
         let age = now.saturating_sub(last_seen);

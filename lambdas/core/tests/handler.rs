@@ -99,6 +99,12 @@ impl Fixture {
             .collect()
     }
 
+    /// The stored last-seen time of connection `id`.
+    async fn last_seen(&self, id: &str) -> i64 {
+        let connection = self.connections.get(&cid(id)).await.unwrap();
+        connection.unwrap().last_seen
+    }
+
     /// Frames posted to `id` since the last call, parsed.
     fn inbox(&self, id: &str) -> Vec<Value> {
         self.sender
@@ -769,6 +775,23 @@ async fn sending_is_a_heartbeat_and_a_gone_user_rejoins() {
         .collect::<Vec<_>>();
     assert_eq!(presence.len(), 1);
     assert_eq!(presence[0]["state"], "joined");
+}
+
+#[tokio::test]
+async fn heartbeats_within_a_second_are_not_written_again() {
+    let f = fixture();
+    f.join("a", "lobby", "ann").await;
+    let send = serde_json::json!({"action":"send","room":"lobby","text":"hi"});
+    // 999 ms after the recorded heartbeat: acked and delivered, last-seen left as it was.
+    f.clock.advance(999);
+    assert_eq!(of_type(&f.frame("a", send.clone()).await, "ack").len(), 1);
+    assert_eq!(f.last_seen("a").await, T0);
+    f.frame("a", serde_json::json!({"action":"ping"})).await;
+    assert_eq!(f.last_seen("a").await, T0);
+    // A full second after it: written.
+    f.clock.advance(1);
+    f.frame("a", send).await;
+    assert_eq!(f.last_seen("a").await, T0 + 1_000);
 }
 
 #[tokio::test]
