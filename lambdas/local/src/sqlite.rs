@@ -246,23 +246,42 @@ fn append_batch(
     db: &mut Db,
     messages: &[&Message],
 ) -> rusqlite::Result<Vec<PortResult<AppendOutcome>>> {
-    let mut tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // The transaction and savepoint statements are prepared once and kept (rusqlite's
+    // `Transaction`/`Savepoint` parse their SQL on every use: two parses per message here).
+    exec_cached(db, "BEGIN IMMEDIATE")?;
+    let written = append_items(db, messages).and_then(|outcomes| {
+        exec_cached(db, "COMMIT")?;
+        Ok(outcomes)
+    });
+    if written.is_err() && !db.is_autocommit() {
+        // Whatever failed, nothing of the batch may stay half-written.
+        let _ = exec_cached(db, "ROLLBACK");
+    }
+    written
+}
+
+fn append_items(
+    db: &Db,
+    messages: &[&Message],
+) -> rusqlite::Result<Vec<PortResult<AppendOutcome>>> {
     let mut outcomes = Vec::with_capacity(messages.len());
     for message in messages {
-        let item = tx.savepoint()?;
-        let outcome = match insert_message(&item, message) {
+        exec_cached(db, "SAVEPOINT item")?;
+        let outcome = match insert_message(db, message) {
             Ok(()) => {
-                item.commit()?;
+                exec_cached(db, "RELEASE item")?;
                 Ok(AppendOutcome::Stored)
             }
             Err(e) => {
-                drop(item); // rolls back this item only
-                if tx.is_autocommit() {
+                if db.is_autocommit() {
                     // SQLite gave up the whole transaction (I/O error, disk full): so does the batch.
                     return Err(e);
                 }
+                // Roll back this item only.
+                exec_cached(db, "ROLLBACK TO item")?;
+                exec_cached(db, "RELEASE item")?;
                 if is_constraint(&e) {
-                    duplicate_of(&tx, message)
+                    duplicate_of(db, message)
                 } else {
                     Err(e)
                 }
@@ -270,8 +289,12 @@ fn append_batch(
         };
         outcomes.push(outcome.map_err(|e| PortError::new(format!("store message: {e}"))));
     }
-    tx.commit()?;
     Ok(outcomes)
+}
+
+fn exec_cached(db: &Db, sql: &str) -> rusqlite::Result<()> {
+    db.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }
 
 fn insert_message(db: &Db, message: &Message) -> rusqlite::Result<()> {
