@@ -1372,3 +1372,55 @@ async fn drift_in_the_fanout_delivery_is_seen_and_put_back_in_place() {
     ok(&s.run(&["destroy", "--yes", "--output", "json"]));
     assert_eq!(leftovers(&s.moto, &s.name).await, Vec::<String>::new());
 }
+
+/// GetApis matches by name only: an HTTP API that shares the stage's API name (another team's,
+/// in the same account) must be neither adopted by deploy nor deleted by destroy.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_api_with_the_same_name_is_left_alone() {
+    use aws_sdk_apigatewayv2::types::ProtocolType;
+
+    let s = Stage::new();
+    let name = format!("{}-api", s.prefix());
+    let apigw = aws_sdk_apigatewayv2::Client::new(&s.moto);
+    let http = apigw
+        .create_api()
+        .name(&name)
+        .protocol_type(ProtocolType::Http)
+        .send()
+        .await
+        .unwrap()
+        .api_id
+        .unwrap();
+    let apis_named = || async {
+        let mut apis: Vec<(String, String)> = apigw
+            .get_apis()
+            .send()
+            .await
+            .unwrap()
+            .items()
+            .iter()
+            .filter(|a| a.name() == Some(name.as_str()))
+            .map(|a| {
+                let protocol = a.protocol_type().unwrap().as_str().to_owned();
+                (protocol, a.api_id().unwrap().to_owned())
+            })
+            .collect();
+        apis.sort();
+        apis
+    };
+
+    let deployed = api_id_of(last(&ok(&s.deploy(&[]))));
+    let apis = apis_named().await;
+    assert_eq!(
+        apis,
+        [
+            ("HTTP".to_owned(), http.clone()),
+            ("WEBSOCKET".to_owned(), deployed.clone())
+        ],
+        "deploy created its own WebSocket API beside the HTTP one"
+    );
+    check_deployed(&s.moto, &s.name, &deployed).await;
+
+    ok(&s.run(&["destroy", "--yes", "--output", "json"]));
+    assert_eq!(apis_named().await, [("HTTP".to_owned(), http)]);
+}

@@ -743,7 +743,13 @@ async fn list_apis(
             page.items
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|a| a.name() == Some(name)),
+                // Name and protocol: an HTTP API that happens to share the name is not ours
+                // to adopt or, worse, to destroy.
+                .filter(|a| {
+                    a.name() == Some(name)
+                        && a.protocol_type()
+                            == Some(&aws_sdk_apigatewayv2::types::ProtocolType::Websocket)
+                }),
         );
         token = page.next_token.filter(|t| !t.is_empty());
         if token.is_none() {
