@@ -1129,19 +1129,57 @@ impl<'a> Applier<'a> {
             .name
             .strip_prefix(&format!("{}-api/", self.name.prefix()))
             .ok_or("route name without its API")?;
-        let out = self
+        let api_id = self.api_id()?;
+        let target = self.route_target()?;
+        let created = self
             .clients
             .apigw
             .create_route()
-            .api_id(self.api_id()?)
+            .api_id(&api_id)
             .route_key(key)
-            .target(self.route_target()?)
+            .target(&target)
             .send()
-            .await
-            .map_err(describe)?;
-        let id = out.route_id.ok_or("CreateRoute returned no id")?;
+            .await;
+        let id = match created {
+            Ok(out) => out.route_id.ok_or("CreateRoute returned no id")?,
+            // CreateRoute is not idempotent: when the SDK retries a call whose first attempt
+            // created the route (a timeout, a 5xx on the way back), or an interrupted run left
+            // it, AWS answers ConflictException. The route with this key is then ours to adopt.
+            Err(e) if is_conflict(&e) => {
+                self.route_id_by_key(&api_id, key).await?.ok_or_else(|| {
+                    format!(
+                        "CreateRoute {key}: {}; and no route with that key exists",
+                        describe(e)
+                    )
+                })?
+            }
+            Err(e) => return Err(describe(e)),
+        };
         self.ids.insert((Kind::Route, r.name.clone()), id);
         Ok(())
+    }
+
+    /// The id of the API's route with `key`, through every page of GetRoutes.
+    async fn route_id_by_key(&self, api_id: &str, key: &str) -> Result<Option<String>, String> {
+        let mut token = None;
+        loop {
+            let page = self
+                .clients
+                .apigw
+                .get_routes()
+                .api_id(api_id)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(describe)?;
+            if let Some(route) = page.items().iter().find(|r| r.route_key() == Some(key)) {
+                return Ok(route.route_id.clone());
+            }
+            token = page.next_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                return Ok(None);
+            }
+        }
     }
 
     fn route_settings(&self) -> aws_sdk_apigatewayv2::types::RouteSettings {
@@ -1928,6 +1966,86 @@ mod tests {
             1
         );
         assert_eq!(put.num_calls(), 1);
+    }
+
+    // moto creates a second route with the same key; AWS answers ConflictException, which is
+    // what an SDK retry of a CreateRoute whose first attempt succeeded runs into.
+    #[tokio::test]
+    async fn a_route_that_already_exists_is_adopted_not_failed() {
+        use aws_sdk_apigatewayv2::operation::create_route::CreateRouteError;
+        use aws_sdk_apigatewayv2::operation::get_routes::GetRoutesOutput;
+        use aws_sdk_apigatewayv2::types::Route;
+        use aws_sdk_apigatewayv2::types::error::ConflictException;
+
+        let (name, env, code) = sample_env();
+        let create = mock!(aws_sdk_apigatewayv2::Client::create_route)
+            .match_requests(|req| {
+                req.route_key() == Some("$default") && req.target() == Some("integrations/int1")
+            })
+            .then_error(|| {
+                CreateRouteError::ConflictException(
+                    ConflictException::builder()
+                        .message("Unable to complete operation due to concurrent modification")
+                        .meta(
+                            aws_sdk_apigatewayv2::error::ErrorMetadata::builder()
+                                .code("ConflictException")
+                                .build(),
+                        )
+                        .build(),
+                )
+            });
+        // Two pages: the route is on the second.
+        let routes = mock!(aws_sdk_apigatewayv2::Client::get_routes)
+            .match_requests(|req| req.api_id() == Some("a1b2c3d4e5"))
+            .sequence()
+            .output(|| {
+                GetRoutesOutput::builder()
+                    .items(
+                        Route::builder()
+                            .route_id("r-connect")
+                            .route_key("$connect")
+                            .build(),
+                    )
+                    .next_token("page-2")
+                    .build()
+            })
+            .output(|| {
+                GetRoutesOutput::builder()
+                    .items(
+                        Route::builder()
+                            .route_id("r-default")
+                            .route_key("$default")
+                            .build(),
+                    )
+                    .build()
+            })
+            .build();
+        let interceptor = MockResponseInterceptor::new()
+            .rule_mode(RuleMode::MatchAny)
+            .with_rule(&create)
+            .with_rule(&routes);
+        let clients = clients(interceptor);
+        let observed = Observed {
+            resources: BTreeMap::new(),
+            ids: BTreeMap::from([(
+                (Kind::Integration, "chat-prod-api/ws".to_owned()),
+                "int1".to_owned(),
+            )]),
+        };
+        let settings = StageSettings::default();
+        let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
+        let plan = one_action(&name, Kind::Route, "chat-prod-api/$default", Change::Create);
+        let applied = applier
+            .apply(&plan, &mut |_: &ApplyEvent| {})
+            .await
+            .unwrap();
+        assert_eq!(applied, 1);
+        assert_eq!(create.num_calls(), 1);
+        assert_eq!(routes.num_calls(), 2);
+        assert_eq!(
+            applier.id(Kind::Route, "chat-prod-api/$default").as_deref(),
+            Some("r-default")
+        );
     }
 
     fn clients(interceptor: MockResponseInterceptor) -> Clients {
