@@ -40,6 +40,9 @@ pub enum ConfigError {
     Name(#[from] NameError),
 }
 
+/// The longest function timeout: API Gateway's WebSocket integration timeout.
+pub const MAX_TIMEOUT_S: u32 = 29;
+
 /// One stage's settings as written; every field optional.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,9 +185,14 @@ impl ProjectFile {
             )));
         }
         let timeout_s = table.timeout_s.unwrap_or(d.timeout_s);
-        if !(1..=900).contains(&timeout_s) {
+        // Lambda allows up to 900 s, but the ws function serves API Gateway, which ends every
+        // WebSocket integration after 29 s (a quota that cannot be raised): a longer timeout
+        // would only let a handler run on after its caller gave up.
+        if !(1..=MAX_TIMEOUT_S).contains(&timeout_s) {
             return Err(invalid(format!(
-                "timeout_s {timeout_s}: Lambda allows 1 to 900"
+                "timeout_s {timeout_s}: use 1 to {MAX_TIMEOUT_S}; API Gateway ends a WebSocket \
+                 integration after {MAX_TIMEOUT_S} s (not adjustable), so a longer function \
+                 timeout never helps"
             )));
         }
         // CloudWatch Logs accepts only these retention periods.
@@ -279,6 +287,18 @@ recall_window = "5m"
             err.contains("chatctl.toml") && err.contains("128 to 10240"),
             "{err}"
         );
+        let file = ProjectFile::parse("[stages.x]\ntimeout_s = 30\n").unwrap();
+        let err = file
+            .stage(p, None, "x", &StageTable::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("timeout_s 30") && err.contains("1 to 29") && err.contains("API Gateway"),
+            "{err}"
+        );
+        let file = ProjectFile::parse("[stages.x]\ntimeout_s = 29\n").unwrap();
+        let stage = file.stage(p, None, "x", &StageTable::default()).unwrap();
+        assert_eq!(stage.settings.timeout_s, 29);
         let err = file
             .stage(p, None, "Bad_Stage", &StageTable::default())
             .unwrap_err()
