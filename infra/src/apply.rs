@@ -619,6 +619,31 @@ impl<'a> Applier<'a> {
             }
         }
         if changed.contains("ttlAttribute") {
+            // DynamoDB takes up to an hour to finish a TTL change and refuses the next one
+            // (ValidationException) until it has: a change still in progress is waited out by
+            // the operator, not retried here for an hour.
+            let now = db
+                .describe_time_to_live()
+                .table_name(&r.name)
+                .send()
+                .await
+                .map_err(describe)?
+                .time_to_live_description;
+            let status = now.as_ref().and_then(|d| d.time_to_live_status());
+            if let Some(
+                status @ (aws_sdk_dynamodb::types::TimeToLiveStatus::Enabling
+                | aws_sdk_dynamodb::types::TimeToLiveStatus::Disabling),
+            ) = status
+            {
+                let attribute = now.as_ref().and_then(|d| d.attribute_name()).unwrap_or("?");
+                return Err(format!(
+                    "TTL on {} is {} for attribute {attribute:?}: DynamoDB takes up to an hour to \
+                     finish a TTL change and accepts no other until then; run deploy again once \
+                     it is done",
+                    r.name,
+                    status.as_str()
+                ));
+            }
             // TTL can be on for one attribute at a time: turn off one the model does not want
             // (set by hand, or the model changed) before turning on the wanted one.
             let current = fields
@@ -641,6 +666,15 @@ impl<'a> Applier<'a> {
                     .send()
                     .await
                     .map_err(describe)?;
+                // Enabling the wanted attribute now would be refused for up to an hour.
+                if let Some(wanted) = &spec.ttl_attribute {
+                    return Err(format!(
+                        "turned off TTL on {} for attribute {old:?}; DynamoDB accepts the next \
+                         TTL change only once that has finished (up to an hour): run deploy \
+                         again then to turn it on for {wanted:?}",
+                        r.name
+                    ));
+                }
             }
             chat_aws::tables::ensure_ttl(db, &spec)
                 .await
@@ -2046,6 +2080,120 @@ mod tests {
             applier.id(Kind::Route, "chat-prod-api/$default").as_deref(),
             Some("r-default")
         );
+    }
+
+    /// A TTL update of the connections table (`from` the observed attribute to the model's).
+    fn ttl_update(name: &StackName, from: Option<&str>) -> Plan {
+        let table = name.tables().connections;
+        one_action(
+            name,
+            Kind::Table,
+            &table,
+            Change::Update {
+                fields: vec![crate::plan::FieldChange {
+                    field: "ttlAttribute".into(),
+                    from: from.map(|f| serde_json::json!(f)),
+                    to: serde_json::json!("expiresAt"),
+                }],
+            },
+        )
+    }
+
+    fn dynamodb_clients(interceptor: MockResponseInterceptor) -> Clients {
+        let config = mocked_config();
+        let mut clients = Clients::new(&config);
+        clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&config)
+                .interceptor(interceptor)
+                .build(),
+        );
+        clients
+    }
+
+    fn ttl_described(
+        status: aws_sdk_dynamodb::types::TimeToLiveStatus,
+        attribute: &str,
+    ) -> aws_sdk_dynamodb::operation::describe_time_to_live::DescribeTimeToLiveOutput {
+        aws_sdk_dynamodb::operation::describe_time_to_live::DescribeTimeToLiveOutput::builder()
+            .time_to_live_description(
+                aws_sdk_dynamodb::types::TimeToLiveDescription::builder()
+                    .time_to_live_status(status)
+                    .attribute_name(attribute)
+                    .build(),
+            )
+            .build()
+    }
+
+    // moto finishes a TTL change at once and accepts the next one; DynamoDB takes up to an hour
+    // and answers ValidationException to any UpdateTimeToLive meanwhile.
+    #[tokio::test]
+    async fn a_ttl_change_still_in_progress_is_reported_not_retried() {
+        use aws_sdk_dynamodb::types::TimeToLiveStatus;
+
+        let (name, env, code) = sample_env();
+        let describe = mock!(aws_sdk_dynamodb::Client::describe_time_to_live)
+            .then_output(|| ttl_described(TimeToLiveStatus::Disabling, "expiresAt"));
+        // Any UpdateTimeToLive would fail the test: no rule answers it.
+        let interceptor = MockResponseInterceptor::new()
+            .rule_mode(RuleMode::MatchAny)
+            .with_rule(&describe);
+        let clients = dynamodb_clients(interceptor);
+        let settings = StageSettings::default();
+        let observed = Observed::default();
+        let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
+        let err = applier
+            .apply(&ttl_update(&name, None), &mut |_: &ApplyEvent| {})
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("chat-prod-connections")
+                && err.contains("DISABLING")
+                && err.contains("up to an hour")
+                && err.contains("run deploy again"),
+            "{err}"
+        );
+        assert_eq!(describe.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_ttl_on_another_attribute_is_turned_off_and_the_rerun_asked_for() {
+        use aws_sdk_dynamodb::operation::update_time_to_live::UpdateTimeToLiveOutput;
+        use aws_sdk_dynamodb::types::TimeToLiveStatus;
+
+        let (name, env, code) = sample_env();
+        let describe = mock!(aws_sdk_dynamodb::Client::describe_time_to_live)
+            .then_output(|| ttl_described(TimeToLiveStatus::Enabled, "handSet"));
+        // Only the disabling call is answered: enabling back to back would be refused by AWS.
+        let disable = mock!(aws_sdk_dynamodb::Client::update_time_to_live)
+            .match_requests(|req| {
+                req.time_to_live_specification()
+                    .is_some_and(|t| t.attribute_name() == "handSet" && !t.enabled())
+            })
+            .then_output(|| UpdateTimeToLiveOutput::builder().build());
+        let interceptor = MockResponseInterceptor::new()
+            .rule_mode(RuleMode::MatchAny)
+            .with_rule(&describe)
+            .with_rule(&disable);
+        let clients = dynamodb_clients(interceptor);
+        let settings = StageSettings::default();
+        let observed = Observed::default();
+        let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
+        let err = applier
+            .apply(
+                &ttl_update(&name, Some("handSet")),
+                &mut |_: &ApplyEvent| {},
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("turned off TTL")
+                && err.contains("\"expiresAt\"")
+                && err.contains("run deploy again"),
+            "{err}"
+        );
+        assert_eq!(disable.num_calls(), 1);
     }
 
     fn clients(interceptor: MockResponseInterceptor) -> Clients {
