@@ -427,6 +427,15 @@ pub fn desired(
             &[
                 ("MessagesTableArn", &table_arn(&tables.messages)),
                 ("ConnectionsTableArn", &table_arn(&tables.connections)),
+                // The sweep lists every connection through this index; nothing else reads one.
+                (
+                    "ConnectionsKindIndexArn",
+                    &format!(
+                        "{}/index/{}",
+                        table_arn(&tables.connections),
+                        chat_aws::tables::BY_KIND
+                    ),
+                ),
                 ("TopicArn", &topic_arn),
                 ("ConnectionsApiArn", &connections_api_arn),
                 // The sweep's probes (GetConnection) and closes (DeleteConnection).
@@ -722,6 +731,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// What each role may do to the tables is what its handlers call: the ws function reads
+    /// no index and neither uses a ConditionCheck; only the fan-out's sweep lists connections
+    /// through `by-kind`.
+    #[test]
+    fn table_grants_follow_the_calls_the_handlers_make() {
+        let stack = sample();
+        let statements = |role: &str| -> Vec<Value> {
+            let r = stack
+                .resources
+                .iter()
+                .find(|r| r.kind == Kind::Role && r.name == format!("chat-prod-{role}-role"))
+                .unwrap();
+            r.properties["inlinePolicy"]["Statement"]
+                .as_array()
+                .unwrap()
+                .clone()
+        };
+        let as_list = |v: &Value| match v {
+            Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().to_owned()).collect(),
+            one => vec![one.as_str().unwrap().to_owned()],
+        };
+        let mut index_arns = Vec::new();
+        for role in ["ws", "fanout"] {
+            for statement in statements(role) {
+                let actions: Vec<String> = as_list(&statement["Action"]);
+                assert!(
+                    !actions.iter().any(|a| a == "dynamodb:ConditionCheckItem"),
+                    "{role}: {actions:?}"
+                );
+                for arn in as_list(&statement["Resource"]) {
+                    if arn.contains("/index/") {
+                        index_arns.push(format!("{role} {arn}"));
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            index_arns,
+            [
+                "fanout arn:aws:dynamodb:eu-west-1:123456789012:table/chat-prod-connections/index/by-kind"
+            ]
+        );
     }
 
     #[test]
