@@ -549,6 +549,11 @@ impl<'a> Applier<'a> {
     ) -> Result<(), String> {
         let db = &self.clients.dynamodb;
         let spec = self.table_spec(&r.name)?;
+        // A table or index still CREATING/UPDATING (after an interrupted run) answers UpdateTable
+        // with ResourceInUseException or LimitExceededException: wait until all are ACTIVE.
+        if changed.contains("billing") || changed.contains("indexes") {
+            self.wait_table(&r.name).await?;
+        }
         if changed.contains("billing") {
             db.update_table()
                 .table_name(&r.name)
@@ -1392,6 +1397,9 @@ impl<'a> Applier<'a> {
     async fn update_function(&self, r: &Resource, changed: &BTreeSet<&str>) -> Result<(), String> {
         use aws_sdk_lambda::types::{Architecture, Runtime};
         let lambda = &self.clients.lambda;
+        // An update still in progress (a run killed mid-update, a hand edit) makes Lambda refuse
+        // the next one with ResourceConflictException: wait it out first.
+        self.wait_function(&r.name).await?;
         if changed.contains("codeSha256") || changed.contains("architecture") {
             lambda
                 .update_function_code()
@@ -2194,6 +2202,147 @@ mod tests {
             "{err}"
         );
         assert_eq!(disable.num_calls(), 1);
+    }
+
+    // moto finishes a function update at once; Lambda keeps LastUpdateStatus InProgress for a
+    // while and refuses another update meanwhile (ResourceConflictException).
+    #[tokio::test]
+    async fn a_function_update_waits_for_one_still_in_progress() {
+        use aws_sdk_lambda::operation::get_function_configuration::GetFunctionConfigurationOutput;
+        use aws_sdk_lambda::operation::update_function_configuration::UpdateFunctionConfigurationOutput;
+        use aws_sdk_lambda::types::{LastUpdateStatus, State};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let (name, env, code) = sample_env();
+        let configuration = |status: LastUpdateStatus| {
+            GetFunctionConfigurationOutput::builder()
+                .state(State::Active)
+                .last_update_status(status)
+                .build()
+        };
+        let reads = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&reads);
+        // In progress on the first read, done on every later one.
+        let describe = mock!(aws_sdk_lambda::Client::get_function_configuration)
+            .match_requests(move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                true
+            })
+            .sequence()
+            .output(move || configuration(LastUpdateStatus::InProgress))
+            .output(move || configuration(LastUpdateStatus::Successful))
+            .output(move || configuration(LastUpdateStatus::Successful))
+            .build();
+        let seen = Arc::clone(&reads);
+        // Answered only once the in-progress update was seen finished (two reads).
+        let update = mock!(aws_sdk_lambda::Client::update_function_configuration)
+            .match_requests(move |req| {
+                req.memory_size() == Some(512) && seen.load(Ordering::SeqCst) >= 2
+            })
+            .then_output(|| UpdateFunctionConfigurationOutput::builder().build());
+        let interceptor = MockResponseInterceptor::new()
+            .rule_mode(RuleMode::MatchAny)
+            .with_rule(&describe)
+            .with_rule(&update);
+        let config = mocked_config();
+        let mut clients = Clients::new(&config);
+        clients.lambda = aws_sdk_lambda::Client::from_conf(
+            aws_sdk_lambda::config::Builder::from(&config)
+                .interceptor(interceptor)
+                .build(),
+        );
+        let settings = StageSettings {
+            memory_mb: 512,
+            ..StageSettings::default()
+        };
+        let observed = Observed::default();
+        let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
+        let plan = one_action(
+            &name,
+            Kind::Function,
+            "chat-prod-ws",
+            Change::Update {
+                fields: vec![crate::plan::FieldChange {
+                    field: "memoryMb".into(),
+                    from: Some(serde_json::json!(128)),
+                    to: serde_json::json!(512),
+                }],
+            },
+        );
+        let applied = applier
+            .apply(&plan, &mut |_: &ApplyEvent| {})
+            .await
+            .unwrap();
+        assert_eq!(applied, 1);
+        assert_eq!(update.num_calls(), 1);
+        assert_eq!(
+            describe.num_calls(),
+            3,
+            "waited, updated, waited for the update"
+        );
+    }
+
+    // moto's tables are ACTIVE at once; an interrupted run on AWS can leave one UPDATING, and
+    // UpdateTable then answers ResourceInUseException.
+    #[tokio::test]
+    async fn a_table_update_waits_for_the_table_to_be_active() {
+        use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
+        use aws_sdk_dynamodb::operation::update_table::UpdateTableOutput;
+        use aws_sdk_dynamodb::types::{TableDescription, TableStatus};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let (name, env, code) = sample_env();
+        let table = |status: TableStatus| {
+            DescribeTableOutput::builder()
+                .table(TableDescription::builder().table_status(status).build())
+                .build()
+        };
+        let reads = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&reads);
+        let describe = mock!(aws_sdk_dynamodb::Client::describe_table)
+            .match_requests(move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                true
+            })
+            .sequence()
+            .output(move || table(TableStatus::Updating))
+            .output(move || table(TableStatus::Active))
+            .output(move || table(TableStatus::Active))
+            .build();
+        let seen = Arc::clone(&reads);
+        let update = mock!(aws_sdk_dynamodb::Client::update_table)
+            .match_requests(move |_| seen.load(Ordering::SeqCst) >= 2)
+            .then_output(|| UpdateTableOutput::builder().build());
+        let clients = dynamodb_clients(
+            MockResponseInterceptor::new()
+                .rule_mode(RuleMode::MatchAny)
+                .with_rule(&describe)
+                .with_rule(&update),
+        );
+        let settings = StageSettings::default();
+        let observed = Observed::default();
+        let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
+        let plan = one_action(
+            &name,
+            Kind::Table,
+            "chat-prod-messages",
+            Change::Update {
+                fields: vec![crate::plan::FieldChange {
+                    field: "billing".into(),
+                    from: Some(serde_json::json!("PROVISIONED")),
+                    to: serde_json::json!("PAY_PER_REQUEST"),
+                }],
+            },
+        );
+        let applied = applier
+            .apply(&plan, &mut |_: &ApplyEvent| {})
+            .await
+            .unwrap();
+        assert_eq!(applied, 1);
+        assert_eq!(update.num_calls(), 1);
+        assert_eq!(describe.num_calls(), 3);
     }
 
     fn clients(interceptor: MockResponseInterceptor) -> Clients {
