@@ -137,7 +137,7 @@ pub async fn token_key(
         None => Ok(None),
         Some(TokenSecret::Inline(key)) => Ok(Some(key.clone())),
         Some(TokenSecret::Parameter(name)) => {
-            crate::secret::load(&aws_sdk_ssm::Client::new(config), name)
+            crate::secret::load(&crate::secret::reader(config), name)
                 .await
                 .map(Some)
                 .map_err(SettingsError::Secret)
