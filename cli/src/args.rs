@@ -294,6 +294,7 @@ pub struct SendArgs {
     pub room: String,
 
     /// The announcement.
+    #[arg(allow_hyphen_values = true)]
     pub text: String,
 
     /// The sender name members see.
@@ -312,6 +313,8 @@ pub struct SendArgs {
 #[derive(Debug, Args)]
 pub struct KickArgs {
     /// The connection id (see `chatctl presence ROOM`).
+    // Ids are random base64url and may start with `-`: taken as the id, not as a flag.
+    #[arg(allow_hyphen_values = true)]
     pub connection_id: String,
 
     #[command(flatten)]
@@ -532,5 +535,21 @@ mod tests {
         assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("90").unwrap_err().contains("like 90s"));
         assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn values_that_start_with_a_hyphen_are_values() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["chatctl", "kick", "-F3xQ_9aBcDeFgHi", "--local"]).unwrap();
+        let Command::Kick(kick) = cli.command else {
+            panic!("not kick")
+        };
+        assert_eq!(kick.connection_id, "-F3xQ_9aBcDeFgHi");
+        assert!(kick.target.local);
+        let cli = Cli::try_parse_from(["chatctl", "send", "lobby", "-1 for the outage"]).unwrap();
+        let Command::Send(send) = cli.command else {
+            panic!("not send")
+        };
+        assert_eq!(send.text, "-1 for the outage");
     }
 }
