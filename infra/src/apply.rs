@@ -1694,7 +1694,9 @@ mod tests {
         BehaviorVersion, Credentials, Region, SharedCredentialsProvider,
     };
     use aws_sdk_apigatewayv2::operation::update_stage::UpdateStageOutput;
-    use aws_smithy_mocks::{MockResponseInterceptor, RuleMode, create_mock_http_client, mock};
+    use aws_smithy_mocks::{
+        MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock,
+    };
 
     use super::*;
     use crate::plan::plan;
@@ -1708,6 +1710,40 @@ mod tests {
             )))
             .http_client(create_mock_http_client())
             .build()
+    }
+
+    /// Clients whose calls are answered from `rules` only: a call no rule matches fails the
+    /// test. Every service the tests mock gets the same rules; a rule matches its own operation.
+    fn mocked_clients(rules: &[&Rule]) -> Clients {
+        let config = mocked_config();
+        let interceptor = || {
+            rules.iter().fold(
+                MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny),
+                |interceptor, rule| interceptor.with_rule(rule),
+            )
+        };
+        let mut clients = Clients::new(&config);
+        clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&config)
+                .interceptor(interceptor())
+                .build(),
+        );
+        clients.sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&config)
+                .interceptor(interceptor())
+                .build(),
+        );
+        clients.lambda = aws_sdk_lambda::Client::from_conf(
+            aws_sdk_lambda::config::Builder::from(&config)
+                .interceptor(interceptor())
+                .build(),
+        );
+        clients.apigw = aws_sdk_apigatewayv2::Client::from_conf(
+            aws_sdk_apigatewayv2::config::Builder::from(&config)
+                .interceptor(interceptor())
+                .build(),
+        );
+        clients
     }
 
     #[tokio::test]
@@ -1748,19 +1784,7 @@ mod tests {
             .then_output(|| CreateTableOutput::builder().build());
         let tag = mock!(aws_sdk_dynamodb::Client::tag_resource)
             .then_output(|| TagResourceOutput::builder().build());
-        let config = mocked_config();
-        let mut clients = Clients::new(&config);
-        clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::config::Builder::from(&config)
-                .interceptor(
-                    MockResponseInterceptor::new()
-                        .rule_mode(RuleMode::MatchAny)
-                        .with_rule(&describe)
-                        .with_rule(&create)
-                        .with_rule(&tag),
-                )
-                .build(),
-        );
+        let clients = mocked_clients(&[&describe, &create, &tag]);
         let name = StackName::new("chat", "prod").unwrap();
         let env = Environment {
             account_id: "123456789012".into(),
@@ -1863,17 +1887,7 @@ mod tests {
                     .build()
             })
             .build();
-        let config = mocked_config();
-        let mut clients = Clients::new(&config);
-        clients.sqs = aws_sdk_sqs::Client::from_conf(
-            aws_sdk_sqs::config::Builder::from(&config)
-                .interceptor(
-                    MockResponseInterceptor::new()
-                        .rule_mode(RuleMode::MatchAny)
-                        .with_rule(&create),
-                )
-                .build(),
-        );
+        let clients = mocked_clients(&[&create]);
         let (name, env, code) = sample_env();
         let said = std::sync::Mutex::new(Vec::<String>::new());
         let say = |m: &str| said.lock().unwrap().push(m.to_owned());
@@ -1914,15 +1928,7 @@ mod tests {
                     .build(),
             )
         });
-        clients.sqs = aws_sdk_sqs::Client::from_conf(
-            aws_sdk_sqs::config::Builder::from(&config)
-                .interceptor(
-                    MockResponseInterceptor::new()
-                        .rule_mode(RuleMode::MatchAny)
-                        .with_rule(&refuse),
-                )
-                .build(),
-        );
+        let clients = mocked_clients(&[&refuse]);
         let mut applier = Applier::new(
             &clients,
             &name,
@@ -1981,17 +1987,7 @@ mod tests {
                     && destinations.and_then(|d| d.on_success()).is_none()
             })
             .then_output(|| PutFunctionEventInvokeConfigOutput::builder().build());
-        let config = mocked_config();
-        let mut clients = Clients::new(&config);
-        clients.lambda = aws_sdk_lambda::Client::from_conf(
-            aws_sdk_lambda::config::Builder::from(&config)
-                .interceptor(
-                    MockResponseInterceptor::new()
-                        .rule_mode(RuleMode::MatchAny)
-                        .with_rule(&put),
-                )
-                .build(),
-        );
+        let clients = mocked_clients(&[&put]);
         let mut applier = Applier::new(
             &clients,
             &name,
@@ -2062,11 +2058,7 @@ mod tests {
                     .build()
             })
             .build();
-        let interceptor = MockResponseInterceptor::new()
-            .rule_mode(RuleMode::MatchAny)
-            .with_rule(&create)
-            .with_rule(&routes);
-        let clients = clients(interceptor);
+        let clients = mocked_clients(&[&create, &routes]);
         let observed = Observed {
             resources: BTreeMap::new(),
             ids: BTreeMap::from([(
@@ -2107,17 +2099,6 @@ mod tests {
         )
     }
 
-    fn dynamodb_clients(interceptor: MockResponseInterceptor) -> Clients {
-        let config = mocked_config();
-        let mut clients = Clients::new(&config);
-        clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::config::Builder::from(&config)
-                .interceptor(interceptor)
-                .build(),
-        );
-        clients
-    }
-
     fn ttl_described(
         status: aws_sdk_dynamodb::types::TimeToLiveStatus,
         attribute: &str,
@@ -2142,10 +2123,7 @@ mod tests {
         let describe = mock!(aws_sdk_dynamodb::Client::describe_time_to_live)
             .then_output(|| ttl_described(TimeToLiveStatus::Disabling, "expiresAt"));
         // Any UpdateTimeToLive would fail the test: no rule answers it.
-        let interceptor = MockResponseInterceptor::new()
-            .rule_mode(RuleMode::MatchAny)
-            .with_rule(&describe);
-        let clients = dynamodb_clients(interceptor);
+        let clients = mocked_clients(&[&describe]);
         let settings = StageSettings::default();
         let observed = Observed::default();
         let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
@@ -2179,11 +2157,7 @@ mod tests {
                     .is_some_and(|t| t.attribute_name() == "handSet" && !t.enabled())
             })
             .then_output(|| UpdateTimeToLiveOutput::builder().build());
-        let interceptor = MockResponseInterceptor::new()
-            .rule_mode(RuleMode::MatchAny)
-            .with_rule(&describe)
-            .with_rule(&disable);
-        let clients = dynamodb_clients(interceptor);
+        let clients = mocked_clients(&[&describe, &disable]);
         let settings = StageSettings::default();
         let observed = Observed::default();
         let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
@@ -2241,17 +2215,7 @@ mod tests {
                 req.memory_size() == Some(512) && seen.load(Ordering::SeqCst) >= 2
             })
             .then_output(|| UpdateFunctionConfigurationOutput::builder().build());
-        let interceptor = MockResponseInterceptor::new()
-            .rule_mode(RuleMode::MatchAny)
-            .with_rule(&describe)
-            .with_rule(&update);
-        let config = mocked_config();
-        let mut clients = Clients::new(&config);
-        clients.lambda = aws_sdk_lambda::Client::from_conf(
-            aws_sdk_lambda::config::Builder::from(&config)
-                .interceptor(interceptor)
-                .build(),
-        );
+        let clients = mocked_clients(&[&describe, &update]);
         let settings = StageSettings {
             memory_mb: 512,
             ..StageSettings::default()
@@ -2315,12 +2279,7 @@ mod tests {
         let update = mock!(aws_sdk_dynamodb::Client::update_table)
             .match_requests(move |_| seen.load(Ordering::SeqCst) >= 2)
             .then_output(|| UpdateTableOutput::builder().build());
-        let clients = dynamodb_clients(
-            MockResponseInterceptor::new()
-                .rule_mode(RuleMode::MatchAny)
-                .with_rule(&describe)
-                .with_rule(&update),
-        );
+        let clients = mocked_clients(&[&describe, &update]);
         let settings = StageSettings::default();
         let observed = Observed::default();
         let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
@@ -2343,17 +2302,6 @@ mod tests {
         assert_eq!(applied, 1);
         assert_eq!(update.num_calls(), 1);
         assert_eq!(describe.num_calls(), 3);
-    }
-
-    fn clients(interceptor: MockResponseInterceptor) -> Clients {
-        let config = mocked_config();
-        let mut clients = Clients::new(&config);
-        clients.apigw = aws_sdk_apigatewayv2::Client::from_conf(
-            aws_sdk_apigatewayv2::config::Builder::from(&config)
-                .interceptor(interceptor)
-                .build(),
-        );
-        clients
     }
 
     #[tokio::test]
@@ -2396,10 +2344,7 @@ mod tests {
             })
             .then_output(|| UpdateStageOutput::builder().stage_name("prod").build());
         // Only the matching request is answered: any other call fails the apply.
-        let interceptor = MockResponseInterceptor::new()
-            .rule_mode(RuleMode::MatchAny)
-            .with_rule(&update);
-        let clients = clients(interceptor);
+        let clients = mocked_clients(&[&update]);
         let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
         let mut events = Vec::new();
         let applied = applier
