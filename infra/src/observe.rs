@@ -7,6 +7,7 @@ use aws_config::SdkConfig;
 use serde_json::{Value, json};
 
 use crate::calls::CallCounter;
+use crate::errors::is_not_found;
 use crate::plan::Observed;
 use crate::stack::{Environment, Kind, StackName};
 
@@ -214,7 +215,6 @@ pub async fn observe(
 }
 
 async fn read_table(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
-    use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
     let table = match r
         .clients
         .dynamodb
@@ -224,12 +224,7 @@ async fn read_table(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
         .await
     {
         Ok(out) => out.table,
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(DescribeTableError::ResourceNotFoundException(_))
-            ) =>
-        {
+        Err(e) if is_not_found(&e) => {
             return Ok(());
         }
         Err(e) => return Err(read_error(format!("table {name}"), e)),
@@ -314,7 +309,6 @@ async fn read_table(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
 }
 
 async fn read_topic(r: &Reader<'_>, name: &str, arn: &str) -> Result<(), ObserveError> {
-    use aws_sdk_sns::operation::get_topic_attributes::GetTopicAttributesError;
     match r
         .clients
         .sns
@@ -324,12 +318,7 @@ async fn read_topic(r: &Reader<'_>, name: &str, arn: &str) -> Result<(), Observe
         .await
     {
         Ok(_) => {}
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(GetTopicAttributesError::NotFoundException(_))
-            ) =>
-        {
+        Err(e) if is_not_found(&e) => {
             return Ok(());
         }
         Err(e) => return Err(read_error(format!("topic {name}"), e)),
@@ -444,7 +433,6 @@ async fn read_event_source_mapping(
     queue_arn: &str,
     queue: &str,
 ) -> Result<(), ObserveError> {
-    use aws_sdk_lambda::operation::list_event_source_mappings::ListEventSourceMappingsError;
     let mappings = match r
         .clients
         .lambda
@@ -455,12 +443,7 @@ async fn read_event_source_mapping(
         .await
     {
         Ok(out) => out.event_source_mappings.unwrap_or_default(),
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(ListEventSourceMappingsError::ResourceNotFoundException(_))
-            ) =>
-        {
+        Err(e) if is_not_found(&e) => {
             return Ok(());
         }
         Err(e) => {
@@ -504,15 +487,9 @@ async fn read_event_source_mapping(
 }
 
 async fn read_schedule(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
-    use aws_sdk_scheduler::operation::get_schedule::GetScheduleError;
     let out = match r.clients.scheduler.get_schedule().name(name).send().await {
         Ok(out) => out,
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(GetScheduleError::ResourceNotFoundException(_))
-            ) =>
-        {
+        Err(e) if is_not_found(&e) => {
             return Ok(());
         }
         Err(e) => return Err(read_error(format!("schedule {name}"), e)),
@@ -579,7 +556,6 @@ pub async fn dead_lettered(
 }
 
 async fn read_event_invoke_config(r: &Reader<'_>, function: &str) -> Result<(), ObserveError> {
-    use aws_sdk_lambda::operation::get_function_event_invoke_config::GetFunctionEventInvokeConfigError;
     let out = match r
         .clients
         .lambda
@@ -590,12 +566,7 @@ async fn read_event_invoke_config(r: &Reader<'_>, function: &str) -> Result<(), 
     {
         Ok(out) => out,
         // No configuration, or no function (which then has none either).
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(GetFunctionEventInvokeConfigError::ResourceNotFoundException(_))
-            ) =>
-        {
+        Err(e) if is_not_found(&e) => {
             return Ok(());
         }
         Err(e) => {
@@ -634,15 +605,9 @@ async fn read_event_invoke_config(r: &Reader<'_>, function: &str) -> Result<(), 
 }
 
 async fn read_parameter(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
-    use aws_sdk_ssm::operation::get_parameter::GetParameterError;
     let parameter = match r.clients.ssm.get_parameter().name(name).send().await {
         Ok(out) => out.parameter,
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(GetParameterError::ParameterNotFound(_))
-            ) =>
-        {
+        Err(e) if is_not_found(&e) => {
             return Ok(());
         }
         Err(e) => return Err(read_error(format!("parameter {name}"), e)),
@@ -759,7 +724,6 @@ async fn list_apis(
 }
 
 async fn has_stage(r: &Reader<'_>, api_id: &str, stage: &str) -> Result<bool, ObserveError> {
-    use aws_sdk_apigatewayv2::operation::get_stage::GetStageError;
     match r
         .clients
         .apigw
@@ -770,14 +734,7 @@ async fn has_stage(r: &Reader<'_>, api_id: &str, stage: &str) -> Result<bool, Ob
         .await
     {
         Ok(_) => Ok(true),
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(GetStageError::NotFoundException(_))
-            ) =>
-        {
-            Ok(false)
-        }
+        Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(read_error(format!("stage {stage} of API {api_id}"), e)),
     }
 }
@@ -913,7 +870,6 @@ async fn read_api(r: &Reader<'_>, name: &str, stage: &str) -> Result<Option<Stri
         r.id(Kind::Route, &route_name, route_id);
         r.put(Kind::Route, &route_name, props([("target", json!(target))]));
     }
-    use aws_sdk_apigatewayv2::operation::get_stage::GetStageError;
     match r
         .clients
         .apigw
@@ -948,11 +904,7 @@ async fn read_api(r: &Reader<'_>, name: &str, stage: &str) -> Result<Option<Stri
                 ]),
             );
         }
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(GetStageError::NotFoundException(_))
-            ) => {}
+        Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(read_error(format!("stage {stage} of {name}"), e)),
     }
     Ok(Some(api_id))
@@ -984,16 +936,9 @@ async fn list_routes(
 }
 
 async fn read_role(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
-    use aws_sdk_iam::operation::get_role::GetRoleError;
-    use aws_sdk_iam::operation::get_role_policy::GetRolePolicyError;
     let role = match r.clients.iam.get_role().role_name(name).send().await {
         Ok(out) => out.role,
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(GetRoleError::NoSuchEntityException(_))
-            ) =>
-        {
+        Err(e) if is_not_found(&e) => {
             return Ok(());
         }
         Err(e) => return Err(read_error(format!("role {name}"), e)),
@@ -1009,14 +954,7 @@ async fn read_role(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
         .await
     {
         Ok(out) => decode_policy(out.policy_document()),
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(GetRolePolicyError::NoSuchEntityException(_))
-            ) =>
-        {
-            Value::Null
-        }
+        Err(e) if is_not_found(&e) => Value::Null,
         Err(e) => return Err(read_error(format!("policy of role {name}"), e)),
     };
     r.put(
@@ -1039,7 +977,6 @@ async fn read_role(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
 }
 
 async fn read_function(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
-    use aws_sdk_lambda::operation::get_function::GetFunctionError;
     let out = match r
         .clients
         .lambda
@@ -1049,12 +986,7 @@ async fn read_function(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
         .await
     {
         Ok(out) => out,
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(GetFunctionError::ResourceNotFoundException(_))
-            ) =>
-        {
+        Err(e) if is_not_found(&e) => {
             return Ok(());
         }
         Err(e) => return Err(read_error(format!("function {name}"), e)),
@@ -1093,7 +1025,6 @@ async fn read_function(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
 }
 
 async fn read_permission(r: &Reader<'_>, function: &str, source: &str) -> Result<(), ObserveError> {
-    use aws_sdk_lambda::operation::get_policy::GetPolicyError;
     let policy = match r
         .clients
         .lambda
@@ -1103,12 +1034,7 @@ async fn read_permission(r: &Reader<'_>, function: &str, source: &str) -> Result
         .await
     {
         Ok(out) => out.policy.unwrap_or_default(),
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(GetPolicyError::ResourceNotFoundException(_))
-            ) =>
-        {
+        Err(e) if is_not_found(&e) => {
             return Ok(());
         }
         Err(e) => return Err(read_error(format!("resource policy of {function}"), e)),
@@ -1142,7 +1068,6 @@ async fn read_subscription(
     topic_arn: &str,
     endpoint: &str,
 ) -> Result<(), ObserveError> {
-    use aws_sdk_sns::operation::list_subscriptions_by_topic::ListSubscriptionsByTopicError;
     let subscriptions = match r
         .clients
         .sns
@@ -1152,12 +1077,7 @@ async fn read_subscription(
         .await
     {
         Ok(out) => out.subscriptions.unwrap_or_default(),
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(ListSubscriptionsByTopicError::NotFoundException(_))
-            ) =>
-        {
+        Err(e) if is_not_found(&e) => {
             return Ok(());
         }
         Err(e) => return Err(read_error(format!("subscriptions of {topic}"), e)),
