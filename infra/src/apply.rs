@@ -1198,27 +1198,15 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// The id of the API's route with `key`, through every page of GetRoutes.
+    /// The id of the API's route with `key`.
     async fn route_id_by_key(&self, api_id: &str, key: &str) -> Result<Option<String>, String> {
-        let mut token = None;
-        loop {
-            let page = self
-                .clients
-                .apigw
-                .get_routes()
-                .api_id(api_id)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(describe)?;
-            if let Some(route) = page.items().iter().find(|r| r.route_key() == Some(key)) {
-                return Ok(route.route_id.clone());
-            }
-            token = page.next_token.filter(|t| !t.is_empty());
-            if token.is_none() {
-                return Ok(None);
-            }
-        }
+        let routes = crate::observe::all_routes(&self.clients.apigw, api_id)
+            .await
+            .map_err(describe)?;
+        Ok(routes
+            .into_iter()
+            .find(|r| r.route_key() == Some(key))
+            .and_then(|r| r.route_id))
     }
 
     fn route_settings(&self) -> aws_sdk_apigatewayv2::types::RouteSettings {

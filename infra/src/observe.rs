@@ -915,18 +915,31 @@ async fn list_routes(
     name: &str,
     api_id: &str,
 ) -> Result<Vec<aws_sdk_apigatewayv2::types::Route>, ObserveError> {
+    all_routes(&r.clients.apigw, api_id)
+        .await
+        .map_err(|e| read_error(format!("routes of {name}"), e))
+}
+
+/// Every route of the API, through every page of GetRoutes (observe reads them; apply looks
+/// one up by key after a conflict).
+pub(crate) async fn all_routes(
+    apigw: &aws_sdk_apigatewayv2::Client,
+    api_id: &str,
+) -> Result<
+    Vec<aws_sdk_apigatewayv2::types::Route>,
+    aws_sdk_apigatewayv2::error::SdkError<
+        aws_sdk_apigatewayv2::operation::get_routes::GetRoutesError,
+    >,
+> {
     let mut routes = Vec::new();
     let mut token = None;
     loop {
-        let page = r
-            .clients
-            .apigw
+        let page = apigw
             .get_routes()
             .api_id(api_id)
             .set_next_token(token)
             .send()
-            .await
-            .map_err(|e| read_error(format!("routes of {name}"), e))?;
+            .await?;
         routes.extend(page.items.unwrap_or_default());
         token = page.next_token.filter(|t| !t.is_empty());
         if token.is_none() {
