@@ -20,6 +20,11 @@
     clippy::print_stdout
 )]
 
+// Each bench uses the baseline figures it reports.
+#[allow(dead_code)]
+#[path = "common/sqlite_baseline.rs"]
+mod sqlite_baseline;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,32 +38,11 @@ use chat_local::{LocalConfig, LocalServer, Stores};
 use chatctl_e2e::bench_arg;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use sqlite_baseline::Baseline;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The longest one ack may take before the run is declared broken.
 const STEP: Duration = Duration::from_secs(15);
-
-/// Serial single-row commits for `duration`, WAL and `synchronous=FULL`: one fsync each.
-fn serial_commits_per_s(duration: Duration) -> Result<f64, String> {
-    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let db = rusqlite::Connection::open(dir.path().join("baseline.db"))
-        .map_err(|e| format!("sqlite open: {e}"))?;
-    db.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
-         CREATE TABLE m (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
-    )
-    .map_err(|e| format!("sqlite setup: {e}"))?;
-    // About the size of a stored chat message with its JSON.
-    let body = "x".repeat(160);
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < duration {
-        db.execute("INSERT INTO m (body) VALUES (?1)", [&body])
-            .map_err(|e| format!("sqlite insert: {e}"))?;
-        n += 1;
-    }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
-}
 
 /// The store alone, without sockets or handler: `tasks` concurrent appenders of `each` messages
 /// on a fresh `messages.db`. Appends/s and the commits they took.
@@ -136,9 +120,11 @@ async fn main() {
     let senders = bench_arg("--senders", 100);
     let messages = bench_arg("--messages", 200);
 
-    let serial = tokio::task::spawn_blocking(|| serial_commits_per_s(Duration::from_secs(2)))
-        .await
-        .unwrap();
+    let serial = tokio::task::spawn_blocking(|| {
+        Baseline::open()?.serial_commits_per_s(Duration::from_secs(2))
+    })
+    .await
+    .unwrap();
 
     let store_only = store_only(senders, messages).await;
 

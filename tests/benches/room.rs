@@ -42,6 +42,9 @@
     clippy::print_stdout
 )]
 
+#[path = "common/sqlite_baseline.rs"]
+mod sqlite_baseline;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -65,6 +68,8 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use sqlite_baseline::Baseline;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Writer = SplitSink<Ws, Message>;
@@ -729,38 +734,11 @@ impl DurableFigures {
     }
 }
 
-/// Serial single-row commits for `duration` on WAL with `synchronous=FULL` (one fsync each), then
-/// the same rows in one transaction: the two ends of what group commit can reach on this disk.
+/// Serial single-row commits for `duration`, then 100,000 rows in one transaction.
 fn sqlite_baseline(duration: Duration) -> Result<(f64, f64), String> {
-    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let db = rusqlite::Connection::open(dir.path().join("baseline.db"))
-        .map_err(|e| format!("sqlite open: {e}"))?;
-    db.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
-         CREATE TABLE m (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
-    )
-    .map_err(|e| format!("sqlite setup: {e}"))?;
-    // About the size of a stored chat message with its JSON.
-    let body = "x".repeat(160);
-    let start = Instant::now();
-    let mut serial = 0u64;
-    while start.elapsed() < duration {
-        db.execute("INSERT INTO m (body) VALUES (?1)", [&body])
-            .map_err(|e| format!("sqlite insert: {e}"))?;
-        serial += 1;
-    }
-    let serial_rate = serial as f64 / start.elapsed().as_secs_f64();
-    let rows = 100_000;
-    let start = Instant::now();
-    let tx = db
-        .unchecked_transaction()
-        .map_err(|e| format!("sqlite begin: {e}"))?;
-    for _ in 0..rows {
-        tx.execute("INSERT INTO m (body) VALUES (?1)", [&body])
-            .map_err(|e| format!("sqlite insert: {e}"))?;
-    }
-    tx.commit().map_err(|e| format!("sqlite commit: {e}"))?;
-    Ok((serial_rate, rows as f64 / start.elapsed().as_secs_f64()))
+    let baseline = Baseline::open()?;
+    let serial = baseline.serial_commits_per_s(duration)?;
+    Ok((serial, baseline.one_transaction_rows_per_s(100_000)?))
 }
 
 /// `senders` clients, each alone in its room (so the figure is the durable path, not fan-out),
