@@ -198,10 +198,7 @@ impl<'a> Applier<'a> {
     }
 
     fn arn(&self, service: &str, resource: &str) -> String {
-        format!(
-            "arn:aws:{service}:{}:{}:{resource}",
-            self.env.region, self.env.account_id
-        )
+        self.env.arns().arn(service, resource)
     }
 
     async fn one(&mut self, action: &Action) -> Result<(), String> {
@@ -386,6 +383,7 @@ impl<'a> Applier<'a> {
                 gone_ok!(c.apigw.delete_api().api_id(&id).send())?;
                 if self.env.api_id.as_deref() == Some(id.as_str()) {
                     self.env.api_id = None;
+                    self.env.api_endpoint = None;
                 }
                 self.ids.retain(|(k, n), _| {
                     !(*k == Kind::Api && n == name
@@ -1130,11 +1128,13 @@ impl<'a> Applier<'a> {
         let id = out.api_id.ok_or("CreateApi returned no id")?;
         self.ids.insert((Kind::Api, r.name.clone()), id.clone());
         self.env.api_id = Some(id);
+        // The host clients and the fan-out use, as AWS states it for this partition.
+        self.env.api_endpoint = out.api_endpoint;
         Ok(())
     }
 
     fn integration_name(&self) -> String {
-        format!("{}-api/ws", self.name.prefix())
+        format!("{}/ws", self.name.names().api())
     }
 
     fn route_target(&self) -> Result<String, String> {
@@ -1166,7 +1166,7 @@ impl<'a> Applier<'a> {
     async fn create_route(&mut self, r: &Resource) -> Result<(), String> {
         let key = r
             .name
-            .strip_prefix(&format!("{}-api/", self.name.prefix()))
+            .strip_prefix(&format!("{}/", self.name.names().api()))
             .ok_or("route name without its API")?;
         let api_id = self.api_id()?;
         let target = self.route_target()?;
@@ -1297,10 +1297,10 @@ impl<'a> Applier<'a> {
         let artifacts = self
             .artifacts
             .ok_or("no build artifacts were given for a code change")?;
-        let prefix = self.name.prefix();
-        if function == format!("{prefix}-ws") {
+        let names = self.name.names();
+        if function == names.function("ws") {
             Ok(Blob::new(artifacts.ws.clone()))
-        } else if function == format!("{prefix}-fanout") {
+        } else if function == names.function("fanout") {
             Ok(Blob::new(artifacts.fanout.clone()))
         } else {
             Err(format!("no artifact for function {function}"))
@@ -1585,13 +1585,11 @@ impl<'a> Applier<'a> {
             }
             Kind::Api | Kind::Stage => {
                 let api_id = self.api_id()?;
+                let arns = self.env.arns();
                 let arn = if r.kind == Kind::Api {
-                    format!("arn:aws:apigateway:{}::/apis/{api_id}", self.env.region)
+                    arns.apigateway(&format!("/apis/{api_id}"))
                 } else {
-                    format!(
-                        "arn:aws:apigateway:{}::/apis/{api_id}/stages/{}",
-                        self.env.region, self.name.stage
-                    )
+                    arns.apigateway(&format!("/apis/{api_id}/stages/{}", self.name.stage))
                 };
                 apply_tags!(
                     c.apigw.tag_resource().resource_arn(&arn),
@@ -1774,11 +1772,7 @@ mod tests {
             .then_output(|| TagResourceOutput::builder().build());
         let clients = mocked_clients(&[&describe, &create, &tag]);
         let name = StackName::new("chat", "prod").unwrap();
-        let env = Environment {
-            account_id: "123456789012".into(),
-            region: "eu-west-1".into(),
-            api_id: None,
-        };
+        let env = Environment::new("123456789012", "eu-west-1");
         let code = Code {
             ws_sha256: "d3M=".into(),
             fanout_sha256: "ZmFub3V0".into(),
@@ -1812,11 +1806,7 @@ mod tests {
     fn sample_env() -> (StackName, Environment, Code) {
         (
             StackName::new("chat", "prod").unwrap(),
-            Environment {
-                account_id: "123456789012".into(),
-                region: "eu-west-1".into(),
-                api_id: Some("a1b2c3d4e5".into()),
-            },
+            Environment::new("123456789012", "eu-west-1").with_api("a1b2c3d4e5"),
             Code {
                 ws_sha256: "d3M=".into(),
                 fanout_sha256: "ZmFub3V0".into(),
@@ -2295,11 +2285,7 @@ mod tests {
     #[tokio::test]
     async fn a_throttle_change_updates_the_stage_in_place() {
         let name = StackName::new("chat", "prod").unwrap();
-        let env = Environment {
-            account_id: "123456789012".into(),
-            region: "eu-west-1".into(),
-            api_id: Some("a1b2c3d4e5".into()),
-        };
+        let env = Environment::new("123456789012", "eu-west-1").with_api("a1b2c3d4e5");
         let code = Code {
             ws_sha256: "d3M=".into(),
             fanout_sha256: "ZmFub3V0".into(),

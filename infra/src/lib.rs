@@ -10,6 +10,7 @@ pub mod calls;
 pub mod config;
 pub mod errors;
 pub mod lock;
+pub mod names;
 pub mod observe;
 pub mod outputs;
 pub mod plan;

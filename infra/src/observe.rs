@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::calls::CallCounter;
 use crate::errors::is_not_found;
 use crate::plan::Observed;
-use crate::stack::{Environment, Kind, StackName};
+use crate::stack::{Environment, Kind, Partition, StackName};
 
 /// A read that failed; names the resource and what to check.
 #[derive(Debug, thiserror::Error)]
@@ -123,38 +123,45 @@ fn props(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> BTreeMap<Str
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-async fn identity(clients: &Clients) -> Result<(String, String), ObserveError> {
+/// The region, and the caller's account and partition (from the caller identity's ARN).
+async fn identity(clients: &Clients) -> Result<Environment, ObserveError> {
     let region = clients
         .config
         .region()
         .map(ToString::to_string)
         .ok_or(ObserveError::NoRegion)?;
-    let account_id = clients
+    let caller = clients
         .sts
         .get_caller_identity()
         .send()
         .await
         .map_err(|e| {
             ObserveError::Identity(aws_sdk_sts::error::DisplayErrorContext(e).to_string())
-        })?
+        })?;
+    let account_id = caller
         .account
         .ok_or_else(|| ObserveError::Identity("no account in the caller identity".into()))?;
-    Ok((region, account_id))
+    let mut env = Environment::new(&account_id, &region);
+    // GetCallerIdentity always returns the ARN; without one, the commercial partition.
+    if let Some(partition) = caller.arn.as_deref().and_then(Partition::of_arn) {
+        env.partition = partition;
+    }
+    Ok(env)
 }
 
 /// Only the account, region and API id: what `outputs` needs, in three calls.
 pub async fn environment(clients: &Clients, name: &StackName) -> Result<Environment, ObserveError> {
-    let (region, account_id) = identity(clients).await?;
+    let mut env = identity(clients).await?;
     let r = Reader {
         clients,
         observed: Default::default(),
     };
-    let (api, _) = primary_api(&r, &format!("{}-api", name.prefix()), &name.stage).await?;
-    Ok(Environment {
-        account_id,
-        region,
-        api_id: api.and_then(|a| a.api_id),
-    })
+    let (api, _) = primary_api(&r, &name.names().api(), &name.stage).await?;
+    if let Some(api) = api {
+        env.api_id = api.api_id;
+        env.api_endpoint = api.api_endpoint;
+    }
+    Ok(env)
 }
 
 /// The account and region, and everything of the stage that exists.
@@ -162,33 +169,34 @@ pub async fn observe(
     clients: &Clients,
     name: &StackName,
 ) -> Result<(Environment, Observed), ObserveError> {
-    let (region, account_id) = identity(clients).await?;
+    let mut env = identity(clients).await?;
     let r = Reader {
         clients,
         observed: Default::default(),
     };
-    let prefix = name.prefix();
-    let tables = name.tables();
-    let topic = format!("{prefix}-events");
-    let topic_arn = format!("arn:aws:sns:{region}:{account_id}:{topic}");
-    let fanout_arn = format!("arn:aws:lambda:{region}:{account_id}:function:{prefix}-fanout");
-    let secret = chat_aws::secret::parameter_name(&name.app, &name.stage);
-    let (ws, fanout) = (format!("{prefix}-ws"), format!("{prefix}-fanout"));
-    let (ws_role, fanout_role) = (format!("{ws}-role"), format!("{fanout}-role"));
-    let (ws_logs, fanout_logs) = (format!("/aws/lambda/{ws}"), format!("/aws/lambda/{fanout}"));
-    let api = format!("{prefix}-api");
-    let dlq = crate::stack::dead_letter_queue(name);
-    let presence = crate::stack::presence_queue(name);
-    let presence_arn = format!("arn:aws:sqs:{region}:{account_id}:{presence}");
-    let scheduler_role = format!("{prefix}-scheduler");
-    let schedule = crate::stack::sweep_schedule(name);
+    let names = name.names();
+    let arns = env.arns();
+    let tables = names.tables();
+    let topic = names.topic();
+    let topic_arn = arns.topic(&topic);
+    let fanout_arn = arns.function(&names.function("fanout"));
+    let secret = names.secret_parameter();
+    let (ws, fanout) = (names.function("ws"), names.function("fanout"));
+    let (ws_role, fanout_role) = (names.function_role("ws"), names.function_role("fanout"));
+    let (ws_logs, fanout_logs) = (names.log_group("ws"), names.log_group("fanout"));
+    let api = names.api();
+    let dlq = names.dead_letter_queue();
+    let presence = names.presence_queue();
+    let presence_arn = arns.queue(&presence);
+    let scheduler_role = names.scheduler_role();
+    let schedule = names.sweep_schedule();
     // Every read is independent: one round trip's latency instead of thirty.
-    let (api_id, ..) = tokio::try_join!(
+    let (api, ..) = tokio::try_join!(
         read_api(&r, &api, &name.stage),
         read_table(&r, &tables.messages),
         read_table(&r, &tables.connections),
         read_topic(&r, &topic, &topic_arn),
-        read_parameter(&r, &secret),
+        read_parameter(&r, secret),
         read_log_group(&r, &ws_logs),
         read_log_group(&r, &fanout_logs),
         read_role(&r, &ws_role),
@@ -206,12 +214,11 @@ pub async fn observe(
         read_subscription(&r, &topic, &topic_arn, &fanout_arn),
         read_subscription(&r, &topic, &topic_arn, &presence_arn),
     )?;
-    let environment = Environment {
-        account_id,
-        region,
-        api_id,
-    };
-    Ok((environment, r.into_observed()))
+    if let Some((id, endpoint)) = api {
+        env.api_id = Some(id);
+        env.api_endpoint = endpoint;
+    }
+    Ok((env, r.into_observed()))
 }
 
 async fn read_table(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
@@ -531,7 +538,7 @@ pub async fn dead_lettered(
     name: &StackName,
 ) -> Result<Option<u64>, ObserveError> {
     use aws_sdk_sqs::types::QueueAttributeName;
-    let queue = crate::stack::dead_letter_queue(name);
+    let queue = name.names().dead_letter_queue();
     let Some(url) = queue_url(&clients.sqs, &queue).await? else {
         return Ok(None);
     };
@@ -771,7 +778,12 @@ async fn primary_api(
 }
 
 /// The API, its integration, routes and stage; returns the API id when it exists.
-async fn read_api(r: &Reader<'_>, name: &str, stage: &str) -> Result<Option<String>, ObserveError> {
+/// The primary API's id and `ApiEndpoint`, and everything under it.
+async fn read_api(
+    r: &Reader<'_>,
+    name: &str,
+    stage: &str,
+) -> Result<Option<(String, Option<String>)>, ObserveError> {
     let (api, extras) = primary_api(r, name, stage).await?;
     let Some(api) = api else {
         return Ok(None);
@@ -907,7 +919,7 @@ async fn read_api(r: &Reader<'_>, name: &str, stage: &str) -> Result<Option<Stri
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(read_error(format!("stage {stage} of {name}"), e)),
     }
-    Ok(Some(api_id))
+    Ok(Some((api_id, api.api_endpoint().map(str::to_owned))))
 }
 
 async fn list_routes(

@@ -13,7 +13,8 @@ pub struct Outputs {
     pub app: String,
     pub stage: String,
     pub region: String,
-    /// Where clients connect: `wss://{api}.execute-api.{region}.amazonaws.com/{stage}`.
+    /// Where clients connect: `wss://{api}.execute-api.{region}.{dns suffix}/{stage}`, the host
+    /// being the API's `ApiEndpoint`.
     pub websocket_url: String,
     /// Where the backend posts to connections (API Gateway's Management API).
     pub management_endpoint: String,
@@ -26,9 +27,10 @@ pub struct Outputs {
 
 /// The outputs of a stage whose API exists; `None` before it does.
 pub fn outputs(name: &StackName, env: &Environment) -> Option<Outputs> {
-    let api_id = env.api_id.as_deref()?;
-    let host = format!("{api_id}.execute-api.{}.amazonaws.com", env.region);
-    let tables = name.tables();
+    env.api_id.as_deref()?;
+    let host = env.api_host()?;
+    let names = name.names();
+    let tables = names.tables().clone();
     Some(Outputs {
         app: name.app.clone(),
         stage: name.stage.clone(),
@@ -37,13 +39,8 @@ pub fn outputs(name: &StackName, env: &Environment) -> Option<Outputs> {
         management_endpoint: format!("https://{host}/{}", name.stage),
         messages_table: tables.messages,
         connections_table: tables.connections,
-        topic_arn: format!(
-            "arn:aws:sns:{}:{}:{}-events",
-            env.region,
-            env.account_id,
-            name.prefix()
-        ),
-        token_secret_parameter: chat_aws::secret::parameter_name(&name.app, &name.stage),
+        topic_arn: env.arns().topic(&names.topic()),
+        token_secret_parameter: names.secret_parameter().to_owned(),
     })
 }
 
@@ -65,11 +62,7 @@ mod tests {
     #[test]
     fn outputs_need_the_api_and_name_everything() {
         let name = StackName::new("chat", "prod").unwrap();
-        let mut env = Environment {
-            account_id: "123456789012".into(),
-            region: "eu-west-1".into(),
-            api_id: None,
-        };
+        let mut env = Environment::new("123456789012", "eu-west-1");
         assert!(outputs(&name, &env).is_none());
         env.api_id = Some("a1b2c3d4e5".into());
         let out = outputs(&name, &env).unwrap();
@@ -78,5 +71,29 @@ mod tests {
             "wss://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/prod"
         );
         insta::assert_snapshot!(out.to_string());
+    }
+
+    #[test]
+    fn outputs_follow_the_partition_and_the_endpoint_aws_reports() {
+        let name = StackName::new("chat", "prod").unwrap();
+        let mut env = Environment::new("123456789012", "cn-north-1");
+        env.partition = crate::names::Partition::from_id("aws-cn");
+        env.api_id = Some("abc".into());
+        let out = outputs(&name, &env).unwrap();
+        assert_eq!(
+            out.websocket_url,
+            "wss://abc.execute-api.cn-north-1.amazonaws.com.cn/prod"
+        );
+        assert_eq!(
+            out.topic_arn,
+            "arn:aws-cn:sns:cn-north-1:123456789012:chat-prod-events"
+        );
+        // What AWS reports wins over what the partition table says.
+        env.api_endpoint = Some("wss://abc.execute-api.cn-north-1.example.cn".into());
+        let out = outputs(&name, &env).unwrap();
+        assert_eq!(
+            out.management_endpoint,
+            "https://abc.execute-api.cn-north-1.example.cn/prod"
+        );
     }
 }

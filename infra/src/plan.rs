@@ -182,7 +182,7 @@ pub fn plan_stage(
     observed: &Observed,
 ) -> Plan {
     let first = plan(&desired(name, settings, env, code), observed);
-    let api = format!("{}-api", name.prefix());
+    let api = name.names().api();
     let api_replaced = first
         .actions
         .iter()
@@ -192,6 +192,7 @@ pub fn plan_stage(
     }
     let fresh = Environment {
         api_id: None,
+        api_endpoint: None,
         ..env.clone()
     };
     let mut second = plan(&desired(name, settings, &fresh, code), observed);
@@ -284,10 +285,9 @@ mod tests {
         desired(
             &StackName::new("chat", "prod").unwrap(),
             settings,
-            &Environment {
-                account_id: "123456789012".into(),
-                region: "eu-west-1".into(),
-                api_id: api_id.map(str::to_owned),
+            &match api_id {
+                Some(id) => Environment::new("123456789012", "eu-west-1").with_api(id),
+                None => Environment::new("123456789012", "eu-west-1"),
             },
             code,
         )
@@ -423,11 +423,7 @@ mod tests {
     #[test]
     fn replacing_the_api_replaces_what_lives_in_it_and_what_names_its_id() {
         let name = StackName::new("chat", "prod").unwrap();
-        let env = Environment {
-            account_id: "123456789012".into(),
-            region: "eu-west-1".into(),
-            api_id: Some("a1b2c3d4e5".into()),
-        };
+        let env = Environment::new("123456789012", "eu-west-1").with_api("a1b2c3d4e5");
         let settings = StageSettings::default();
         let desired = desired(&name, &settings, &env, &code());
         let mut observed = observed_as(&desired);

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::build::Arch;
+pub use crate::names::{Arns, FUNCTION_ROLES, Names, Partition};
 
 /// The name of each role's inline policy.
 pub const INLINE_POLICY: &str = "chatctl";
@@ -31,21 +32,6 @@ pub const FANOUT_MAX_RETRIES: u32 = 1;
 /// How long the fan-out's dead-letter queue keeps an event: 14 days, SQS's maximum, so an
 /// operator back from a long weekend can still see what failed.
 pub const DLQ_RETENTION_S: u32 = 1_209_600;
-
-/// The name of the fan-out's dead-letter queue (`{app}-{stage}-fanout-dlq`).
-pub fn dead_letter_queue(name: &StackName) -> String {
-    format!("{}-fanout-dlq", name.prefix())
-}
-
-/// The name of the queue presence events wait in for the fan-out (`{app}-{stage}-presence`).
-pub fn presence_queue(name: &StackName) -> String {
-    format!("{}-presence", name.prefix())
-}
-
-/// The name of the every-minute presence sweep's schedule.
-pub fn sweep_schedule(name: &StackName) -> String {
-    format!("{}-presence-sweep", name.prefix())
-}
 
 /// Presence older than this is useless: SQS drops it rather than deliver it late.
 pub const PRESENCE_RETENTION_S: u32 = 300;
@@ -145,6 +131,11 @@ impl StackName {
         TableNames::for_stage(&self.app, &self.stage)
     }
 
+    /// The names of every resource of the stage (one source for the model, observe and apply).
+    pub fn names(&self) -> Names {
+        Names::new(self)
+    }
+
     fn tags(&self) -> Value {
         json!({ "chatctl:app": self.app, "chatctl:stage": self.stage })
     }
@@ -184,13 +175,56 @@ impl Default for StageSettings {
     }
 }
 
-/// What is known of the target when planning: the account and region, and the ids AWS assigned.
+/// What is known of the target when planning: the account, region and partition, and what AWS
+/// assigned (the WebSocket API's id and endpoint).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Environment {
     pub account_id: String,
     pub region: String,
+    /// From the caller identity's ARN: `aws`, `aws-cn`, `aws-us-gov` …
+    pub partition: Partition,
     /// The WebSocket API's id, once it exists.
     pub api_id: Option<String>,
+    /// The API's `ApiEndpoint` as AWS reports it (`wss://{id}.execute-api.{region}.{suffix}`).
+    pub api_endpoint: Option<String>,
+}
+
+impl Environment {
+    /// A commercial-partition environment before the API exists (tests, `export`).
+    pub fn new(account_id: &str, region: &str) -> Self {
+        Self {
+            account_id: account_id.to_owned(),
+            region: region.to_owned(),
+            partition: Partition::aws(),
+            api_id: None,
+            api_endpoint: None,
+        }
+    }
+
+    /// With the API's id (and the endpoint AWS would report for it in this partition).
+    pub fn with_api(mut self, api_id: &str) -> Self {
+        self.api_endpoint = Some(format!("wss://{}", self.arns().api_host(api_id)));
+        self.api_id = Some(api_id.to_owned());
+        self
+    }
+
+    pub fn arns(&self) -> Arns<'_> {
+        Arns {
+            partition: &self.partition,
+            region: &self.region,
+            account: &self.account_id,
+        }
+    }
+
+    /// The API's host: from its `ApiEndpoint` when AWS reported one, else derived from its id.
+    pub fn api_host(&self) -> Option<String> {
+        let from_endpoint = self.api_endpoint.as_deref().and_then(|e| {
+            let host = e.split_once("://").map_or(e, |(_, h)| h);
+            let host = host.split('/').next().unwrap_or_default();
+            (!host.is_empty()).then(|| host.to_owned())
+        });
+        from_endpoint.or_else(|| self.api_id.as_deref().map(|id| self.arns().api_host(id)))
+    }
 }
 
 /// The code of each function, as `CodeSha256` (from `chatctl build`).
@@ -308,39 +342,33 @@ pub fn desired(
     env: &Environment,
     code: &Code,
 ) -> DesiredStack {
-    let prefix = name.prefix();
+    let names = name.names();
+    let arns = env.arns();
     let tags = name.tags();
-    let (region, account) = (env.region.as_str(), env.account_id.as_str());
-    let tables = name.tables();
-    let table_arn = |t: &str| format!("arn:aws:dynamodb:{region}:{account}:table/{t}");
-    let topic = format!("{prefix}-events");
-    let topic_arn = format!("arn:aws:sns:{region}:{account}:{topic}");
-    let dlq = dead_letter_queue(name);
-    let dlq_arn = format!("arn:aws:sqs:{region}:{account}:{dlq}");
-    let presence = presence_queue(name);
-    let presence_arn = format!("arn:aws:sqs:{region}:{account}:{presence}");
-    let api = format!("{prefix}-api");
+    let account = env.account_id.as_str();
+    let tables = names.tables().clone();
+    let table_arn = |t: &str| arns.table(t);
+    let topic = names.topic();
+    let topic_arn = arns.topic(&topic);
+    let dlq = names.dead_letter_queue();
+    let dlq_arn = arns.queue(&dlq);
+    let presence = names.presence_queue();
+    let presence_arn = arns.queue(&presence);
+    let api = names.api();
     let api_id = env.api_id.as_deref().unwrap_or(KNOWN_AFTER_APPLY);
-    let function = |role: &str| format!("{prefix}-{role}");
-    let function_arn =
-        |role: &str| format!("arn:aws:lambda:{region}:{account}:function:{prefix}-{role}");
-    let log_group = |role: &str| format!("/aws/lambda/{prefix}-{role}");
-    let log_group_arn = |role: &str| {
-        format!("arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{prefix}-{role}")
-    };
-    let secret = chat_aws::secret::parameter_name(&name.app, &name.stage);
-    let secret_arn = format!("arn:aws:ssm:{region}:{account}:parameter{secret}");
-    let connections_arn = |method: &str| {
-        format!(
-            "arn:aws:execute-api:{region}:{account}:{api_id}/{}/{method}/@connections/*",
-            name.stage
-        )
-    };
+    let function = |role: &str| names.function(role);
+    let function_arn = |role: &str| arns.function(&names.function(role));
+    let log_group = |role: &str| names.log_group(role);
+    let log_group_arn = |role: &str| arns.log_group(&names.log_group(role));
+    let secret = names.secret_parameter().to_owned();
+    let secret_arn = arns.parameter(&secret);
+    let connections_arn =
+        |method: &str| arns.execute_api(api_id, &format!("{}/{method}/@connections/*", name.stage));
     let connections_api_arn = connections_arn("POST");
-    let management_endpoint = format!(
-        "https://{api_id}.execute-api.{region}.amazonaws.com/{}",
-        name.stage
-    );
+    let api_host = env
+        .api_host()
+        .unwrap_or_else(|| arns.api_host(KNOWN_AFTER_APPLY));
+    let management_endpoint = format!("https://{api_host}/{}", name.stage);
 
     let mut resources: Vec<Resource> = specs(&tables).iter().map(|s| table(s, &tags)).collect();
     resources.push(Resource {
@@ -449,7 +477,7 @@ pub fn desired(
         );
         resources.push(Resource {
             kind: Kind::Role,
-            name: format!("{prefix}-{role}-role"),
+            name: names.function_role(role),
             properties: props([
                 ("assumeRolePolicy", render(LAMBDA_TRUST, &[])),
                 ("inlinePolicy", policy),
@@ -461,7 +489,7 @@ pub fn desired(
     // The schedule's role: it may only invoke the fan-out, and only for this account.
     resources.push(Resource {
         kind: Kind::Role,
-        name: function("scheduler"),
+        name: names.scheduler_role(),
         properties: props([
             (
                 "assumeRolePolicy",
@@ -499,10 +527,7 @@ pub fn desired(
                 ("architecture", json!(settings.arch.lambda_name())),
                 ("memoryMb", json!(settings.memory_mb)),
                 ("timeoutS", json!(settings.timeout_s)),
-                (
-                    "role",
-                    json!(format!("arn:aws:iam::{account}:role/{prefix}-{role}-role")),
-                ),
+                ("role", json!(arns.role(&names.function_role(role)))),
                 ("codeSha256", json!(sha)),
                 ("environment", environment),
                 ("tags", tags.clone()),
@@ -543,7 +568,7 @@ pub fn desired(
     // or failed sweep is not retried: the next one a minute later does the same work.
     resources.push(Resource {
         kind: Kind::Schedule,
-        name: sweep_schedule(name),
+        name: names.sweep_schedule(),
         properties: props([
             ("scheduleExpression", json!("rate(1 minute)")),
             ("flexibleTimeWindow", json!("OFF")),
@@ -552,7 +577,7 @@ pub fn desired(
                 "target",
                 json!({
                     "arn": function_arn("fanout"),
-                    "roleArn": format!("arn:aws:iam::{account}:role/{}", function("scheduler")),
+                    "roleArn": arns.role(&names.scheduler_role()),
                     "input": SWEEP_INPUT,
                     "maximumRetryAttempts": 0,
                     "maximumEventAgeS": 60,
@@ -568,10 +593,7 @@ pub fn desired(
             ("type", json!("AWS_PROXY")),
             (
                 "uri",
-                json!(format!(
-                    "arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{}/invocations",
-                    function_arn("ws")
-                )),
+                json!(arns.lambda_invocation_uri(&function_arn("ws"))),
             ),
         ]),
         replace_on: &[],
@@ -601,10 +623,7 @@ pub fn desired(
         properties: props([
             ("principal", json!("apigateway.amazonaws.com")),
             ("action", json!("lambda:InvokeFunction")),
-            (
-                "sourceArn",
-                json!(format!("arn:aws:execute-api:{region}:{account}:{api_id}/*")),
-            ),
+            ("sourceArn", json!(arns.execute_api(api_id, "*"))),
         ]),
         replace_on: &["principal", "sourceArn"],
     });
@@ -662,11 +681,7 @@ mod tests {
         desired(
             &StackName::new("chat", "prod").unwrap(),
             &StageSettings::default(),
-            &Environment {
-                account_id: "123456789012".into(),
-                region: "eu-west-1".into(),
-                api_id: Some("a1b2c3d4e5".into()),
-            },
+            &Environment::new("123456789012", "eu-west-1").with_api("a1b2c3d4e5"),
             &Code {
                 ws_sha256: "d3M=".into(),
                 fanout_sha256: "ZmFub3V0".into(),
@@ -978,6 +993,34 @@ mod tests {
     }
 
     #[test]
+    fn every_arn_and_host_follows_the_partition() {
+        let mut env = Environment::new("123456789012", "cn-north-1").with_api("abc");
+        env.partition = Partition::from_id("aws-cn");
+        env.api_endpoint = Some("wss://abc.execute-api.cn-north-1.amazonaws.com.cn".into());
+        let stack = desired(
+            &StackName::new("chat", "prod").unwrap(),
+            &StageSettings::default(),
+            &env,
+            &Code {
+                ws_sha256: "a".into(),
+                fanout_sha256: "b".into(),
+            },
+        );
+        let text = serde_json::to_string(&stack).unwrap();
+        assert!(!text.contains("arn:aws:"), "{text}");
+        assert!(text.contains("arn:aws-cn:iam::123456789012:role/chat-prod-ws-role"));
+        assert!(text.contains("https://abc.execute-api.cn-north-1.amazonaws.com.cn/prod"));
+        // Service principals are `{service}.amazonaws.com` in every partition AWS documents for
+        // these services (China included); every other `amazonaws.com` is the partition's host.
+        let hosts = text
+            .match_indices("amazonaws.com")
+            .filter(|(i, _)| !text[*i..].starts_with("amazonaws.com.cn"))
+            .count();
+        let principals = text.matches(".amazonaws.com\"").count();
+        assert_eq!(hosts, principals, "{text}");
+    }
+
+    #[test]
     fn resources_come_in_dependency_order() {
         let kinds: Vec<Kind> = sample().resources.iter().map(|r| r.kind).collect();
         assert!(kinds.windows(2).all(|w| w[0] <= w[1]), "{kinds:?}");
@@ -985,11 +1028,7 @@ mod tests {
 
     #[test]
     fn the_api_id_is_marked_until_it_is_known() {
-        let mut env = Environment {
-            account_id: "123456789012".into(),
-            region: "eu-west-1".into(),
-            api_id: None,
-        };
+        let mut env = Environment::new("123456789012", "eu-west-1");
         let name = StackName::new("chat", "prod").unwrap();
         let code = Code {
             ws_sha256: "a".into(),

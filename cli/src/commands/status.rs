@@ -121,16 +121,13 @@ pub fn run(args: StatusArgs, format: OutputFormat) -> Result<u8, CliError> {
     })?;
     let ((environment, observed), dead_lettered) = report;
     let dead_lettered = dead_lettered.map(|events| DeadLettered {
-        queue: chatctl_infra::stack::dead_letter_queue(&stage.name),
+        queue: stage.name.names().dead_letter_queue(),
         events,
     });
     let deployed_code = |kind_name: &str| {
         observed
             .resources
-            .get(&(
-                Kind::Function,
-                format!("{}-{kind_name}", stage.name.prefix()),
-            ))
+            .get(&(Kind::Function, stage.name.names().function(kind_name)))
             .and_then(|p| p.get("codeSha256"))
             .and_then(Value::as_str)
             .unwrap_or_default()
@@ -182,9 +179,9 @@ pub fn outputs(args: OutputsArgs, format: OutputFormat) -> Result<u8, CliError> 
     })?;
     let outputs = outputs::outputs(&stage.name, &environment).ok_or_else(|| {
         CliError::NotDeployed(format!(
-            "stage {} has no WebSocket API {}-api in {}: run `chatctl deploy --stage {}` first",
+            "stage {} has no WebSocket API {} in {}: run `chatctl deploy --stage {}` first",
             stage.name,
-            stage.name.prefix(),
+            stage.name.names().api(),
             environment.region,
             stage.name.stage
         ))

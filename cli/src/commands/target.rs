@@ -49,10 +49,10 @@ pub async fn resolve(args: &TargetArgs) -> Result<Target, CliError> {
     let environment = observe::environment(&clients, &stage.name).await?;
     let outputs = outputs::outputs(&stage.name, &environment).ok_or_else(|| {
         CliError::NotDeployed(format!(
-            "stage {} is not deployed in {} (no WebSocket API {}-api): run `chatctl deploy --stage {}`, or leave out --stage for the local instance",
+            "stage {} is not deployed in {} (no WebSocket API {}): run `chatctl deploy --stage {}`, or leave out --stage for the local instance",
             stage.name,
             environment.region,
-            stage.name.prefix(),
+            stage.name.names().api(),
             stage.name.stage
         ))
     })?;
