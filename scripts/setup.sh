@@ -29,9 +29,11 @@ if [ ! -d tests/browser/node_modules/playwright-core ] || [ tests/browser/packag
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 # Python tools, pinned: the moto server (the AWS emulator the tests start), cargo-lambda and zig
-# (the Lambda build). They live in one venv outside the clone so CI can keep it between runs.
+# (the Lambda build), cfn-lint (checks the exported CloudFormation template against AWS's resource
+# schemas, which it ships: no network at run time). They live in one venv outside the clone so CI
+# can keep it between runs.
 tools=${CHATCTL_TOOLS:-$HOME/.cache/chatctl/tools}
-pins="moto[server]==5.2.5 cargo-lambda==1.9.2 ziglang==0.17.1"
+pins="moto[server]==5.2.5 cargo-lambda==1.9.2 ziglang==0.17.1 cfn-lint==1.58.0"
 if [ ! -x "$tools/bin/moto_server" ] || [ ! -x "$tools/bin/cargo-lambda" ] || [ "$(cat "$tools/.pins" 2>/dev/null)" != "$pins" ]; then
   say "installing $pins into $tools"
   python3 -m venv "$tools"

@@ -61,6 +61,56 @@ pub enum Command {
     Connections(ConnectionsCommand),
     /// Check a running backend end to end: two clients chat, page history, recall, disconnect.
     Smoke(SmokeArgs),
+    /// Render a stage for another deploy tool (no AWS call, no build).
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// A CloudFormation template of a stage: the resources, names, keys and policies `deploy`
+    /// creates, with parameters for where the zips are. The token secret (a SecureString, which
+    /// CloudFormation cannot create) must exist first; the template's Metadata says how.
+    Cloudformation(ExportArgs),
+}
+
+/// The template formats `export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TemplateFormat {
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The stage: part of every resource name ({app}-{stage}-…).
+    #[arg(long, value_name = "NAME", env = "CHATCTL_STAGE")]
+    pub stage: String,
+
+    /// The app name [default: `app` in chatctl.toml, else "chat"].
+    #[arg(long, value_name = "NAME", env = "CHATCTL_APP")]
+    pub app: Option<String>,
+
+    /// The project file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "chatctl.toml",
+        env = "CHATCTL_CONFIG"
+    )]
+    pub config: PathBuf,
+
+    /// Override one stage setting of chatctl.toml, e.g. `--set memory_mb=1024`. Repeat for several.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+
+    /// Write the template to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// The template's format [default: from --out's extension (.json, .yaml, .yml), else yaml].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<TemplateFormat>,
 }
 
 /// How to reach a stage's AWS account, and the project file with its settings.

@@ -46,6 +46,9 @@ pub enum CliError {
     /// The machine or process environment is not usable.
     #[error("{0}")]
     Environment(String),
+    /// A bug in chatctl: the message says what, and an issue report is the fix.
+    #[error("{0}\nThis is a bug in chatctl; please report it with the command you ran.")]
+    Internal(String),
 }
 
 impl CliError {
@@ -90,6 +93,7 @@ impl CliError {
             CliError::Ops(_) => "operator",
             CliError::Smoke(_) => "smoke",
             CliError::Environment(_) => "environment",
+            CliError::Internal(_) => "internal",
         }
     }
 

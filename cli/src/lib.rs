@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Cli, Command, ConnectionsCommand};
+use crate::args::{Cli, Command, ConnectionsCommand, ExportCommand};
 use crate::error::CliError;
 
 /// Run the command line of this process.
@@ -35,6 +35,9 @@ pub fn run() -> ExitCode {
         Command::Kick(args) => commands::ops::kick(args, output),
         Command::Connections(ConnectionsCommand::Gc(args)) => commands::ops::gc(args, output),
         Command::Smoke(args) => commands::smoke::run(args, output),
+        Command::Export(ExportCommand::Cloudformation(args)) => {
+            commands::export::cloudformation(args, output)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

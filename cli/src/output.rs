@@ -21,6 +21,12 @@ pub fn emit<T: Display + Serialize>(format: OutputFormat, value: &T) {
     let _ = out.flush();
 }
 
+/// Print a document (a template) on stdout as it is.
+pub fn raw(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 /// Print one JSON object as a line on stdout: NDJSON events of long commands (deploy, destroy).
 pub fn json_line<T: Serialize>(value: &T) {
     let mut out = std::io::stdout().lock();

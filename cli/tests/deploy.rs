@@ -26,6 +26,9 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chatctl");
 
+#[path = "deploy/cross_check.rs"]
+mod cross_check;
+
 /// Resources of a stage: 2 tables, the topic, 2 queues (the fan-out's dead-letter queue and the
 /// presence queue), the secret, 2 log groups, the API, 3 roles (the functions' and the
 /// scheduler's), 2 functions, the fan-out's event-invoke config, its event source mapping from the
@@ -1423,4 +1426,100 @@ async fn an_http_api_with_the_same_name_is_left_alone() {
 
     ok(&s.run(&["destroy", "--yes", "--output", "json"]));
     assert_eq!(apis_named().await, [("HTTP".to_owned(), http)]);
+}
+
+/// The CloudFormation export of a deployed stage describes exactly what `deploy` created: the
+/// same resources by name, with the same keys, indexes, TTL, policies, routes and settings
+/// (cross_check.rs says what moto cannot show). The export reads the same chatctl.toml, with a
+/// setting that is not the default so a mismatch in settings resolution would show.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cloudformation_export_matches_what_deploy_created() {
+    let s = Stage::new();
+    std::fs::write(
+        &s.config,
+        format!(
+            "app = \"chat\"\n\n[stages.{}]\nmemory_mb = 256\nlog_retention_days = 7\n",
+            s.name
+        ),
+    )
+    .unwrap();
+    let events = ok(&s.deploy(&[]));
+    let api_id = api_id_of(last(&events));
+    let export = Command::new(BIN)
+        .args(["export", "cloudformation", "--format", "json"])
+        .args(["--stage", &s.name, "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        export.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let template: Value = serde_json::from_slice(&export.stdout).unwrap();
+    assert_eq!(
+        template["Resources"]["WsFunction"]["Properties"]["MemorySize"],
+        256
+    );
+
+    let prefix = s.prefix();
+    let apigw = aws_sdk_apigatewayv2::Client::new(&s.moto);
+    let integration = apigw
+        .get_integrations()
+        .api_id(&api_id)
+        .send()
+        .await
+        .unwrap()
+        .items()[0]
+        .integration_id()
+        .unwrap()
+        .to_owned();
+    let presence_url = aws_sdk_sqs::Client::new(&s.moto)
+        .get_queue_url()
+        .queue_name(format!("{prefix}-presence"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let vars = cross_check::Vars(
+        [
+            ("AWS::AccountId", "123456789012".to_owned()),
+            ("AWS::Region", "us-east-1".to_owned()),
+            ("AWS::Partition", "aws".to_owned()),
+            ("AWS::URLSuffix", "amazonaws.com".to_owned()),
+            ("Api", api_id.clone()),
+            ("ApiWsIntegration", integration),
+            (
+                "EventsTopic",
+                format!("arn:aws:sns:us-east-1:123456789012:{prefix}-events"),
+            ),
+            ("PresenceQueue", presence_url),
+            // Where the zips would be: the code itself is compared by the deploy tests.
+            ("CodeBucket", "artifacts".to_owned()),
+            ("WsCodeKey", "ws.zip".to_owned()),
+            ("FanoutCodeKey", "fanout.zip".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+    );
+    cross_check::check(&s.moto, &template, &prefix, &vars).await;
+
+    // The one resource of the stage the template cannot hold is named in its prerequisites.
+    let secret = format!("/chatctl/chat/{}/token-secret", s.name);
+    assert!(
+        template["Metadata"]["chatctl"]["prerequisites"][0]
+            .as_str()
+            .unwrap()
+            .contains(&secret)
+    );
+    aws_sdk_ssm::Client::new(&s.moto)
+        .get_parameter()
+        .name(&secret)
+        .send()
+        .await
+        .unwrap();
+    ok(&s.run(&["destroy", "--yes", "--output", "json"]));
 }

@@ -1249,7 +1249,7 @@ impl<'a> Applier<'a> {
             .create_role()
             .role_name(&r.name)
             .assume_role_policy_document(r.properties["assumeRolePolicy"].to_string())
-            .description(format!("chatctl {}: Lambda execution role", self.name))
+            .description(crate::stack::role_description(&self.name))
             .send()
             .await
         {

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod build;
 pub mod calls;
+pub mod cloudformation;
 pub mod config;
 pub mod errors;
 pub mod lock;

@@ -16,6 +16,11 @@ pub use crate::names::{Arns, FUNCTION_ROLES, Names, Partition};
 /// The name of each role's inline policy.
 pub const INLINE_POLICY: &str = "chatctl";
 
+/// The description of every role of a stage (set at creation; not compared).
+pub fn role_description(name: &StackName) -> String {
+    format!("chatctl {name}: execution role of the stage's functions and schedule")
+}
+
 /// The statement id of the Lambda permission for `source` (`apigateway`, `sns`).
 pub fn permission_sid(source: &str) -> String {
     format!("chatctl-{source}")

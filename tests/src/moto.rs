@@ -16,8 +16,11 @@ pub struct Moto {
     pub endpoint: String,
 }
 
-fn moto_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+/// A pinned Python tool of `scripts/setup.sh` (`moto_server`, `cfn-lint`, its `python`): the
+/// `env` override if set, else the tools venv (`$CHATCTL_TOOLS`, default
+/// `~/.cache/chatctl/tools`), else whatever `PATH` finds.
+pub fn tool(name: &str, env: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
         return PathBuf::from(path);
     }
     let home = std::env::var_os("HOME")
@@ -25,11 +28,15 @@ fn moto_binary() -> PathBuf {
         .unwrap_or_default();
     let tools = std::env::var_os("CHATCTL_TOOLS")
         .map_or_else(|| home.join(".cache/chatctl/tools"), PathBuf::from);
-    let venv = tools.join("bin/moto_server");
+    let venv = tools.join("bin").join(name);
     if venv.exists() {
         return venv;
     }
-    PathBuf::from("moto_server")
+    PathBuf::from(name)
+}
+
+fn moto_binary() -> PathBuf {
+    tool("moto_server", "MOTO_SERVER")
 }
 
 fn free_port() -> u16 {

@@ -4,6 +4,7 @@ pub mod build;
 pub mod deploy;
 pub mod destroy;
 pub mod dev;
+pub mod export;
 pub mod ops;
 pub mod plan;
 pub mod smoke;

@@ -22,15 +22,33 @@ use crate::progress::Step;
 /// The stage's configuration: the file's defaults and stage table, then `--set`, then flags.
 pub fn resolve(args: &StageArgs) -> Result<StageConfig, CliError> {
     let aws = &args.aws;
-    let project = ProjectFile::load(&aws.config)?;
     let flags = StageTable {
         region: aws.region.clone(),
         profile: aws.profile.clone(),
         endpoint_url: aws.endpoint_url.clone(),
         ..StageTable::default()
     };
-    let overrides = StageTable::from_pairs(&args.set)?.overlaid(&flags);
-    Ok(project.stage(&aws.config, aws.app.as_deref(), &args.stage, &overrides)?)
+    resolve_layers(
+        &aws.config,
+        aws.app.as_deref(),
+        &args.stage,
+        &args.set,
+        &flags,
+    )
+}
+
+/// The layers in order: the project file's `[defaults]` and `[stages.X]`, then `--set`, then
+/// the dedicated flags.
+pub fn resolve_layers(
+    config: &Path,
+    app: Option<&str>,
+    stage: &str,
+    set: &[String],
+    flags: &StageTable,
+) -> Result<StageConfig, CliError> {
+    let project = ProjectFile::load(config)?;
+    let overrides = StageTable::from_pairs(set)?.overlaid(flags);
+    Ok(project.stage(config, app, stage, &overrides)?)
 }
 
 /// AWS clients for the stage: its region, profile and endpoint over the standard AWS settings.
