@@ -274,7 +274,7 @@ async fn check_deployed(config: &SdkConfig, stage: &str, api_id: &str) {
         (format!("{prefix}-messages"), vec![], None),
         (
             format!("{prefix}-connections"),
-            vec!["by-kind", "by-user"],
+            vec!["by-shard"],
             Some("expiresAt"),
         ),
     ] {
@@ -1521,5 +1521,89 @@ async fn the_cloudformation_export_matches_what_deploy_created() {
         .send()
         .await
         .unwrap();
+    ok(&s.run(&["destroy", "--yes", "--output", "json"]));
+}
+
+/// A stage deployed by a version before `by-shard`: its connections table has the `by-kind` and
+/// `by-user` indexes (both projecting everything). The plan shows the index change, apply deletes
+/// the two and creates `by-shard` (one index per UpdateTable, as DynamoDB requires), and the
+/// table's data stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connections_table_with_the_old_indexes_is_migrated_in_place() {
+    let s = Stage::new();
+    let table = format!("{}-connections", s.prefix());
+    let db = aws_sdk_dynamodb::Client::new(&s.moto);
+    chatctl_e2e::legacy::connections_table(&db, &table).await;
+    chatctl_e2e::legacy::connection_item(&db, &table, "kept=").await;
+
+    let artifacts = s.artifacts.path().to_str().unwrap().to_owned();
+    let plan = s.run(&["plan", "--output", "json", "--artifacts", &artifacts]);
+    let plan: Value = serde_json::from_slice(&plan.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&plan.stderr)));
+    let change = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == table.as_str())
+        .unwrap_or_else(|| panic!("no action on {table}: {plan}"));
+    assert_eq!(change["change"], "update", "{change}");
+    let fields: Vec<&str> = change["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["field"].as_str())
+        .collect();
+    assert!(fields.contains(&"indexes"), "{change}");
+
+    ok(&s.deploy(&[]));
+    let t = db
+        .describe_table()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
+    let indexes: Vec<(String, String)> = t
+        .global_secondary_indexes()
+        .iter()
+        .map(|i| {
+            (
+                i.index_name().unwrap().to_owned(),
+                i.projection()
+                    .and_then(|p| p.projection_type())
+                    .unwrap()
+                    .as_str()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(indexes, [("by-shard".to_owned(), "KEYS_ONLY".to_owned())]);
+    let kept = db
+        .get_item()
+        .table_name(&table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("CONN#kept=".into()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("CONN".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        kept.item.is_some(),
+        "the connection item survives the migration"
+    );
+    // Converged: the next plan changes nothing.
+    let again = s.run(&["plan", "--detailed-exitcode", "--artifacts", &artifacts]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
     ok(&s.run(&["destroy", "--yes", "--output", "json"]));
 }

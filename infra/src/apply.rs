@@ -574,8 +574,9 @@ impl<'a> Applier<'a> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let wanted = |i: &chat_aws::tables::IndexSpec| serde_json::json!({"name": i.name, "partitionKey": i.partition_key, "sortKey": i.sort_key});
-            // An index cannot change its keys: one whose keys differ goes, then comes back.
+            let wanted = crate::stack::index_properties;
+            // An index cannot change its keys or projection: one whose differ goes, then comes
+            // back.
             let stale: Vec<&String> = had
                 .iter()
                 .filter(|(name, existing)| {

@@ -400,20 +400,26 @@ impl Context<'_> {
                 attributes.extend(keys.iter().filter_map(Value::as_str).map(str::to_owned));
                 let mut gsis = Vec::new();
                 for index in &indexes {
-                    let (Some(n), Some(pk), Some(sk)) = (
+                    let (Some(n), Some(pk), Some(sk), Some(projection)) = (
                         index["name"].as_str(),
                         index["partitionKey"].as_str(),
                         index["sortKey"].as_str(),
+                        index["projection"].as_str(),
                     ) else {
-                        return Err(p.shape("indexes", "a list of {name, partitionKey, sortKey}"));
+                        return Err(p.shape(
+                            "indexes",
+                            "a list of {name, partitionKey, sortKey, projection}",
+                        ));
                     };
+                    if index.as_object().is_some_and(|o| o.len() != 4) {
+                        return Err(p.shape("indexes", "indexes with only the four known fields"));
+                    }
                     attributes.insert(pk.to_owned());
                     attributes.insert(sk.to_owned());
-                    // Projection ALL, as chat_aws::tables creates them.
                     gsis.push(json!({
                         "IndexName": n,
                         "KeySchema": key_schema(&json!(pk), &json!(sk)),
-                        "Projection": { "ProjectionType": "ALL" },
+                        "Projection": { "ProjectionType": projection },
                     }));
                 }
                 let definitions: Vec<Value> = attributes

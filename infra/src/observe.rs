@@ -261,6 +261,7 @@ async fn read_table(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
                 "name": i.index_name(),
                 "partitionKey": key(aws_sdk_dynamodb::types::KeyType::Hash),
                 "sortKey": key(aws_sdk_dynamodb::types::KeyType::Range),
+                "projection": i.projection().and_then(|p| p.projection_type()).map(|p| p.as_str()),
             })
         })
         .collect();

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chat_aws::tables::{TableNames, TableSpec, specs};
+use chat_aws::tables::{IndexSpec, TableNames, TableSpec, specs};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -318,14 +318,21 @@ fn render(template: &str, vars: &[(&str, &str)]) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
 
+/// An index as the plan compares it (and observe reads it back).
+pub fn index_properties(i: &IndexSpec) -> Value {
+    json!({
+        "name": i.name,
+        "partitionKey": i.partition_key,
+        "sortKey": i.sort_key,
+        "projection": i.projection.as_str(),
+    })
+}
+
 fn table(spec: &TableSpec, tags: &Value) -> Resource {
     // Sorted by name: AWS lists indexes in no particular order, and the plan compares lists.
     let mut sorted: Vec<_> = spec.indexes.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    let indexes: Vec<Value> = sorted
-        .into_iter()
-        .map(|i| json!({ "name": i.name, "partitionKey": i.partition_key, "sortKey": i.sort_key }))
-        .collect();
+    let indexes: Vec<Value> = sorted.into_iter().map(index_properties).collect();
     Resource {
         kind: Kind::Table,
         name: spec.name.clone(),
@@ -462,11 +469,11 @@ pub fn desired(
                 ("ConnectionsTableArn", &table_arn(&tables.connections)),
                 // The sweep lists every connection through this index; nothing else reads one.
                 (
-                    "ConnectionsKindIndexArn",
+                    "ConnectionsSweepIndexArn",
                     &format!(
                         "{}/index/{}",
                         table_arn(&tables.connections),
-                        chat_aws::tables::BY_KIND
+                        chat_aws::tables::BY_SHARD
                     ),
                 ),
                 ("TopicArn", &topic_arn),
@@ -755,7 +762,7 @@ mod tests {
 
     /// What each role may do to the tables is what its handlers call: the ws function reads
     /// no index and neither uses a ConditionCheck; only the fan-out's sweep lists connections
-    /// through `by-kind`.
+    /// through `by-shard`.
     #[test]
     fn table_grants_follow_the_calls_the_handlers_make() {
         let stack = sample();
@@ -792,7 +799,7 @@ mod tests {
         assert_eq!(
             index_arns,
             [
-                "fanout arn:aws:dynamodb:eu-west-1:123456789012:table/chat-prod-connections/index/by-kind"
+                "fanout arn:aws:dynamodb:eu-west-1:123456789012:table/chat-prod-connections/index/by-shard"
             ]
         );
     }

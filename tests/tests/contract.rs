@@ -60,10 +60,7 @@ async fn creating_the_tables_twice_is_harmless() {
         .iter()
         .filter_map(|i| i.index_name().map(str::to_owned))
         .collect();
-    assert!(
-        indexes.contains(&"by-user".to_owned()) && indexes.contains(&"by-kind".to_owned()),
-        "{indexes:?}"
-    );
+    assert_eq!(indexes, ["by-shard"]);
     let ttl = client
         .describe_time_to_live()
         .table_name(&names.connections)
@@ -74,6 +71,52 @@ async fn creating_the_tables_twice_is_harmless() {
         ttl.time_to_live_description.and_then(|d| d.attribute_name),
         Some("expiresAt".to_owned())
     );
+}
+
+/// A connections table made before `by-shard` (the old `by-kind` and `by-user` indexes) and a
+/// connection item written by that version (no `shard`): `ensure` adds the index, and the old
+/// connection is listed by `all()` after its next heartbeat, which fills in its shard.
+#[tokio::test]
+async fn an_older_connections_table_gets_the_shard_index_and_old_connections_join_it() {
+    use aws_sdk_dynamodb::types::ProjectionType;
+    use chat_core::domain::ConnectionId;
+    use chat_core::ports::ConnectionStore;
+    let config = Moto::shared().sdk_config();
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let names = TableNames::for_stage("contract", &unique("old"));
+    chatctl_e2e::legacy::connections_table(&client, &names.connections).await;
+    chatctl_e2e::legacy::connection_item(&client, &names.connections, "legacy=").await;
+
+    chat_aws::tables::ensure(&client, &names).await.unwrap();
+    let described = client
+        .describe_table()
+        .table_name(&names.connections)
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
+    let shard_index = described
+        .global_secondary_indexes()
+        .iter()
+        .find(|i| i.index_name() == Some("by-shard"))
+        .expect("by-shard added");
+    assert_eq!(
+        shard_index.projection().and_then(|p| p.projection_type()),
+        Some(&ProjectionType::KeysOnly)
+    );
+
+    let store = DynamoConnectionStore::new(client, &names.connections);
+    assert!(
+        store.all().await.unwrap().is_empty(),
+        "not in the index yet"
+    );
+    let id = ConnectionId::new("legacy=");
+    assert_eq!(store.touch(&id, 2_000).await.unwrap(), Some(1_000));
+    let all = store.all().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].id, id);
+    assert_eq!(all[0].last_seen, 2_000);
 }
 
 /// The local topic's subscriber for the contract: every batch into a channel.

@@ -1,6 +1,6 @@
-//! The connection store on DynamoDB: one item per connection (by id; a user's connections through
-//! the `by-user` index; all of them through `by-kind`), and one membership item per room it is in,
-//! under the room's key, so a room's connections are a key query. Items expire by TTL.
+//! The connection store on DynamoDB: one item per connection (by id; all of them through the
+//! keys-only `by-shard` index), and one membership item per room it is in, under the room's key,
+//! so a room's connections are a key query. Items expire by TTL.
 
 use std::collections::HashMap;
 
@@ -15,10 +15,11 @@ use chat_core::ports::{ConnectionStore, PortError, PortResult, Recipient};
 
 use crate::errors::{is_any_condition_failed, is_condition_failed, port_error};
 use crate::items::{
-    CONNECTION_SK, GSI2_PK, Item, PK, SK, connection_from, connection_item, connection_pk, get_n,
-    get_s, membership_item, membership_sk, n, query_all, recipient_from, room_pk, s,
+    CONNECTION_SK, Item, PK, SHARD, SK, all_shards, connection_from, connection_id_of_pk,
+    connection_item, connection_pk, get_n, get_s, membership_item, membership_sk, n, query_all,
+    recipient_from, room_pk, s, shard_of,
 };
-use crate::tables::BY_KIND;
+use crate::tables::BY_SHARD;
 
 /// BatchGetItem takes at most 100 keys, BatchWriteItem 25 requests.
 const BATCH_GET: usize = 100;
@@ -279,9 +280,14 @@ impl ConnectionStore for DynamoConnectionStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(connection_key(id)))
-            .update_expression("SET lastSeen = :now")
+            // The shard too, only where it is missing: a connection made by a version before
+            // `by-shard` enters the index at its next heartbeat. Where it exists it is left
+            // alone, so a heartbeat changes no key of the index and costs it no write.
+            .update_expression("SET lastSeen = :now, #shard = if_not_exists(#shard, :shard)")
             .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#shard", SHARD)
             .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":shard", s(shard_of(id)))
             .return_values(ReturnValue::UpdatedOld)
             .send()
             .await;
@@ -355,19 +361,33 @@ impl ConnectionStore for DynamoConnectionStore {
         self.load(ids).await
     }
 
+    /// Every connection: the ids from each `by-shard` partition (keys only, so heartbeats do not
+    /// write the index), the shards queried concurrently, then the items themselves by
+    /// BatchGetItem. The index is eventually consistent: a connection made a moment ago may be
+    /// missing, which the sweep that calls this (once a minute) tolerates.
     async fn all(&self) -> PortResult<Vec<Connection>> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(BY_KIND)
-            .key_condition_expression("#kind = :kind")
-            .expression_attribute_names("#kind", GSI2_PK)
-            .expression_attribute_values(":kind", s(CONNECTION_SK));
-        query_all(query, "list connections")
-            .await?
-            .iter()
-            .map(connection_from)
-            .collect()
+        let queries = all_shards().map(|shard| {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(BY_SHARD)
+                .key_condition_expression("#shard = :shard")
+                .expression_attribute_names("#shard", SHARD)
+                .expression_attribute_values(":shard", s(shard));
+            query_all(query, "list connections")
+        });
+        let mut ids = Vec::new();
+        for items in futures_util::future::try_join_all(queries).await? {
+            for item in &items {
+                let pk = get_s(item, PK)?;
+                ids.push(connection_id_of_pk(pk).ok_or_else(|| {
+                    PortError::new(format!(
+                        "a by-shard entry with a pk that is no connection: {pk}"
+                    ))
+                })?);
+            }
+        }
+        self.load(ids).await
     }
 }

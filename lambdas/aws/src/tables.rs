@@ -6,18 +6,19 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
-    GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection, ProjectionType,
+    GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType,
     ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use chat_core::ports::PortError;
 
 use crate::errors::{is_table_in_use, port_error};
-use crate::items::{EXPIRES_AT, GSI1_PK, GSI1_SK, GSI2_PK, GSI2_SK, PK, SK};
+use crate::items::{EXPIRES_AT, PK, SHARD, SK};
 
-/// GSI of the connections table: a user's connections.
-pub const BY_USER: &str = "by-user";
-/// GSI of the connections table: all connections (one partition), for sweeps and operators.
-pub const BY_KIND: &str = "by-kind";
+/// GSI of the connections table: every connection, spread over 16 `shard` partitions and
+/// sorted by `pk`, keys only — for the presence sweep and operator tools. It replaces `by-kind`
+/// (all connections under one key value, projecting everything, so every heartbeat rewrote it:
+/// a hot partition at scale) and `by-user` (never queried, yet written on every connect).
+pub const BY_SHARD: &str = "by-shard";
 
 /// The table names of one stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,14 +53,14 @@ fn string_attr(name: &str) -> Result<AttributeDefinition, PortError> {
         .map_err(PortError::new)
 }
 
-fn gsi(name: &str, pk: &str, sk: &str) -> Result<GlobalSecondaryIndex, PortError> {
+fn gsi(index: &IndexSpec) -> Result<GlobalSecondaryIndex, PortError> {
     GlobalSecondaryIndex::builder()
-        .index_name(name)
-        .key_schema(key(pk, KeyType::Hash)?)
-        .key_schema(key(sk, KeyType::Range)?)
+        .index_name(&index.name)
+        .key_schema(key(&index.partition_key, KeyType::Hash)?)
+        .key_schema(key(&index.sort_key, KeyType::Range)?)
         .projection(
             Projection::builder()
-                .projection_type(ProjectionType::All)
+                .projection_type(index.projection.sdk())
                 .build(),
         )
         .build()
@@ -76,7 +77,7 @@ pub fn index_addition(
         key_schema,
         projection,
         ..
-    } = gsi(&index.name, &index.partition_key, &index.sort_key)?;
+    } = gsi(index)?;
     let create = CreateGlobalSecondaryIndexAction::builder()
         .index_name(index_name)
         .set_key_schema(Some(key_schema))
@@ -91,13 +92,42 @@ pub fn index_addition(
     Ok((update, attributes))
 }
 
-/// A global secondary index (all attributes projected).
+/// Which attributes an index copies from the table. It is fixed at the index's creation: a change
+/// means a new index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IndexProjection {
+    /// The table's and the index's keys only: an update of any other attribute writes nothing
+    /// to the index.
+    KeysOnly,
+    All,
+}
+
+impl IndexProjection {
+    /// DynamoDB's name of it (`KEYS_ONLY`, `ALL`), as DescribeTable answers and templates say.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexProjection::KeysOnly => "KEYS_ONLY",
+            IndexProjection::All => "ALL",
+        }
+    }
+
+    fn sdk(self) -> ProjectionType {
+        match self {
+            IndexProjection::KeysOnly => ProjectionType::KeysOnly,
+            IndexProjection::All => ProjectionType::All,
+        }
+    }
+}
+
+/// A global secondary index.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IndexSpec {
     pub name: String,
     pub partition_key: String,
     pub sort_key: String,
+    pub projection: IndexProjection,
 }
 
 /// One table as data: string keys, on-demand billing, optional indexes and TTL.
@@ -113,11 +143,6 @@ pub struct TableSpec {
 
 /// The two tables of a stage.
 pub fn specs(names: &TableNames) -> [TableSpec; 2] {
-    let index = |name: &str, pk: &str, sk: &str| IndexSpec {
-        name: name.to_owned(),
-        partition_key: pk.to_owned(),
-        sort_key: sk.to_owned(),
-    };
     [
         TableSpec {
             name: names.messages.clone(),
@@ -130,10 +155,12 @@ pub fn specs(names: &TableNames) -> [TableSpec; 2] {
             name: names.connections.clone(),
             partition_key: PK.to_owned(),
             sort_key: SK.to_owned(),
-            indexes: vec![
-                index(BY_USER, GSI1_PK, GSI1_SK),
-                index(BY_KIND, GSI2_PK, GSI2_SK),
-            ],
+            indexes: vec![IndexSpec {
+                name: BY_SHARD.to_owned(),
+                partition_key: SHARD.to_owned(),
+                sort_key: PK.to_owned(),
+                projection: IndexProjection::KeysOnly,
+            }],
             ttl_attribute: Some(EXPIRES_AT.to_owned()),
         },
     ]
@@ -158,11 +185,7 @@ pub async fn create(client: &Client, spec: &TableSpec) -> Result<bool, PortError
         request = request.attribute_definitions(string_attr(attribute)?);
     }
     for index in &spec.indexes {
-        request = request.global_secondary_indexes(gsi(
-            &index.name,
-            &index.partition_key,
-            &index.sort_key,
-        )?);
+        request = request.global_secondary_indexes(gsi(index)?);
     }
     match request.send().await {
         Ok(_) => Ok(true),
@@ -211,7 +234,7 @@ pub async fn ensure_ttl(client: &Client, spec: &TableSpec) -> Result<(), PortErr
 }
 
 /// Create both tables if they are missing (on-demand billing, TTL on connections) and wait until
-/// they are active. Idempotent.
+/// they are active; add an index a table made by an earlier version lacks. Idempotent.
 pub async fn ensure(client: &Client, names: &TableNames) -> Result<(), PortError> {
     let specs = specs(names);
     for spec in &specs {
@@ -219,24 +242,61 @@ pub async fn ensure(client: &Client, names: &TableNames) -> Result<(), PortError
     }
     for spec in &specs {
         wait_active(client, &spec.name).await?;
+        ensure_indexes(client, spec).await?;
         ensure_ttl(client, spec).await?;
     }
     Ok(())
 }
 
-/// Wait until a table is ACTIVE (at most two minutes).
+/// Add the spec's indexes a table does not have, one per UpdateTable (DynamoDB's limit), waiting
+/// for each to become ACTIVE. Indexes it has beyond the spec are left: this serves the local
+/// `--store dynamodb` mode, where `chatctl deploy`'s plan (which deletes them) does not run.
+pub async fn ensure_indexes(client: &Client, spec: &TableSpec) -> Result<(), PortError> {
+    let table = client
+        .describe_table()
+        .table_name(&spec.name)
+        .send()
+        .await
+        .map_err(|e| port_error(&format!("describe table {}", spec.name), e))?
+        .table;
+    let has: Vec<String> = table
+        .iter()
+        .flat_map(|t| t.global_secondary_indexes())
+        .filter_map(|i| i.index_name().map(str::to_owned))
+        .collect();
+    for index in spec.indexes.iter().filter(|i| !has.contains(&i.name)) {
+        let (update, attributes) = index_addition(index)?;
+        client
+            .update_table()
+            .table_name(&spec.name)
+            .set_attribute_definitions(Some(attributes))
+            .global_secondary_index_updates(update)
+            .send()
+            .await
+            .map_err(|e| port_error(&format!("add index {} to {}", index.name, spec.name), e))?;
+        wait_active(client, &spec.name).await?;
+    }
+    Ok(())
+}
+
+/// Wait until a table and its indexes are ACTIVE (at most two minutes).
 pub async fn wait_active(client: &Client, table: &str) -> Result<(), PortError> {
     // New on-demand tables turn ACTIVE within seconds; give up after two minutes.
     for _ in 0..120 {
-        let status = client
+        let described = client
             .describe_table()
             .table_name(table)
             .send()
             .await
             .map_err(|e| port_error("describe a table", e))?
-            .table
-            .and_then(|t| t.table_status);
-        if status == Some(TableStatus::Active) {
+            .table;
+        let ready = described.is_some_and(|t| {
+            t.table_status == Some(TableStatus::Active)
+                && t.global_secondary_indexes()
+                    .iter()
+                    .all(|i| i.index_status().is_none_or(|s| *s == IndexStatus::Active))
+        });
+        if ready {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
