@@ -766,7 +766,7 @@ async fn check_deployed(config: &SdkConfig, stage: &str, api_id: &str) {
             .policy
             .unwrap();
         let (principal, source) = if role == "ws" {
-            ("apigateway.amazonaws.com", format!(":{api_id}/*"))
+            ("apigateway.amazonaws.com", format!(":{api_id}/{stage}/*"))
         } else {
             ("sns.amazonaws.com", topic_arn.clone())
         };

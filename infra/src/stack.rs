@@ -635,7 +635,12 @@ pub fn desired(
         properties: props([
             ("principal", json!("apigateway.amazonaws.com")),
             ("action", json!("lambda:InvokeFunction")),
-            ("sourceArn", json!(arns.execute_api(api_id, "*"))),
+            // Only this stage's routes (`{api}/{stage}/{route key}`, API Gateway's ARN of a
+            // WebSocket route) may invoke it: not another stage added to the API by hand.
+            (
+                "sourceArn",
+                json!(arns.execute_api(api_id, &format!("{}/*", name.stage))),
+            ),
         ]),
         replace_on: &["principal", "sourceArn"],
     });
