@@ -2,6 +2,8 @@
 
 use chat_core::domain::InvalidValue;
 use chat_core::handler::RecallError;
+use chatctl_infra::config::ConfigError;
+use chatctl_infra::stack::NameError;
 use chatctl_ops::operator::OpsError;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,12 @@ impl CliError {
             // 2 is also `plan --detailed-exitcode`'s "changes": only command-line mistakes that
             // stop a command before it starts use it.
             CliError::Usage(_) => 2,
+            // A bad `--set` pair or `--stage` name is a command-line mistake too. (A bad `app`
+            // may come from chatctl.toml, so it stays 1.)
+            CliError::Config(ConfigError::Set { .. }) => 2,
+            CliError::Config(ConfigError::Name(NameError {
+                what: "stage name", ..
+            })) => 2,
             // Another run holds the stage: scripts may wait and retry.
             CliError::Lock(chatctl_infra::lock::LockError::Held { .. }) => 3,
             // `recall` and `kick`: distinct codes so scripts can tell these apart.

@@ -216,8 +216,9 @@ fn export_mistakes_exit_2_and_say_what_to_fix() {
     assert!(err.contains("directory exists"), "{err}");
     assert!(!dir.path().join("no").exists());
 
+    // Command-line mistakes exit 2, like clap's own.
     let out = chatctl(dir.path(), &["export", "cloudformation", "--stage", "Prod"]);
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("stage name \"Prod\" is not valid"));
 
     let out = chatctl(
@@ -231,7 +232,7 @@ fn export_mistakes_exit_2_and_say_what_to_fix() {
             "memory_mb=lots",
         ],
     );
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("memory_mb"),
         "{}",
