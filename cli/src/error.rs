@@ -61,7 +61,13 @@ impl CliError {
             CliError::Usage(_) => 2,
             // A bad `--set` pair or `--stage` name is a command-line mistake too. (A bad `app`
             // may come from chatctl.toml, so it stays 1.)
-            CliError::Config(ConfigError::Set { .. }) => 2,
+            CliError::Config(
+                ConfigError::Set { .. }
+                | ConfigError::Setting {
+                    origin: chatctl_infra::config::Layer::Set,
+                    ..
+                },
+            ) => 2,
             CliError::Config(ConfigError::Name(NameError {
                 what: "stage name", ..
             })) => 2,

@@ -199,44 +199,32 @@ fn without_out_the_template_goes_to_stdout_and_the_note_to_stderr() {
 #[test]
 fn export_mistakes_exit_2_and_say_what_to_fix() {
     let dir = project();
-    let out = chatctl(
-        dir.path(),
-        &[
-            "export",
-            "cloudformation",
-            "--stage",
-            "prod",
-            "--out",
-            "no/such/dir/t.yaml",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
-    assert!(err.contains("--out no/such/dir/t.yaml"), "{err}");
-    assert!(err.contains("directory exists"), "{err}");
+    // Command-line mistakes exit 2, like clap's own; each message names what to fix, and a
+    // value out of range is blamed on the layer it came from (here --set, not the file).
+    for (extra, says) in [
+        (
+            &["--out", "no/such/dir/t.yaml"][..],
+            "--out no/such/dir/t.yaml: cannot write the template there",
+        ),
+        (&["--set", "memory_mb=lots"][..], "--set memory_mb=lots"),
+        (
+            &["--set", "timeout_s=900"][..],
+            "--set timeout_s=900: use 1 to 29",
+        ),
+    ] {
+        let mut args = vec!["export", "cloudformation", "--stage", "prod"];
+        args.extend_from_slice(extra);
+        let out = chatctl(dir.path(), &args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with(&format!("error: {says}")),
+            "{args:?}: {err}"
+        );
+        assert_eq!(out.stdout, b"", "{args:?}");
+    }
     assert!(!dir.path().join("no").exists());
-
-    // Command-line mistakes exit 2, like clap's own.
     let out = chatctl(dir.path(), &["export", "cloudformation", "--stage", "Prod"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("stage name \"Prod\" is not valid"));
-
-    let out = chatctl(
-        dir.path(),
-        &[
-            "export",
-            "cloudformation",
-            "--stage",
-            "prod",
-            "--set",
-            "memory_mb=lots",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("memory_mb"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert_eq!(out.stdout, b"");
 }

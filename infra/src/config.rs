@@ -38,6 +38,38 @@ pub enum ConfigError {
     Set { pair: String, why: String },
     #[error(transparent)]
     Name(#[from] NameError),
+    /// A setting's value is out of range, named where it came from.
+    #[error("{}: {why}", origin.describe(path, key, value))]
+    Setting {
+        key: &'static str,
+        /// As written (strings quoted).
+        value: String,
+        origin: Layer,
+        path: PathBuf,
+        why: String,
+    },
+}
+
+/// Where a stage setting's value came from: the layers in the order they override each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layer {
+    /// `[defaults]` in the project file.
+    Defaults,
+    /// `[stages.NAME]` in the project file.
+    Stage(String),
+    /// `--set KEY=VALUE` on the command line.
+    Set,
+}
+
+impl Layer {
+    /// `--set timeout_s=900`, `chatctl.toml [stages.prod] timeout_s = 900`.
+    fn describe(&self, path: &Path, key: &str, value: &str) -> String {
+        match self {
+            Layer::Set => format!("--set {key}={}", value.trim_matches('"')),
+            Layer::Stage(stage) => format!("{} [stages.{stage}] {key} = {value}", path.display()),
+            Layer::Defaults => format!("{} [defaults] {key} = {value}", path.display()),
+        }
+    }
 }
 
 /// The longest function timeout: API Gateway's WebSocket integration timeout.
@@ -158,42 +190,78 @@ impl ProjectFile {
     ) -> Result<StageConfig, ConfigError> {
         let app = app.or(self.app.as_deref()).unwrap_or(DEFAULT_APP);
         let name = StackName::new(app, stage)?;
-        let table = self
-            .defaults
-            .merged(self.stages.get(stage).unwrap_or(&StageTable::default()))
-            .merged(overrides);
-        let invalid = |why: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            why,
+        let empty = StageTable::default();
+        let own = self.stages.get(stage).unwrap_or(&empty);
+        let table = self.defaults.merged(own).merged(overrides);
+        // The layer that supplied a field: the last of them that sets it.
+        let origin = |set: fn(&StageTable) -> bool| {
+            if set(overrides) {
+                Layer::Set
+            } else if set(own) {
+                Layer::Stage(stage.to_owned())
+            } else {
+                Layer::Defaults
+            }
         };
+        let invalid =
+            |key: &'static str, value: String, set: fn(&StageTable) -> bool, why: String| {
+                ConfigError::Setting {
+                    key,
+                    value,
+                    origin: origin(set),
+                    path: path.to_owned(),
+                    why,
+                }
+            };
         let d = StageSettings::default();
         let arch = match table.arch.as_deref() {
             None | Some("arm64") => Arch::Arm64,
             Some("x86-64" | "x86_64") => Arch::X86_64,
-            Some(other) => return Err(invalid(format!("arch {other:?}: use arm64 or x86-64"))),
+            Some(other) => {
+                return Err(invalid(
+                    "arch",
+                    format!("{other:?}"),
+                    |t| t.arch.is_some(),
+                    "use arm64 or x86-64".into(),
+                ));
+            }
         };
         let recall_window_ms = match &table.recall_window {
             None => d.recall_window_ms,
             Some(text) => humantime::parse_duration(text)
-                .map_err(|e| invalid(format!("recall_window {text:?}: {e}; write e.g. \"2m\"")))
+                .map_err(|e| {
+                    invalid(
+                        "recall_window",
+                        format!("{text:?}"),
+                        |t| t.recall_window.is_some(),
+                        format!("{e}; write e.g. \"2m\""),
+                    )
+                })
                 .map(|w: Duration| i64::try_from(w.as_millis()).unwrap_or(i64::MAX))?,
         };
         let memory_mb = table.memory_mb.unwrap_or(d.memory_mb);
         if !(128..=10_240).contains(&memory_mb) {
-            return Err(invalid(format!(
-                "memory_mb {memory_mb}: Lambda allows 128 to 10240"
-            )));
+            return Err(invalid(
+                "memory_mb",
+                memory_mb.to_string(),
+                |t| t.memory_mb.is_some(),
+                "Lambda allows 128 to 10240".into(),
+            ));
         }
         let timeout_s = table.timeout_s.unwrap_or(d.timeout_s);
         // Lambda allows up to 900 s, but the ws function serves API Gateway, which ends every
         // WebSocket integration after 29 s (a quota that cannot be raised): a longer timeout
         // would only let a handler run on after its caller gave up.
         if !(1..=MAX_TIMEOUT_S).contains(&timeout_s) {
-            return Err(invalid(format!(
-                "timeout_s {timeout_s}: use 1 to {MAX_TIMEOUT_S}; API Gateway ends a WebSocket \
-                 integration after {MAX_TIMEOUT_S} s (not adjustable), so a longer function \
-                 timeout never helps"
-            )));
+            return Err(invalid(
+                "timeout_s",
+                timeout_s.to_string(),
+                |t| t.timeout_s.is_some(),
+                format!(
+                    "use 1 to {MAX_TIMEOUT_S}; API Gateway ends a WebSocket integration after \
+                     {MAX_TIMEOUT_S} s (not adjustable), so a longer function timeout never helps"
+                ),
+            ));
         }
         // CloudWatch Logs accepts only these retention periods.
         const RETENTION_DAYS: [u32; 22] = [
@@ -202,9 +270,12 @@ impl ProjectFile {
         ];
         let log_retention_days = table.log_retention_days.unwrap_or(d.log_retention_days);
         if !RETENTION_DAYS.contains(&log_retention_days) {
-            return Err(invalid(format!(
-                "log_retention_days {log_retention_days}: CloudWatch Logs allows {RETENTION_DAYS:?}"
-            )));
+            return Err(invalid(
+                "log_retention_days",
+                log_retention_days.to_string(),
+                |t| t.log_retention_days.is_some(),
+                format!("CloudWatch Logs allows {RETENTION_DAYS:?}"),
+            ));
         }
         Ok(StageConfig {
             name,
@@ -293,7 +364,8 @@ recall_window = "5m"
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("timeout_s 30") && err.contains("1 to 29") && err.contains("API Gateway"),
+            err.starts_with("chatctl.toml [stages.x] timeout_s = 30: use 1 to 29")
+                && err.contains("API Gateway"),
             "{err}"
         );
         let file = ProjectFile::parse("[stages.x]\ntimeout_s = 29\n").unwrap();
@@ -304,6 +376,35 @@ recall_window = "5m"
             .unwrap_err()
             .to_string();
         assert!(err.contains("stage name"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_is_blamed_on_the_layer_it_came_from() {
+        let p = Path::new("chatctl.toml");
+        let file =
+            ProjectFile::parse("[defaults]\narch = \"sparc\"\n[stages.prod]\nmemory_mb = 64\n")
+                .unwrap();
+        let err = |stage: &str, set: &[&str]| {
+            let pairs: Vec<String> = set.iter().map(|s| (*s).to_owned()).collect();
+            file.stage(p, None, stage, &StageTable::from_pairs(&pairs).unwrap())
+                .unwrap_err()
+        };
+        insta::assert_snapshot!(
+            [
+                err("dev", &[]).to_string(),
+                err("prod", &["arch=arm64"]).to_string(),
+                err("prod", &["arch=arm64", "memory_mb=99999"]).to_string(),
+                err("dev", &["arch=arm64", "recall_window=soon"]).to_string(),
+            ]
+            .join("\n")
+        );
+        assert!(matches!(
+            err("prod", &["arch=arm64", "memory_mb=99999"]),
+            ConfigError::Setting {
+                origin: Layer::Set,
+                ..
+            }
+        ));
     }
 
     #[test]
