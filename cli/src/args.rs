@@ -87,18 +87,8 @@ pub struct ExportArgs {
     #[arg(long, value_name = "NAME", env = "CHATCTL_STAGE")]
     pub stage: String,
 
-    /// The app name [default: `app` in chatctl.toml, else "chat"].
-    #[arg(long, value_name = "NAME", env = "CHATCTL_APP")]
-    pub app: Option<String>,
-
-    /// The project file.
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "chatctl.toml",
-        env = "CHATCTL_CONFIG"
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub project: ProjectArgs,
 
     /// Override one stage setting of chatctl.toml, e.g. `--set memory_mb=1024`. Repeat for several.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -113,12 +103,28 @@ pub struct ExportArgs {
     pub format: Option<TemplateFormat>,
 }
 
-/// How to reach a stage's AWS account, and the project file with its settings.
+/// Which app, and the project file with its settings.
 #[derive(Debug, Clone, Args)]
-pub struct AwsArgs {
+pub struct ProjectArgs {
     /// The app name [default: `app` in chatctl.toml, else "chat"].
     #[arg(long, value_name = "NAME", env = "CHATCTL_APP")]
     pub app: Option<String>,
+
+    /// The project file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "chatctl.toml",
+        env = "CHATCTL_CONFIG"
+    )]
+    pub config: PathBuf,
+}
+
+/// How to reach a stage's AWS account, and the project file with its settings.
+#[derive(Debug, Clone, Args)]
+pub struct AwsArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
 
     /// AWS region [default: chatctl.toml, then AWS_REGION / the profile's].
     #[arg(long, value_name = "REGION")]
@@ -131,15 +137,6 @@ pub struct AwsArgs {
     /// Send every AWS call here instead (an emulator such as moto).
     #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
-
-    /// The project file.
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "chatctl.toml",
-        env = "CHATCTL_CONFIG"
-    )]
-    pub config: PathBuf,
 }
 
 /// Which deployed stage a command works on, and how to reach its AWS account.

@@ -65,8 +65,7 @@ fn format_of(flag: Option<TemplateFormat>, out: Option<&Path>) -> Format {
 
 pub fn cloudformation(args: ExportArgs, format: OutputFormat) -> Result<u8, CliError> {
     let config = stage::resolve_layers(
-        &args.config,
-        args.app.as_deref(),
+        &args.project,
         &args.stage,
         &args.set,
         &StageTable::default(),

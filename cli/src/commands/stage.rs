@@ -14,7 +14,7 @@ use chatctl_infra::stack::Code;
 
 use serde::Serialize;
 
-use crate::args::{OutputFormat, StageArgs};
+use crate::args::{OutputFormat, ProjectArgs, StageArgs};
 use crate::error::CliError;
 use crate::output;
 use crate::progress::Step;
@@ -28,27 +28,20 @@ pub fn resolve(args: &StageArgs) -> Result<StageConfig, CliError> {
         endpoint_url: aws.endpoint_url.clone(),
         ..StageTable::default()
     };
-    resolve_layers(
-        &aws.config,
-        aws.app.as_deref(),
-        &args.stage,
-        &args.set,
-        &flags,
-    )
+    resolve_layers(&aws.project, &args.stage, &args.set, &flags)
 }
 
 /// The layers in order: the project file's `[defaults]` and `[stages.X]`, then `--set`, then
 /// the dedicated flags.
 pub fn resolve_layers(
-    config: &Path,
-    app: Option<&str>,
+    project: &ProjectArgs,
     stage: &str,
     set: &[String],
     flags: &StageTable,
 ) -> Result<StageConfig, CliError> {
-    let project = ProjectFile::load(config)?;
+    let file = ProjectFile::load(&project.config)?;
     let overrides = StageTable::from_pairs(set)?.overlaid(flags);
-    Ok(project.stage(config, app, stage, &overrides)?)
+    Ok(file.stage(&project.config, project.app.as_deref(), stage, &overrides)?)
 }
 
 /// AWS clients for the stage: its region, profile and endpoint over the standard AWS settings.
