@@ -64,8 +64,21 @@ pub struct Omitted {
     pub reason: &'static str,
 }
 
-/// A rendered template and what it holds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+impl fmt::Display for Omitted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "not in the template: {} {}: {}",
+            self.kind.label(),
+            self.name,
+            self.reason
+        )
+    }
+}
+
+/// A rendered template and what it holds. (Not `Serialize`: `logical_ids` has tuple keys, which
+/// JSON cannot hold; `body` is the template.)
+#[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     pub body: Value,
     /// Model resource → the logical ids it became (one, or two for a queue with a policy).
@@ -76,6 +89,14 @@ pub struct Template {
 impl Template {
     pub fn resource_count(&self) -> usize {
         self.body["Resources"].as_object().map_or(0, Map::len)
+    }
+
+    /// The template's parameter names, in order.
+    pub fn parameters(&self) -> Vec<String> {
+        self.body["Parameters"]
+            .as_object()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn render(&self, format: Format) -> String {

@@ -5,9 +5,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use chatctl_infra::cloudformation::{self, CODE_BUCKET_PARAMETER, Format, Omitted};
+use chatctl_infra::cloudformation::{self, Format, Omitted};
 use chatctl_infra::config::StageTable;
-use chatctl_infra::names::FUNCTION_ROLES;
 use serde::Serialize;
 
 use crate::args::{ExportArgs, OutputFormat, TemplateFormat};
@@ -39,13 +38,7 @@ impl fmt::Display for Exported {
         )?;
         write!(f, "parameters: {}", self.parameters.join(", "))?;
         for o in &self.omitted {
-            write!(
-                f,
-                "\nnot in the template: {} {}: {}",
-                o.kind.label(),
-                o.name,
-                o.reason
-            )?;
+            write!(f, "\n{o}")?;
         }
         Ok(())
     }
@@ -77,18 +70,11 @@ pub fn cloudformation(args: ExportArgs, format: OutputFormat) -> Result<u8, CliE
     let Some(path) = args.out else {
         output::raw(&text);
         for o in &template.omitted {
-            eprintln!(
-                "note: not in the template: {} {}: {}",
-                o.kind.label(),
-                o.name,
-                o.reason
-            );
+            eprintln!("note: {o}");
         }
         return Ok(0);
     };
     write_atomically(&path, &text)?;
-    let mut parameters = vec![CODE_BUCKET_PARAMETER.to_owned()];
-    parameters.extend(FUNCTION_ROLES.map(cloudformation::code_key_parameter));
     output::emit(
         format,
         &Exported {
@@ -96,7 +82,7 @@ pub fn cloudformation(args: ExportArgs, format: OutputFormat) -> Result<u8, CliE
             path,
             format: template_format,
             resources: template.resource_count(),
-            parameters,
+            parameters: template.parameters(),
             omitted: template.omitted,
         },
     );
