@@ -598,31 +598,7 @@ async fn check_deployed(config: &SdkConfig, stage: &str, api_id: &str) {
         "{queue_policy}"
     );
     let sns = aws_sdk_sns::Client::new(config);
-    let subscriptions = sns
-        .list_subscriptions_by_topic()
-        .topic_arn(&topic_arn)
-        .send()
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    for s in subscriptions.subscriptions() {
-        let attributes = sns
-            .get_subscription_attributes()
-            .subscription_arn(s.subscription_arn().unwrap())
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .unwrap_or_default();
-        let filter: Value = serde_json::from_str(attributes.get("FilterPolicy").unwrap()).unwrap();
-        let raw = attributes.get("RawMessageDelivery").map(String::as_str);
-        seen.push((
-            s.protocol().unwrap().to_owned(),
-            s.endpoint().unwrap().to_owned(),
-            filter,
-            raw == Some("true"),
-        ));
-    }
+    let mut seen = subscriptions_of(&sns, &topic_arn).await;
     seen.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         seen,
@@ -775,6 +751,39 @@ async fn check_deployed(config: &SdkConfig, stage: &str, api_id: &str) {
             "{policy}"
         );
     }
+}
+
+/// A topic's subscriptions as (protocol, endpoint, filter policy, raw delivery), read from moto.
+async fn subscriptions_of(
+    sns: &aws_sdk_sns::Client,
+    topic_arn: &str,
+) -> Vec<(String, String, Value, bool)> {
+    let listed = sns
+        .list_subscriptions_by_topic()
+        .topic_arn(topic_arn)
+        .send()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for s in listed.subscriptions() {
+        let attributes = sns
+            .get_subscription_attributes()
+            .subscription_arn(s.subscription_arn().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap_or_default();
+        let filter: Value = serde_json::from_str(attributes.get("FilterPolicy").unwrap()).unwrap();
+        let raw = attributes.get("RawMessageDelivery").map(String::as_str);
+        out.push((
+            s.protocol().unwrap().to_owned(),
+            s.endpoint().unwrap().to_owned(),
+            filter,
+            raw == Some("true"),
+        ));
+    }
+    out
 }
 
 fn url_decode(text: &str) -> String {

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_config::SdkConfig;
 use serde_json::{Value, json};
 
-use super::url_decode;
+use super::{subscriptions_of, url_decode};
 
 /// What CloudFormation would substitute: pseudo parameters and the `Ref` of logical ids.
 pub struct Vars(pub BTreeMap<String, String>);
@@ -106,13 +106,14 @@ pub async fn check(config: &SdkConfig, template: &Value, prefix: &str, vars: &Va
     let tables = of_type(template, vars, "AWS::DynamoDB::Table");
     let deployed: BTreeSet<String> = db
         .list_tables()
+        .into_paginator()
+        .items()
         .send()
+        .try_collect()
         .await
         .unwrap()
-        .table_names()
-        .iter()
+        .into_iter()
         .filter(|t| t.starts_with(&format!("{prefix}-")))
-        .cloned()
         .collect();
     assert_eq!(deployed, names(&tables, "TableName"), "tables");
     for props in tables.values() {
@@ -181,15 +182,25 @@ pub async fn check(config: &SdkConfig, template: &Value, prefix: &str, vars: &Va
 
     let sns = aws_sdk_sns::Client::new(config);
     let topics = of_type(template, vars, "AWS::SNS::Topic");
-    let deployed: BTreeSet<String> = sns
+    let topic_arns: Vec<String> = sns
         .list_topics()
+        .into_paginator()
+        .items()
         .send()
+        .try_collect()
         .await
         .unwrap()
-        .topics()
+        .into_iter()
+        .filter_map(|t| t.topic_arn)
+        .filter(|arn| {
+            arn.rsplit(':')
+                .next()
+                .is_some_and(|n| n.starts_with(&format!("{prefix}-")))
+        })
+        .collect();
+    let deployed: BTreeSet<String> = topic_arns
         .iter()
-        .filter_map(|t| t.topic_arn()?.rsplit(':').next().map(str::to_owned))
-        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .filter_map(|arn| arn.rsplit(':').next().map(str::to_owned))
         .collect();
     assert_eq!(deployed, names(&topics, "TopicName"), "topics");
 
@@ -262,10 +273,12 @@ pub async fn check(config: &SdkConfig, template: &Value, prefix: &str, vars: &Va
     let deployed: BTreeMap<String, Value> = logs
         .describe_log_groups()
         .log_group_name_prefix(format!("/aws/lambda/{prefix}-"))
+        .into_paginator()
+        .items()
         .send()
+        .try_collect()
         .await
         .unwrap()
-        .log_groups()
         .iter()
         .map(|g| {
             let name = g.log_group_name().unwrap().to_owned();
@@ -288,10 +301,12 @@ pub async fn check(config: &SdkConfig, template: &Value, prefix: &str, vars: &Va
     let roles = of_type(template, vars, "AWS::IAM::Role");
     let deployed: BTreeSet<String> = iam
         .list_roles()
+        .into_paginator()
+        .items()
         .send()
+        .try_collect()
         .await
         .unwrap()
-        .roles()
         .iter()
         .map(|r| r.role_name().to_owned())
         .filter(|n| n.starts_with(&format!("{prefix}-")))
@@ -339,10 +354,12 @@ pub async fn check(config: &SdkConfig, template: &Value, prefix: &str, vars: &Va
     let functions = of_type(template, vars, "AWS::Lambda::Function");
     let deployed: BTreeSet<String> = lambda
         .list_functions()
+        .into_paginator()
+        .items()
         .send()
+        .try_collect()
         .await
         .unwrap()
-        .functions()
         .iter()
         .filter_map(|f| f.function_name())
         .filter(|n| n.starts_with(&format!("{prefix}-")))
@@ -629,29 +646,14 @@ pub async fn check(config: &SdkConfig, template: &Value, prefix: &str, vars: &Va
         })
         .collect();
     let mut observed = Vec::new();
-    for topic in names(&topics, "TopicName") {
-        let arn = vars.resolve(&json!({ "Fn::Sub": format!("arn:${{AWS::Partition}}:sns:${{AWS::Region}}:${{AWS::AccountId}}:{topic}") }));
-        let listed = sns
-            .list_subscriptions_by_topic()
-            .topic_arn(arn.as_str().unwrap())
-            .send()
-            .await
-            .unwrap();
-        for s in listed.subscriptions() {
-            let attributes = sns
-                .get_subscription_attributes()
-                .subscription_arn(s.subscription_arn().unwrap())
-                .send()
-                .await
-                .unwrap()
-                .attributes
-                .unwrap_or_default();
+    for arn in &topic_arns {
+        for (protocol, endpoint, filter, raw) in subscriptions_of(&sns, arn).await {
             observed.push(json!({
-                "TopicArn": s.topic_arn(),
-                "Protocol": s.protocol(),
-                "Endpoint": s.endpoint(),
-                "FilterPolicy": attributes.get("FilterPolicy").map(|f| serde_json::from_str::<Value>(f).unwrap()),
-                "RawMessageDelivery": attributes.get("RawMessageDelivery").map(String::as_str) == Some("true"),
+                "TopicArn": arn,
+                "Protocol": protocol,
+                "Endpoint": endpoint,
+                "FilterPolicy": filter,
+                "RawMessageDelivery": raw,
             }));
         }
     }
