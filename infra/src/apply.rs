@@ -2283,6 +2283,142 @@ mod tests {
         assert_eq!(describe.num_calls(), 3);
     }
 
+    // moto deletes and builds an index at once; DynamoDB keeps a deleted index DELETING and a new
+    // one CREATING (backfilling) for seconds to minutes, and refuses another index change on the
+    // table meanwhile (ResourceInUseException / LimitExceededException). The migration from
+    // by-kind/by-user to by-shard must wait for each step; these answers are DynamoDB's
+    // documented statuses.
+    #[tokio::test]
+    async fn an_index_migration_waits_for_each_index_change_to_finish() {
+        use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
+        use aws_sdk_dynamodb::operation::update_table::{UpdateTableInput, UpdateTableOutput};
+        use aws_sdk_dynamodb::types::{
+            GlobalSecondaryIndexDescription, IndexStatus, TableDescription, TableStatus,
+        };
+        use std::sync::{Arc, Mutex};
+
+        let (name, env, code) = sample_env();
+        // What each DescribeTable answered, and what each UpdateTable asked for, in order.
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let answer =
+            |log: &Arc<Mutex<Vec<String>>>, table: TableStatus, indexes: &[(&str, IndexStatus)]| {
+                let log = Arc::clone(log);
+                let indexes: Vec<(String, IndexStatus)> = indexes
+                    .iter()
+                    .map(|(n, s)| ((*n).to_owned(), s.clone()))
+                    .collect();
+                move || {
+                    let ready = table == TableStatus::Active
+                        && indexes.iter().all(|(_, s)| *s == IndexStatus::Active);
+                    log.lock()
+                        .unwrap()
+                        .push(if ready { "ready" } else { "busy" }.to_owned());
+                    DescribeTableOutput::builder()
+                        .table(
+                            TableDescription::builder()
+                                .table_status(table.clone())
+                                .set_global_secondary_indexes(Some(
+                                    indexes
+                                        .iter()
+                                        .map(|(n, s)| {
+                                            GlobalSecondaryIndexDescription::builder()
+                                                .index_name(n)
+                                                .index_status(s.clone())
+                                                .build()
+                                        })
+                                        .collect(),
+                                ))
+                                .build(),
+                        )
+                        .build()
+                }
+            };
+        use IndexStatus::{Active, Creating, Deleting};
+        let describe = mock!(aws_sdk_dynamodb::Client::describe_table)
+            .sequence()
+            .output(answer(
+                &log,
+                TableStatus::Active,
+                &[("by-kind", Active), ("by-user", Active)],
+            ))
+            .output(answer(
+                &log,
+                TableStatus::Updating,
+                &[("by-kind", Deleting), ("by-user", Active)],
+            ))
+            .output(answer(&log, TableStatus::Active, &[("by-user", Active)]))
+            .output(answer(&log, TableStatus::Active, &[]))
+            .output(answer(
+                &log,
+                TableStatus::Updating,
+                &[("by-shard", Creating)],
+            ))
+            .output(answer(&log, TableStatus::Active, &[("by-shard", Active)]))
+            .build();
+        let asked = Arc::clone(&log);
+        let update = mock!(aws_sdk_dynamodb::Client::update_table)
+            .match_requests(move |r: &UpdateTableInput| {
+                let mut log = asked.lock().unwrap();
+                // Only ever sent when the last look found the table and every index ACTIVE.
+                let ready = log.last().map(String::as_str) == Some("ready");
+                for u in r.global_secondary_index_updates() {
+                    if let Some(d) = u.delete() {
+                        log.push(format!("delete {}", d.index_name()));
+                    }
+                    if let Some(c) = u.create() {
+                        log.push(format!("create {}", c.index_name()));
+                    }
+                }
+                ready
+            })
+            .then_output(|| UpdateTableOutput::builder().build());
+        let clients = mocked_clients(&[&describe, &update]);
+        let settings = StageSettings::default();
+        let observed = Observed::default();
+        let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
+        let old = |n: &str, pk: &str, sk: &str| serde_json::json!({ "name": n, "partitionKey": pk, "sortKey": sk, "projection": "ALL" });
+        let spec = chat_aws::tables::specs(&name.tables());
+        let wanted: Vec<Value> = spec[1]
+            .indexes
+            .iter()
+            .map(crate::stack::index_properties)
+            .collect();
+        let plan = one_action(
+            &name,
+            Kind::Table,
+            "chat-prod-connections",
+            Change::Update {
+                fields: vec![crate::plan::FieldChange {
+                    field: "indexes".into(),
+                    from: Some(serde_json::json!([
+                        old("by-kind", "gsi2pk", "gsi2sk"),
+                        old("by-user", "gsi1pk", "gsi1sk"),
+                    ])),
+                    to: serde_json::json!(wanted),
+                }],
+            },
+        );
+        let applied = applier
+            .apply(&plan, &mut |_: &ApplyEvent| {})
+            .await
+            .unwrap();
+        assert_eq!(applied, 1);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "ready",
+                "delete by-kind",
+                "busy",
+                "ready",
+                "delete by-user",
+                "ready",
+                "create by-shard",
+                "busy",
+                "ready",
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn a_throttle_change_updates_the_stage_in_place() {
         let name = StackName::new("chat", "prod").unwrap();
