@@ -3,7 +3,6 @@
 use chat_core::domain::InvalidValue;
 use chat_core::handler::RecallError;
 use chatctl_infra::config::ConfigError;
-use chatctl_infra::stack::NameError;
 use chatctl_ops::operator::OpsError;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,9 +67,7 @@ impl CliError {
                     ..
                 },
             ) => 2,
-            CliError::Config(ConfigError::Name(NameError {
-                what: "stage name", ..
-            })) => 2,
+            CliError::Config(ConfigError::Name(e)) if e.is_stage() => 2,
             // Another run holds the stage: scripts may wait and retry.
             CliError::Lock(chatctl_infra::lock::LockError::Held { .. }) => 3,
             // `recall` and `kick`: distinct codes so scripts can tell these apart.

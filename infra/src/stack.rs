@@ -95,6 +95,17 @@ pub struct NameError {
     pub value: String,
 }
 
+impl NameError {
+    const APP: &'static str = "app name";
+    const STAGE: &'static str = "stage name";
+
+    /// The stage name was invalid (it always comes from `--stage`; an app name may come from
+    /// chatctl.toml).
+    pub fn is_stage(&self) -> bool {
+        self.what == Self::STAGE
+    }
+}
+
 /// `app` and `stage`, validated: they become part of every resource name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StackName {
@@ -119,8 +130,8 @@ impl StackName {
                 })
             }
         };
-        check("app name", app)?;
-        check("stage name", stage)?;
+        check(NameError::APP, app)?;
+        check(NameError::STAGE, stage)?;
         Ok(Self {
             app: app.to_owned(),
             stage: stage.to_owned(),
