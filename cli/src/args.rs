@@ -197,6 +197,18 @@ pub struct DeployArgs {
     /// Also write the outputs (WebSocket URL, endpoints, table names …) to this file as JSON.
     #[arg(long, value_name = "PATH")]
     pub outputs_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub apply: ApplyArgs,
+}
+
+/// How apply runs the plan's actions.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Run up to N changes at once, each after what it depends on (1: one after the other, in
+    /// plan order). Progress is reported in plan order either way.
+    #[arg(long, value_name = "N", default_value_t = chatctl_infra::apply::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +223,9 @@ pub struct DestroyArgs {
     /// Take the stage's deploy lock even if another run holds it. Only when that run is dead.
     #[arg(long)]
     pub break_lock: bool,
+
+    #[command(flatten)]
+    pub apply: ApplyArgs,
 }
 
 #[derive(Debug, Args)]

@@ -17,10 +17,11 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
-use chatctl_e2e::moto::{Moto, fake_artifacts};
+use chatctl_e2e::latency::Latency;
+use chatctl_e2e::moto::{Moto, fake_artifacts, fake_artifacts_of};
 use chatctl_e2e::proxy::{AwsProxy, Call, Fault};
 use serde_json::Value;
 
@@ -810,6 +811,25 @@ async fn deploy_from_nothing_then_no_op_then_code_and_setting_changes_then_destr
         2 * RESOURCES,
         "a started and a done event per resource"
     );
+    // The actions run in parallel, but are reported in plan order: each `started` followed by
+    // its own `done`.
+    let planned: Vec<(&Value, &Value)> = events[0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (&a["kind"], &a["name"]))
+        .collect();
+    let reported: Vec<(&Value, &Value, &Value)> = events
+        .iter()
+        .filter(|e| e["event"] == "apply")
+        .map(|e| (&e["kind"], &e["name"], &e["status"]))
+        .collect();
+    let (started, done) = (Value::from("started"), Value::from("done"));
+    let expected: Vec<(&Value, &Value, &Value)> = planned
+        .iter()
+        .flat_map(|(k, n)| [(*k, *n, &started), (*k, *n, &done)])
+        .collect();
+    assert_eq!(reported, expected);
     let api_id = api_id_of(report);
     let written: Value = serde_json::from_slice(&std::fs::read(&outputs_file).unwrap()).unwrap();
     assert_eq!(written, report["outputs"]);
@@ -1107,6 +1127,75 @@ async fn an_interrupted_deploy_converges_without_duplicates_or_orphans() {
     assert!(report["applied"].as_u64().unwrap() > 0);
     check_deployed(&s.moto, &s.name, &api_id_of(report)).await;
     assert_eq!(last(&ok(&s.deploy(&[])))["applied"], 0);
+    ok(&s.run(&["destroy", "--yes", "--output", "json"]));
+    assert_eq!(leftovers(&s.moto, &s.name).await, Vec::<String>::new());
+}
+
+/// moto makes everything ready at once. Under the proxy's AWS latency model (shortened here) the
+/// tables are CREATING, the new roles cannot be assumed yet, the functions are Pending and busy
+/// resources refuse changes: a deploy from nothing must wait for each, overlapping the waits,
+/// and converge in one run; a code change to both functions too. API Gateway's management quota
+/// (10 calls per second, burst 10) is never exceeded.
+#[tokio::test]
+async fn under_aws_latencies_a_deploy_waits_for_each_resource_and_paces_api_gateway() {
+    let s = Stage::new();
+    s.proxy.set_latency(Latency {
+        round_trip: Duration::from_millis(20),
+        iam_round_trip: Duration::from_millis(40),
+        table_creating: Duration::from_secs(3),
+        table_updating: Duration::from_secs(3),
+        iam_propagation: Duration::from_secs(3),
+        function_pending: Duration::from_secs(2),
+        function_updating: Duration::from_secs(1),
+    });
+    let report = last(&ok(&s.deploy(&[]))).clone();
+    assert_eq!(report["applied"], RESOURCES);
+    let calls = s.proxy.take_timed_calls();
+    let refused = |op: &str, status: u16| {
+        calls
+            .iter()
+            .filter(|(_, c)| c.operation == op && c.status == status)
+            .count()
+    };
+    // The model did refuse what was not ready, so the waits and retries were exercised.
+    assert!(
+        refused("CreateFunction", 400) > 0,
+        "no CreateFunction met an unpropagated role"
+    );
+    let creating = calls
+        .iter()
+        .filter(|(_, c)| c.operation == "DescribeTable")
+        .count();
+    assert!(
+        creating > 2,
+        "apply never waited for a table: {creating} DescribeTable calls"
+    );
+    check_deployed(&s.moto, &s.name, &api_id_of(&report)).await;
+
+    // Token bucket: any n calls within t seconds need n ≤ burst + rate·t (with 50 ms of slack
+    // for scheduling between the CLI's pacing and the proxy's clock).
+    let api: Vec<Instant> = calls
+        .iter()
+        .filter(|(_, c)| c.service == "apigateway")
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(api.len() > 12, "{} API Gateway calls", api.len());
+    for i in 0..api.len() {
+        for j in i..api.len() {
+            let t = api[j].duration_since(api[i]).as_secs_f64() + 0.05;
+            let n = (j - i + 1) as f64;
+            assert!(n <= 10.0 + 10.0 * t, "{n} API Gateway calls within {t:.2}s");
+        }
+    }
+
+    // Both functions' code changes: each update waits out the other's InProgress state only
+    // for its own function, and the stage converges in one run.
+    fake_artifacts_of(s.artifacts.path(), "v2", "v2");
+    let report = last(&ok(&s.deploy(&[]))).clone();
+    assert_eq!(report["summary"]["update"], 2, "{report}");
+    s.proxy.take_calls();
+    assert_eq!(last(&ok(&s.deploy(&[])))["applied"], 0);
+    assert_eq!(s.changes(), vec![]);
     ok(&s.run(&["destroy", "--yes", "--output", "json"]));
     assert_eq!(leftovers(&s.moto, &s.name).await, Vec::<String>::new());
 }

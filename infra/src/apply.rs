@@ -5,6 +5,7 @@
 //! are fed back into the stack model as they become known, so later actions use the real ones.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use aws_sdk_lambda::primitives::Blob;
@@ -29,6 +30,112 @@ use crate::stack::{
 pub struct ApplyError {
     pub action: String,
     pub why: String,
+}
+
+impl ApplyError {
+    fn of(action: &Action, why: &str) -> Self {
+        Self {
+            action: format!(
+                "{} {} {}",
+                action.change.label(),
+                action.kind.label(),
+                action.name
+            ),
+            why: why.to_owned(),
+        }
+    }
+}
+
+/// How many actions apply runs at once unless told otherwise: enough to overlap every table
+/// wait, IAM propagation and function activation of a first deploy (plan order puts those ahead
+/// of the routes, which API Gateway's quota paces anyway), few enough to stay clear of
+/// per-service request quotas.
+pub const DEFAULT_CONCURRENCY: u16 = 8;
+
+/// Where one action of the plan is.
+#[derive(Debug)]
+enum Slot {
+    Waiting,
+    Running,
+    Finished(Result<(), String>, Duration),
+}
+
+/// Reports the actions' events in plan order, so the output of a run does not depend on which
+/// of the actions running at once finished first: an action's `started` is reported when every
+/// action before it has been reported done, its `done` when it is done too.
+struct InPlanOrder<'p> {
+    plan: &'p Plan,
+    next: usize,
+    started_reported: bool,
+}
+
+impl<'p> InPlanOrder<'p> {
+    fn new(plan: &'p Plan) -> Self {
+        Self {
+            plan,
+            next: 0,
+            started_reported: false,
+        }
+    }
+
+    fn event(
+        action: &Action,
+        status: &'static str,
+        elapsed: Option<Duration>,
+        error: Option<String>,
+    ) -> ApplyEvent {
+        ApplyEvent {
+            event: "apply",
+            kind: action.kind,
+            name: action.name.clone(),
+            change: action.change.label(),
+            status,
+            elapsed_ms: elapsed.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            error,
+        }
+    }
+
+    /// Report as far as plan order allows now; `all` also skips actions that never started.
+    fn advance(&mut self, slots: &[Slot], on_event: &mut dyn FnMut(&ApplyEvent), all: bool) {
+        while self.next < slots.len() {
+            let action = &self.plan.actions[self.next];
+            if action.change == Change::Keep {
+                self.next += 1;
+                continue;
+            }
+            match &slots[self.next] {
+                Slot::Waiting if all => {}
+                Slot::Waiting => return,
+                Slot::Running => {
+                    if !self.started_reported {
+                        on_event(&Self::event(action, "started", None, None));
+                        self.started_reported = true;
+                    }
+                    return;
+                }
+                Slot::Finished(result, elapsed) => {
+                    if !self.started_reported {
+                        on_event(&Self::event(action, "started", None, None));
+                    }
+                    let (status, error) = match result {
+                        Ok(()) => ("done", None),
+                        Err(why) => ("failed", Some(why.clone())),
+                    };
+                    on_event(&Self::event(action, status, Some(*elapsed), error));
+                }
+            }
+            self.next += 1;
+            self.started_reported = false;
+        }
+    }
+
+    fn emit(&mut self, slots: &[Slot], on_event: &mut dyn FnMut(&ApplyEvent)) {
+        self.advance(slots, on_event, false);
+    }
+
+    fn flush(&mut self, slots: &[Slot], on_event: &mut dyn FnMut(&ApplyEvent)) {
+        self.advance(slots, on_event, true);
+    }
 }
 
 /// The zips to upload, by handler role (`ws`, `fanout`).
@@ -61,16 +168,26 @@ pub struct Applier<'a> {
     settings: StageSettings,
     code: Code,
     artifacts: Option<&'a Artifacts>,
-    env: Environment,
-    ids: BTreeMap<(Kind, String), String>,
+    /// What AWS assigned so far (the API's id and endpoint, ids of what is addressed by id),
+    /// shared by the actions running at once.
+    known: Mutex<Known>,
     /// APIs this plan deletes: what lives inside them goes with them, without calls of its own.
-    apis_going: BTreeSet<String>,
+    apis_going: Mutex<BTreeSet<String>>,
+    /// How many actions run at once (1: one after the other).
+    concurrency: usize,
     /// How long to keep waiting for AWS (tables, functions, IAM propagation, a queue name
     /// deleted less than a minute ago).
     pub patience: Duration,
     /// The pause between attempts to create a queue whose name was deleted recently.
     pub queue_retry: Duration,
     progress: Option<Progress<'a>>,
+}
+
+/// What AWS assigned, as apply learns it.
+#[derive(Debug)]
+struct Known {
+    env: Environment,
+    ids: BTreeMap<(Kind, String), String>,
 }
 
 /// Where apply says what it is waiting for.
@@ -98,9 +215,12 @@ impl<'a> Applier<'a> {
             settings: settings.clone(),
             code: code.clone(),
             artifacts: None,
-            env: env.clone(),
-            ids: observed.ids.clone(),
-            apis_going: BTreeSet::new(),
+            known: Mutex::new(Known {
+                env: env.clone(),
+                ids: observed.ids.clone(),
+            }),
+            apis_going: Mutex::default(),
+            concurrency: usize::from(DEFAULT_CONCURRENCY),
             patience: Duration::from_secs(300),
             queue_retry: Duration::from_secs(10),
             progress: None,
@@ -113,6 +233,12 @@ impl<'a> Applier<'a> {
         self
     }
 
+    /// Run up to `n` actions at once (at least one).
+    pub fn with_concurrency(mut self, n: u16) -> Self {
+        self.concurrency = usize::from(n.max(1));
+        self
+    }
+
     /// The zips, needed when the plan creates functions or changes their code.
     pub fn with_artifacts(mut self, artifacts: &'a Artifacts) -> Self {
         self.artifacts = Some(artifacts);
@@ -120,66 +246,104 @@ impl<'a> Applier<'a> {
     }
 
     /// The environment as apply leaves it (with the API's id once it exists).
-    pub fn environment(&self) -> &Environment {
-        &self.env
+    pub fn environment(&self) -> Environment {
+        self.known().env.clone()
     }
 
-    /// Apply every changing action of `plan` in order, reporting each through `on_event`. Stops
-    /// at the first failure: what was done stays done, and the next run plans from there.
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Apply every changing action of `plan`, up to [`Applier::with_concurrency`] at a time, each
+    /// once what it waits for is done (see [`crate::schedule`]), reporting each through
+    /// `on_event` in plan order whatever order they finish in. At the first failure no further
+    /// action starts; those running finish, what was done stays done, and the next run plans
+    /// from there. Returns how many actions were applied.
     pub async fn apply(
-        &mut self,
+        &self,
         plan: &Plan,
         on_event: &mut dyn FnMut(&ApplyEvent),
     ) -> Result<usize, ApplyError> {
-        let mut applied = 0;
-        self.apis_going = plan
+        use futures_util::StreamExt;
+        use futures_util::stream::FuturesUnordered;
+
+        let going: BTreeSet<String> = plan
             .actions
             .iter()
             .filter(|a| a.kind == Kind::Api && a.change == Change::Delete)
             .map(|a| a.name.clone())
             .collect();
-        for action in plan.actions.iter().filter(|a| a.change != Change::Keep) {
-            let event = |status: &'static str, elapsed: Option<Duration>, error: Option<String>| {
-                ApplyEvent {
-                    event: "apply",
-                    kind: action.kind,
-                    name: action.name.clone(),
-                    change: action.change.label(),
-                    status,
-                    elapsed_ms: elapsed.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                    error,
+        *self
+            .apis_going
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = going;
+        let model = desired(&self.name, &self.settings, &self.environment(), &self.code);
+        let schedule = crate::schedule::schedule(plan, &model);
+        let mut slots: Vec<Slot> = plan
+            .actions
+            .iter()
+            .map(|a| {
+                if a.change == Change::Keep {
+                    Slot::Finished(Ok(()), Duration::ZERO)
+                } else {
+                    Slot::Waiting
                 }
-            };
-            on_event(&event("started", None, None));
-            let started = Instant::now();
-            match self.one(action).await {
-                Ok(()) => on_event(&event("done", Some(started.elapsed()), None)),
-                Err(why) => {
-                    let err = ApplyError {
-                        action: format!(
-                            "{} {} {}",
-                            action.change.label(),
-                            action.kind.label(),
-                            action.name
-                        ),
-                        why,
-                    };
-                    on_event(&event(
-                        "failed",
-                        Some(started.elapsed()),
-                        Some(err.why.clone()),
-                    ));
-                    return Err(err);
+            })
+            .collect();
+        let mut events = InPlanOrder::new(plan);
+        let mut running = FuturesUnordered::new();
+        let mut failed = false;
+        loop {
+            if !failed {
+                for i in 0..slots.len() {
+                    if running.len() >= self.concurrency {
+                        break;
+                    }
+                    let ready = matches!(slots[i], Slot::Waiting)
+                        && schedule.waits[i]
+                            .iter()
+                            .all(|j| matches!(slots[*j], Slot::Finished(Ok(()), _)));
+                    if ready {
+                        slots[i] = Slot::Running;
+                        let action = &plan.actions[i];
+                        running.push(async move {
+                            let started = Instant::now();
+                            (i, self.one(action).await, started.elapsed())
+                        });
+                    }
                 }
             }
-            applied += 1;
+            events.emit(&slots, on_event);
+            let Some((i, result, elapsed)) = running.next().await else {
+                break;
+            };
+            failed |= result.is_err();
+            slots[i] = Slot::Finished(result, elapsed);
+        }
+        events.flush(&slots, on_event);
+        let mut applied = 0;
+        for (i, slot) in slots.iter().enumerate() {
+            let action = &plan.actions[i];
+            match slot {
+                Slot::Finished(Ok(()), _) if action.change != Change::Keep => applied += 1,
+                Slot::Finished(Err(why), _) => return Err(ApplyError::of(action, why)),
+                _ => {}
+            }
+        }
+        if let Some(stuck) = slots.iter().position(|s| matches!(s, Slot::Waiting)) {
+            // Only reachable if the model's needs formed a cycle (the schedule's tests rule it
+            // out): say so rather than report success.
+            return Err(ApplyError::of(
+                &plan.actions[stuck],
+                "what it waits for never finished (a dependency cycle in the stack model)",
+            ));
         }
         Ok(applied)
     }
 
     /// The desired state of one resource, rendered with everything known so far.
     fn wanted(&self, kind: Kind, name: &str) -> Result<Resource, String> {
-        desired(&self.name, &self.settings, &self.env, &self.code)
+        desired(&self.name, &self.settings, &self.environment(), &self.code)
             .resources
             .into_iter()
             .find(|r| r.kind == kind && r.name == name)
@@ -187,21 +351,22 @@ impl<'a> Applier<'a> {
     }
 
     fn id(&self, kind: Kind, name: &str) -> Option<String> {
-        self.ids.get(&(kind, name.to_owned())).cloned()
+        self.known().ids.get(&(kind, name.to_owned())).cloned()
     }
 
     fn api_id(&self) -> Result<String, String> {
-        self.env
+        self.known()
+            .env
             .api_id
             .clone()
             .ok_or_else(|| "the WebSocket API does not exist yet".to_owned())
     }
 
     fn arn(&self, service: &str, resource: &str) -> String {
-        self.env.arns().arn(service, resource)
+        self.environment().arns().arn(service, resource)
     }
 
-    async fn one(&mut self, action: &Action) -> Result<(), String> {
+    async fn one(&self, action: &Action) -> Result<(), String> {
         match &action.change {
             Change::Keep => Ok(()),
             Change::Create => self.create(action.kind, &action.name).await,
@@ -214,7 +379,7 @@ impl<'a> Applier<'a> {
         }
     }
 
-    async fn create(&mut self, kind: Kind, name: &str) -> Result<(), String> {
+    async fn create(&self, kind: Kind, name: &str) -> Result<(), String> {
         let r = self.wanted(kind, name)?;
         match kind {
             Kind::Table => self.create_table(&r).await,
@@ -236,12 +401,7 @@ impl<'a> Applier<'a> {
         }
     }
 
-    async fn update(
-        &mut self,
-        kind: Kind,
-        name: &str,
-        fields: &[FieldChange],
-    ) -> Result<(), String> {
+    async fn update(&self, kind: Kind, name: &str, fields: &[FieldChange]) -> Result<(), String> {
         let r = self.wanted(kind, name)?;
         let changed: BTreeSet<&str> = fields.iter().map(|f| f.field.as_str()).collect();
         let old_tags = fields
@@ -255,7 +415,8 @@ impl<'a> Applier<'a> {
             }
             Kind::Api if changed.contains("routeSelectionExpression") => {
                 self.clients
-                    .apigw
+                    .apigw()
+                    .await
                     .update_api()
                     .api_id(self.api_id()?)
                     .route_selection_expression(text(&r, "routeSelectionExpression"))
@@ -280,7 +441,8 @@ impl<'a> Applier<'a> {
                     .id(Kind::Integration, &r.name)
                     .ok_or("the integration's id is unknown")?;
                 self.clients
-                    .apigw
+                    .apigw()
+                    .await
                     .update_integration()
                     .api_id(self.api_id()?)
                     .integration_id(id)
@@ -295,7 +457,8 @@ impl<'a> Applier<'a> {
                     .id(Kind::Route, &r.name)
                     .ok_or("the route's id is unknown")?;
                 self.clients
-                    .apigw
+                    .apigw()
+                    .await
                     .update_route()
                     .api_id(self.api_id()?)
                     .route_id(id)
@@ -306,7 +469,8 @@ impl<'a> Applier<'a> {
             }
             Kind::Stage if changed.iter().any(|f| *f != "tags") => {
                 self.clients
-                    .apigw
+                    .apigw()
+                    .await
                     .update_stage()
                     .api_id(self.api_id()?)
                     .stage_name(&self.name.stage)
@@ -334,7 +498,7 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    async fn delete(&mut self, kind: Kind, name: &str) -> Result<(), String> {
+    async fn delete(&self, kind: Kind, name: &str) -> Result<(), String> {
         let c = self.clients;
         // Deleting what is already gone is success: destroy and re-runs must be repeatable.
         macro_rules! gone_ok {
@@ -370,7 +534,7 @@ impl<'a> Applier<'a> {
                     return Ok(());
                 };
                 gone_ok!(c.lambda.delete_event_source_mapping().uuid(&uuid).send())?;
-                self.ids.remove(&(kind, name.to_owned()));
+                self.known().ids.remove(&(kind, name.to_owned()));
                 Ok(())
             }
             Kind::Schedule => gone_ok!(c.scheduler.delete_schedule().name(name).send()),
@@ -380,12 +544,13 @@ impl<'a> Applier<'a> {
                 let Some(id) = self.id(kind, name) else {
                     return Ok(());
                 };
-                gone_ok!(c.apigw.delete_api().api_id(&id).send())?;
-                if self.env.api_id.as_deref() == Some(id.as_str()) {
-                    self.env.api_id = None;
-                    self.env.api_endpoint = None;
+                gone_ok!(c.apigw().await.delete_api().api_id(&id).send())?;
+                let mut known = self.known();
+                if known.env.api_id.as_deref() == Some(id.as_str()) {
+                    known.env.api_id = None;
+                    known.env.api_endpoint = None;
                 }
-                self.ids.retain(|(k, n), _| {
+                known.ids.retain(|(k, n), _| {
                     !(*k == Kind::Api && n == name
                         || matches!(k, Kind::Integration | Kind::Route | Kind::Stage)
                             && n.starts_with(&format!("{name}/")))
@@ -405,27 +570,47 @@ impl<'a> Applier<'a> {
             Kind::Function => gone_ok!(c.lambda.delete_function().function_name(name).send()),
             Kind::Integration | Kind::Route | Kind::Stage => {
                 let parent = name.split('/').next().unwrap_or_default();
-                if self.apis_going.contains(parent) {
+                if self
+                    .apis_going
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains(parent)
+                {
                     return Ok(());
                 }
-                let (Some(api_id), Some(id)) = (self.env.api_id.clone(), self.id(kind, name))
-                else {
+                let api_id = self.known().env.api_id.clone();
+                let (Some(api_id), Some(id)) = (api_id, self.id(kind, name)) else {
                     return Ok(());
                 };
                 match kind {
                     Kind::Integration => gone_ok!(
-                        c.apigw
+                        c.apigw()
+                            .await
                             .delete_integration()
                             .api_id(api_id)
                             .integration_id(&id)
                             .send()
                     ),
                     Kind::Route => {
-                        gone_ok!(c.apigw.delete_route().api_id(api_id).route_id(&id).send())
+                        gone_ok!(
+                            c.apigw()
+                                .await
+                                .delete_route()
+                                .api_id(api_id)
+                                .route_id(&id)
+                                .send()
+                        )
                     }
-                    _ => gone_ok!(c.apigw.delete_stage().api_id(api_id).stage_name(&id).send()),
+                    _ => gone_ok!(
+                        c.apigw()
+                            .await
+                            .delete_stage()
+                            .api_id(api_id)
+                            .stage_name(&id)
+                            .send()
+                    ),
                 }?;
-                self.ids.remove(&(kind, name.to_owned()));
+                self.known().ids.remove(&(kind, name.to_owned()));
                 Ok(())
             }
             Kind::Permission => {
@@ -443,7 +628,7 @@ impl<'a> Applier<'a> {
                     return Ok(());
                 };
                 gone_ok!(c.sns.unsubscribe().subscription_arn(&arn).send())?;
-                self.ids.remove(&(kind, name.to_owned()));
+                self.known().ids.remove(&(kind, name.to_owned()));
                 Ok(())
             }
         }
@@ -487,7 +672,7 @@ impl<'a> Applier<'a> {
         ))
     }
 
-    async fn create_table(&mut self, r: &Resource) -> Result<(), String> {
+    async fn create_table(&self, r: &Resource) -> Result<(), String> {
         let spec = self.table_spec(&r.name)?;
         let db = &self.clients.dynamodb;
         // A destroy just before leaves the table DELETING for a while (destroy does not wait):
@@ -540,7 +725,7 @@ impl<'a> Applier<'a> {
     }
 
     async fn update_table(
-        &mut self,
+        &self,
         r: &Resource,
         changed: &BTreeSet<&str>,
         fields: &[FieldChange],
@@ -689,7 +874,7 @@ impl<'a> Applier<'a> {
 
     // --- topic, parameter, log groups ---------------------------------------------------------
 
-    async fn create_topic(&mut self, r: &Resource) -> Result<(), String> {
+    async fn create_topic(&self, r: &Resource) -> Result<(), String> {
         // CreateTopic is idempotent for the same name and attributes.
         self.clients
             .sns
@@ -701,14 +886,14 @@ impl<'a> Applier<'a> {
         self.retag(r, None).await
     }
 
-    async fn create_parameter(&mut self, r: &Resource) -> Result<(), String> {
+    async fn create_parameter(&self, r: &Resource) -> Result<(), String> {
         chat_aws::secret::ensure(&self.clients.ssm, &r.name)
             .await
             .map_err(|e| e.to_string())?;
         self.retag(r, None).await
     }
 
-    async fn create_log_group(&mut self, r: &Resource) -> Result<(), String> {
+    async fn create_log_group(&self, r: &Resource) -> Result<(), String> {
         match self
             .clients
             .logs
@@ -784,7 +969,7 @@ impl<'a> Applier<'a> {
 
     /// CreateQueue with the attributes and tags. SQS refuses a name deleted less than 60 s ago
     /// (a destroy just before): wait, saying so, and try again.
-    async fn create_queue(&mut self, r: &Resource) -> Result<(), String> {
+    async fn create_queue(&self, r: &Resource) -> Result<(), String> {
         let started = Instant::now();
         let url = loop {
             match self
@@ -824,7 +1009,7 @@ impl<'a> Applier<'a> {
             }
         };
         if let Some(url) = url {
-            self.ids.insert((Kind::Queue, r.name.clone()), url);
+            self.known().ids.insert((Kind::Queue, r.name.clone()), url);
         }
         Ok(())
     }
@@ -899,7 +1084,7 @@ impl<'a> Applier<'a> {
 
     /// CreateEventSourceMapping. Lambda checks that the function's role may read the queue: a
     /// role policy written moments ago may not be visible yet, so that refusal is waited out.
-    async fn create_event_source_mapping(&mut self, r: &Resource) -> Result<(), String> {
+    async fn create_event_source_mapping(&self, r: &Resource) -> Result<(), String> {
         let function = r.name.split('/').next().unwrap_or_default().to_owned();
         let started = Instant::now();
         loop {
@@ -918,7 +1103,8 @@ impl<'a> Applier<'a> {
             {
                 Ok(out) => {
                     if let Some(uuid) = out.uuid {
-                        self.ids
+                        self.known()
+                            .ids
                             .insert((Kind::EventSourceMapping, r.name.clone()), uuid);
                     }
                     return Ok(());
@@ -927,7 +1113,8 @@ impl<'a> Applier<'a> {
                 // and make it the wanted one.
                 Err(e) if is_update_in_progress(&e) => {
                     let uuid = self.find_event_source_mapping(&function, r).await?;
-                    self.ids
+                    self.known()
+                        .ids
                         .insert((Kind::EventSourceMapping, r.name.clone()), uuid);
                     return self.update_event_source_mapping(r).await;
                 }
@@ -1114,10 +1301,11 @@ impl<'a> Applier<'a> {
 
     // --- API Gateway --------------------------------------------------------------------------
 
-    async fn create_api(&mut self, r: &Resource) -> Result<(), String> {
+    async fn create_api(&self, r: &Resource) -> Result<(), String> {
         let out = self
             .clients
-            .apigw
+            .apigw()
+            .await
             .create_api()
             .name(&r.name)
             .protocol_type(aws_sdk_apigatewayv2::types::ProtocolType::Websocket)
@@ -1127,10 +1315,11 @@ impl<'a> Applier<'a> {
             .await
             .map_err(describe)?;
         let id = out.api_id.ok_or("CreateApi returned no id")?;
-        self.ids.insert((Kind::Api, r.name.clone()), id.clone());
-        self.env.api_id = Some(id);
+        let mut known = self.known();
+        known.ids.insert((Kind::Api, r.name.clone()), id.clone());
+        known.env.api_id = Some(id);
         // The host clients and the fan-out use, as AWS states it for this partition.
-        self.env.api_endpoint = out.api_endpoint;
+        known.env.api_endpoint = out.api_endpoint;
         Ok(())
     }
 
@@ -1145,10 +1334,11 @@ impl<'a> Applier<'a> {
         Ok(format!("integrations/{id}"))
     }
 
-    async fn create_integration(&mut self, r: &Resource) -> Result<(), String> {
+    async fn create_integration(&self, r: &Resource) -> Result<(), String> {
         let out = self
             .clients
-            .apigw
+            .apigw()
+            .await
             .create_integration()
             .api_id(self.api_id()?)
             .integration_type(aws_sdk_apigatewayv2::types::IntegrationType::AwsProxy)
@@ -1160,11 +1350,13 @@ impl<'a> Applier<'a> {
         let id = out
             .integration_id
             .ok_or("CreateIntegration returned no id")?;
-        self.ids.insert((Kind::Integration, r.name.clone()), id);
+        self.known()
+            .ids
+            .insert((Kind::Integration, r.name.clone()), id);
         Ok(())
     }
 
-    async fn create_route(&mut self, r: &Resource) -> Result<(), String> {
+    async fn create_route(&self, r: &Resource) -> Result<(), String> {
         let key = r
             .name
             .strip_prefix(&format!("{}/", self.name.names().api()))
@@ -1173,7 +1365,8 @@ impl<'a> Applier<'a> {
         let target = self.route_target()?;
         let created = self
             .clients
-            .apigw
+            .apigw()
+            .await
             .create_route()
             .api_id(&api_id)
             .route_key(key)
@@ -1195,13 +1388,13 @@ impl<'a> Applier<'a> {
             }
             Err(e) => return Err(describe(e)),
         };
-        self.ids.insert((Kind::Route, r.name.clone()), id);
+        self.known().ids.insert((Kind::Route, r.name.clone()), id);
         Ok(())
     }
 
     /// The id of the API's route with `key`.
     async fn route_id_by_key(&self, api_id: &str, key: &str) -> Result<Option<String>, String> {
-        let routes = crate::observe::all_routes(&self.clients.apigw, api_id)
+        let routes = crate::observe::all_routes(self.clients, api_id)
             .await
             .map_err(describe)?;
         Ok(routes
@@ -1217,11 +1410,12 @@ impl<'a> Applier<'a> {
             .build()
     }
 
-    async fn create_stage(&mut self, r: &Resource) -> Result<(), String> {
+    async fn create_stage(&self, r: &Resource) -> Result<(), String> {
         // Auto-deploy: every later route or integration change goes live without a deployment.
         match self
             .clients
-            .apigw
+            .apigw()
+            .await
             .create_stage()
             .api_id(self.api_id()?)
             .stage_name(&self.name.stage)
@@ -1237,14 +1431,15 @@ impl<'a> Applier<'a> {
                     .is_some_and(|s| s.is_conflict_exception()) => {}
             Err(e) => return Err(describe(e)),
         }
-        self.ids
+        self.known()
+            .ids
             .insert((Kind::Stage, r.name.clone()), self.name.stage.clone());
         Ok(())
     }
 
     // --- IAM ----------------------------------------------------------------------------------
 
-    async fn create_role(&mut self, r: &Resource) -> Result<(), String> {
+    async fn create_role(&self, r: &Resource) -> Result<(), String> {
         let iam = &self.clients.iam;
         match iam
             .create_role()
@@ -1322,7 +1517,7 @@ impl<'a> Applier<'a> {
             .build()
     }
 
-    async fn create_function(&mut self, r: &Resource) -> Result<(), String> {
+    async fn create_function(&self, r: &Resource) -> Result<(), String> {
         use aws_sdk_lambda::types::{Architecture, FunctionCode, Runtime};
         let zip = self.zip_for(&r.name)?;
         let started = Instant::now();
@@ -1348,7 +1543,7 @@ impl<'a> Applier<'a> {
                 // The run that created it was killed before it could record that; carry on.
                 Err(e) if is_update_in_progress(&e) => break,
                 Err(e) if is_role_not_ready(&e) && started.elapsed() < self.patience => {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Err(e) => return Err(describe(e)),
             }
@@ -1426,7 +1621,7 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    async fn create_permission(&mut self, r: &Resource) -> Result<(), String> {
+    async fn create_permission(&self, r: &Resource) -> Result<(), String> {
         let (function, source) = r.name.rsplit_once('/').ok_or("permission without source")?;
         match self
             .clients
@@ -1450,7 +1645,7 @@ impl<'a> Applier<'a> {
         }
     }
 
-    async fn create_subscription(&mut self, r: &Resource) -> Result<(), String> {
+    async fn create_subscription(&self, r: &Resource) -> Result<(), String> {
         let topic = r.name.split('/').next().unwrap_or_default();
         // Subscribe is idempotent for the same topic, protocol and endpoint.
         let out = self
@@ -1470,7 +1665,9 @@ impl<'a> Applier<'a> {
             .await
             .map_err(describe)?;
         if let Some(arn) = out.subscription_arn {
-            self.ids.insert((Kind::Subscription, r.name.clone()), arn);
+            self.known()
+                .ids
+                .insert((Kind::Subscription, r.name.clone()), arn);
         }
         Ok(())
     }
@@ -1586,16 +1783,17 @@ impl<'a> Applier<'a> {
             }
             Kind::Api | Kind::Stage => {
                 let api_id = self.api_id()?;
-                let arns = self.env.arns();
+                let env = self.environment();
+                let arns = env.arns();
                 let arn = if r.kind == Kind::Api {
                     arns.apigateway(&format!("/apis/{api_id}"))
                 } else {
                     arns.apigateway(&format!("/apis/{api_id}/stages/{}", self.name.stage))
                 };
                 apply_tags!(
-                    c.apigw.tag_resource().resource_arn(&arn),
+                    c.apigw().await.tag_resource().resource_arn(&arn),
                     wanted,
-                    c.apigw.untag_resource().resource_arn(&arn)
+                    c.apigw().await.untag_resource().resource_arn(&arn)
                 );
             }
             Kind::Integration
@@ -1628,7 +1826,9 @@ impl<'a> Applier<'a> {
                 ));
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
+            // Gentle growth and a 2 s cap: a table ACTIVE after 8 s is seen within ~1.5 s of it
+            // (doubling to 5 s saw it at 12.75 s); Describe/Get calls have ample quota.
+            pause = pause.mul_f64(1.5).min(Duration::from_secs(2));
         }
     }
 }
@@ -1778,7 +1978,7 @@ mod tests {
             ws_sha256: "d3M=".into(),
             fanout_sha256: "ZmFub3V0".into(),
         };
-        let mut applier = Applier::new(
+        let applier = Applier::new(
             &clients,
             &name,
             &StageSettings::default(),
@@ -1967,7 +2167,7 @@ mod tests {
             })
             .then_output(|| PutFunctionEventInvokeConfigOutput::builder().build());
         let clients = mocked_clients(&[&put]);
-        let mut applier = Applier::new(
+        let applier = Applier::new(
             &clients,
             &name,
             &StageSettings::default(),
@@ -2046,7 +2246,7 @@ mod tests {
             )]),
         };
         let settings = StageSettings::default();
-        let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
+        let applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
         let plan = one_action(&name, Kind::Route, "chat-prod-api/$default", Change::Create);
         let applied = applier
             .apply(&plan, &mut |_: &ApplyEvent| {})
@@ -2105,7 +2305,7 @@ mod tests {
         let clients = mocked_clients(&[&describe]);
         let settings = StageSettings::default();
         let observed = Observed::default();
-        let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
+        let applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
         let err = applier
             .apply(&ttl_update(&name, None), &mut |_: &ApplyEvent| {})
             .await
@@ -2139,7 +2339,7 @@ mod tests {
         let clients = mocked_clients(&[&describe, &disable]);
         let settings = StageSettings::default();
         let observed = Observed::default();
-        let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
+        let applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
         let err = applier
             .apply(
                 &ttl_update(&name, Some("handSet")),
@@ -2200,7 +2400,7 @@ mod tests {
             ..StageSettings::default()
         };
         let observed = Observed::default();
-        let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
+        let applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
         let plan = one_action(
             &name,
             Kind::Function,
@@ -2261,7 +2461,7 @@ mod tests {
         let clients = mocked_clients(&[&describe, &update]);
         let settings = StageSettings::default();
         let observed = Observed::default();
-        let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
+        let applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
         let plan = one_action(
             &name,
             Kind::Table,
@@ -2375,7 +2575,7 @@ mod tests {
         let clients = mocked_clients(&[&describe, &update]);
         let settings = StageSettings::default();
         let observed = Observed::default();
-        let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
+        let applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
         let old = |n: &str, pk: &str, sk: &str| serde_json::json!({ "name": n, "partitionKey": pk, "sortKey": sk, "projection": "ALL" });
         let spec = chat_aws::tables::specs(&name.tables());
         let wanted: Vec<Value> = spec[1]
@@ -2456,7 +2656,7 @@ mod tests {
             .then_output(|| UpdateStageOutput::builder().stage_name("prod").build());
         // Only the matching request is answered: any other call fails the apply.
         let clients = mocked_clients(&[&update]);
-        let mut applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
+        let applier = Applier::new(&clients, &name, &settings, &code, &env, &observed);
         let mut events = Vec::new();
         let applied = applier
             .apply(&plan, &mut |e: &ApplyEvent| events.push(e.status))

@@ -14,6 +14,8 @@ pub mod lock;
 pub mod names;
 pub mod observe;
 pub mod outputs;
+pub mod pace;
 pub mod plan;
 pub mod process;
+pub mod schedule;
 pub mod stack;

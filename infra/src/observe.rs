@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::calls::CallCounter;
 use crate::errors::is_not_found;
+use crate::pace::Pace;
 use crate::plan::Observed;
 use crate::stack::{Environment, Kind, Partition, StackName};
 
@@ -40,7 +41,9 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
-    pub apigw: aws_sdk_apigatewayv2::Client,
+    /// Reached through [`Clients::apigw`], which paces calls to API Gateway's quota.
+    pub(crate) apigw: aws_sdk_apigatewayv2::Client,
+    apigw_pace: Pace,
     pub iam: aws_sdk_iam::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub scheduler: aws_sdk_scheduler::Client,
@@ -50,6 +53,12 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// The API Gateway client, once API Gateway's management quota allows another call.
+    pub async fn apigw(&self) -> &aws_sdk_apigatewayv2::Client {
+        self.apigw_pace.take().await;
+        &self.apigw
+    }
+
     pub fn new(config: &SdkConfig) -> Self {
         let calls = CallCounter::default();
         macro_rules! client {
@@ -69,6 +78,7 @@ impl Clients {
             ssm: client!(aws_sdk_ssm),
             logs: client!(aws_sdk_cloudwatchlogs),
             apigw: client!(aws_sdk_apigatewayv2),
+            apigw_pace: Pace::api_gateway(),
             iam: client!(aws_sdk_iam),
             lambda: client!(aws_sdk_lambda),
             scheduler: client!(aws_sdk_scheduler),
@@ -706,7 +716,8 @@ async fn list_apis(
     loop {
         let page = r
             .clients
-            .apigw
+            .apigw()
+            .await
             .get_apis()
             .set_next_token(token)
             .send()
@@ -734,7 +745,8 @@ async fn list_apis(
 async fn has_stage(r: &Reader<'_>, api_id: &str, stage: &str) -> Result<bool, ObserveError> {
     match r
         .clients
-        .apigw
+        .apigw()
+        .await
         .get_stage()
         .api_id(api_id)
         .stage_name(stage)
@@ -818,7 +830,8 @@ async fn read_api(
     );
     let integrations = r
         .clients
-        .apigw
+        .apigw()
+        .await
         .get_integrations()
         .api_id(&api_id)
         .send()
@@ -885,7 +898,8 @@ async fn read_api(
     }
     match r
         .clients
-        .apigw
+        .apigw()
+        .await
         .get_stage()
         .api_id(&api_id)
         .stage_name(stage)
@@ -928,7 +942,7 @@ async fn list_routes(
     name: &str,
     api_id: &str,
 ) -> Result<Vec<aws_sdk_apigatewayv2::types::Route>, ObserveError> {
-    all_routes(&r.clients.apigw, api_id)
+    all_routes(r.clients, api_id)
         .await
         .map_err(|e| read_error(format!("routes of {name}"), e))
 }
@@ -936,7 +950,7 @@ async fn list_routes(
 /// Every route of the API, through every page of GetRoutes (observe reads them; apply looks
 /// one up by key after a conflict).
 pub(crate) async fn all_routes(
-    apigw: &aws_sdk_apigatewayv2::Client,
+    clients: &Clients,
     api_id: &str,
 ) -> Result<
     Vec<aws_sdk_apigatewayv2::types::Route>,
@@ -947,7 +961,9 @@ pub(crate) async fn all_routes(
     let mut routes = Vec::new();
     let mut token = None;
     loop {
-        let page = apigw
+        let page = clients
+            .apigw()
+            .await
             .get_routes()
             .api_id(api_id)
             .set_next_token(token)

@@ -308,6 +308,12 @@ pub struct Resource {
     /// Fields AWS cannot change in place: a difference there means delete and create.
     #[serde(skip)]
     pub replace_on: &'static [&'static str],
+    /// What AWS needs to exist before this resource can be created or changed (a function's
+    /// role, a route's integration, a queue's dead-letter queue), or whose AWS-assigned id its
+    /// properties name (the API's). Apply runs an action only after these; deletes go the other
+    /// way. Only real prerequisites: an IAM policy may name a table that does not exist yet.
+    #[serde(skip)]
+    pub needs: Vec<(Kind, String)>,
 }
 
 /// Every resource of a stage, in dependency order.
@@ -355,6 +361,7 @@ fn table(spec: &TableSpec, tags: &Value) -> Resource {
             ("tags", tags.clone()),
         ]),
         replace_on: &["keys"],
+        needs: vec![],
     }
 }
 
@@ -399,6 +406,7 @@ pub fn desired(
         name: topic.clone(),
         properties: props([("tags", tags.clone())]),
         replace_on: &[],
+        needs: vec![],
     });
     // Where Lambda sends fan-out events it gave up on (too old, or failed twice), and where
     // presence messages go that the fan-out failed twice.
@@ -414,6 +422,7 @@ pub fn desired(
             ("tags", tags.clone()),
         ]),
         replace_on: &[],
+        needs: vec![],
     });
     // Presence events wait here so one fan-out invocation takes a whole batch of them.
     resources.push(Resource {
@@ -443,6 +452,7 @@ pub fn desired(
             ("tags", tags.clone()),
         ]),
         replace_on: &[],
+        needs: vec![(Kind::Queue, dlq.clone())],
     });
     // The value is random and never compared: only its existence and type are planned.
     resources.push(Resource {
@@ -450,6 +460,7 @@ pub fn desired(
         name: secret.clone(),
         properties: props([("type", json!("SecureString")), ("tags", tags.clone())]),
         replace_on: &["type"],
+        needs: vec![],
     });
     for role in ["ws", "fanout"] {
         resources.push(Resource {
@@ -460,6 +471,7 @@ pub fn desired(
                 ("tags", tags.clone()),
             ]),
             replace_on: &[],
+            needs: vec![],
         });
     }
     resources.push(Resource {
@@ -471,6 +483,7 @@ pub fn desired(
             ("tags", tags.clone()),
         ]),
         replace_on: &["protocol"],
+        needs: vec![],
     });
     for (role, template) in [("ws", WS_POLICY), ("fanout", FANOUT_POLICY)] {
         let policy = render(
@@ -507,6 +520,8 @@ pub fn desired(
                 ("tags", tags.clone()),
             ]),
             replace_on: &[],
+            // The policy names the API id (the connections ARN).
+            needs: vec![(Kind::Api, api.clone())],
         });
     }
     // The schedule's role: it may only invoke the fan-out, and only for this account.
@@ -528,6 +543,7 @@ pub fn desired(
             ("tags", tags.clone()),
         ]),
         replace_on: &[],
+        needs: vec![],
     });
     for (role, sha) in [("ws", &code.ws_sha256), ("fanout", &code.fanout_sha256)] {
         let mut environment = json!({
@@ -558,6 +574,12 @@ pub fn desired(
             // Lambda changes the architecture in place (UpdateFunctionCode), keeping the
             // function's resource policy; a replace would drop the invoke permissions.
             replace_on: &[],
+            needs: vec![
+                (Kind::Role, names.function_role(role)),
+                (Kind::LogGroup, log_group(role)),
+                // The management endpoint names the API.
+                (Kind::Api, api.clone()),
+            ],
         });
     }
     // SNS invokes the fan-out asynchronously: Lambda queues the event and retries it on failure.
@@ -573,6 +595,10 @@ pub fn desired(
             ("onSuccess", Value::Null),
         ]),
         replace_on: &[],
+        needs: vec![
+            (Kind::Function, function("fanout")),
+            (Kind::Queue, dlq.clone()),
+        ],
     });
     // Presence events reach the fan-out in batches (one invocation per second at most per
     // poller), so a join storm's presence is coalesced per room instead of one frame per join.
@@ -586,6 +612,10 @@ pub fn desired(
             ("functionResponseTypes", json!(["ReportBatchItemFailures"])),
         ]),
         replace_on: &["eventSourceArn"],
+        needs: vec![
+            (Kind::Function, function("fanout")),
+            (Kind::Queue, presence.clone()),
+        ],
     });
     // Every minute: announce idle/left from heartbeats and remove vanished connections. A missed
     // or failed sweep is not retried: the next one a minute later does the same work.
@@ -608,6 +638,10 @@ pub fn desired(
             ),
         ]),
         replace_on: &[],
+        needs: vec![
+            (Kind::Function, function("fanout")),
+            (Kind::Role, names.scheduler_role()),
+        ],
     });
     resources.push(Resource {
         kind: Kind::Integration,
@@ -620,6 +654,7 @@ pub fn desired(
             ),
         ]),
         replace_on: &[],
+        needs: vec![(Kind::Api, api.clone())],
     });
     for route in ROUTES {
         resources.push(Resource {
@@ -627,6 +662,10 @@ pub fn desired(
             name: format!("{api}/{route}"),
             properties: props([("target", json!(format!("integrations/{api}/ws")))]),
             replace_on: &[],
+            needs: vec![
+                (Kind::Api, api.clone()),
+                (Kind::Integration, format!("{api}/ws")),
+            ],
         });
     }
     resources.push(Resource {
@@ -639,6 +678,10 @@ pub fn desired(
             ("tags", tags.clone()),
         ]),
         replace_on: &[],
+        // Its automatic deployment needs the routes to deploy.
+        needs: std::iter::once((Kind::Api, api.clone()))
+            .chain(ROUTES.iter().map(|r| (Kind::Route, format!("{api}/{r}"))))
+            .collect(),
     });
     resources.push(Resource {
         kind: Kind::Permission,
@@ -654,6 +697,7 @@ pub fn desired(
             ),
         ]),
         replace_on: &["principal", "sourceArn"],
+        needs: vec![(Kind::Function, function("ws")), (Kind::Api, api.clone())],
     });
     resources.push(Resource {
         kind: Kind::Permission,
@@ -664,6 +708,10 @@ pub fn desired(
             ("sourceArn", json!(topic_arn)),
         ]),
         replace_on: &["principal", "sourceArn"],
+        needs: vec![
+            (Kind::Function, function("fanout")),
+            (Kind::Topic, topic.clone()),
+        ],
     });
     // Chat events go straight to the fan-out (asynchronous invocation, bounded above) …
     resources.push(Resource {
@@ -679,6 +727,12 @@ pub fn desired(
             ("rawMessageDelivery", json!(false)),
         ]),
         replace_on: &["protocol", "endpoint"],
+        // After the permission, so SNS may invoke the function from its first event.
+        needs: vec![
+            (Kind::Topic, topic.clone()),
+            (Kind::Function, function("fanout")),
+            (Kind::Permission, format!("{}/sns", function("fanout"))),
+        ],
     });
     // … presence events through the queue, as the bare message (raw delivery).
     resources.push(Resource {
@@ -694,6 +748,10 @@ pub fn desired(
             ("rawMessageDelivery", json!(true)),
         ]),
         replace_on: &["protocol", "endpoint"],
+        needs: vec![
+            (Kind::Topic, topic.clone()),
+            (Kind::Queue, presence.clone()),
+        ],
     });
     DesiredStack {
         name: name.clone(),

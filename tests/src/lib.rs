@@ -6,6 +6,7 @@
 
 pub mod contract;
 pub mod dev;
+pub mod latency;
 pub mod legacy;
 pub mod moto;
 pub mod proxy;

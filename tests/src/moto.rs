@@ -209,13 +209,19 @@ pub fn unique(prefix: &str) -> String {
 /// holds an aarch64 ELF header as `bootstrap`. `flavour` changes only the ws handler's bytes, so
 /// a test can make a code-only change. Dated like cargo-lambda's: same content, same zip.
 pub fn fake_artifacts(dir: &std::path::Path, flavour: &str) {
+    fake_artifacts_of(dir, flavour, "");
+}
+
+/// Like [`fake_artifacts`], with a flavour for each zip: a change to shared code changes both.
+pub fn fake_artifacts_of(dir: &std::path::Path, ws_flavour: &str, fanout_flavour: &str) {
     let script = r#"
 import sys, zipfile, os
-root, flavour = sys.argv[1], sys.argv[2]
+root = sys.argv[1]
+flavours = {"chat-ws": sys.argv[2], "chat-fanout": sys.argv[3]}
 for name in ["chat-ws", "chat-fanout"]:
     os.makedirs(os.path.join(root, name), exist_ok=True)
     with zipfile.ZipFile(os.path.join(root, name, "bootstrap.zip"), "w") as z:
-        body = (name + (flavour if name == "chat-ws" else "")).encode() * 8
+        body = (name + flavours[name]).encode() * 8
         info = zipfile.ZipInfo("bootstrap", date_time=(2020, 1, 1, 0, 0, 0))
         info.external_attr = 0o755 << 16
         z.writestr(info, b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\x02\0\xb7\0" + body)
@@ -223,7 +229,7 @@ for name in ["chat-ws", "chat-fanout"]:
     let status = std::process::Command::new("python3")
         .args(["-c", script])
         .arg(dir)
-        .arg(flavour)
+        .args([ws_flavour, fanout_flavour])
         .status()
         .expect("python3 runs");
     assert!(status.success(), "writing fake artifacts failed");

@@ -13,14 +13,14 @@ use std::future::IntoFuture;
 use std::net::TcpListener;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
@@ -30,6 +30,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{oneshot, watch};
+
+use crate::latency::{Latency, Model};
 
 /// The largest request body the proxy reads: Lambda's `CreateFunction` carries the zip, base64'd,
 /// in its JSON body, and a release build of a handler is tens of megabytes.
@@ -208,13 +210,14 @@ impl Gate {
 struct Control {
     record: Mutex<Record>,
     rules: Mutex<Vec<Fault>>,
+    latency: Mutex<Option<Arc<Model>>>,
 }
 
 #[derive(Debug, Default)]
 struct Record {
     next: u64,
     /// Calls in arrival order, each with the number its answer is filed under.
-    calls: Vec<(u64, Call)>,
+    calls: Vec<(u64, Instant, Call)>,
 }
 
 impl Control {
@@ -222,14 +225,14 @@ impl Control {
         let mut record = lock(&self.record);
         let id = record.next;
         record.next += 1;
-        record.calls.push((id, call));
+        record.calls.push((id, Instant::now(), call));
         id
     }
 
     /// File the status of call `id`, unless the record was taken meanwhile.
     fn answered(&self, id: u64, status: u16) {
         let mut record = lock(&self.record);
-        if let Some((_, call)) = record.calls.iter_mut().rev().find(|(i, _)| *i == id) {
+        if let Some((_, _, call)) = record.calls.iter_mut().rev().find(|(i, _, _)| *i == id) {
             call.status = status;
         }
     }
@@ -322,9 +325,18 @@ impl AwsProxy {
     /// Every call recorded so far, in arrival order, and clears the record. A call still without
     /// an answer is returned with status 0 and is not returned again when it is answered.
     pub fn take_calls(&self) -> Vec<Call> {
-        std::mem::take(&mut lock(&self.control.record).calls)
+        self.take_timed_calls()
             .into_iter()
             .map(|(_, call)| call)
+            .collect()
+    }
+
+    /// Like [`AwsProxy::take_calls`], with when each call reached the proxy (after the latency
+    /// model's round trip, which is the same for every call of a service).
+    pub fn take_timed_calls(&self) -> Vec<(Instant, Call)> {
+        std::mem::take(&mut lock(&self.control.record).calls)
+            .into_iter()
+            .map(|(_, at, call)| (at, call))
             .collect()
     }
 
@@ -337,6 +349,12 @@ impl AwsProxy {
     /// Remove every fault rule (and release any held requests).
     pub fn clear_faults(&self) {
         self.control.clear_faults();
+    }
+
+    /// Make the calls from now on take as long, and resources become ready as late, as on AWS
+    /// (see [`crate::latency`]); faults still apply on top.
+    pub fn set_latency(&self, latency: Latency) {
+        *lock(&self.control.latency) = Some(Arc::new(Model::new(latency)));
     }
 }
 
@@ -404,23 +422,55 @@ async fn handle(State(forward): State<Arc<Forward>>, request: Request) -> Respon
         path: path.clone(),
         status: 0,
     };
-    let action = forward.control.decide(&call);
+    let model = lock(&forward.control.latency).clone();
+    let refusal = model.as_ref().and_then(|m| m.before(&call));
+    // A refused call does not use up a fault rule.
+    let action = match refusal {
+        None => forward.control.decide(&call),
+        Some(_) => None,
+    };
+    let modelled = model.map(|m| (m, call.clone()));
+    if let Some((m, call)) = &modelled {
+        tokio::time::sleep(m.delay(call)).await;
+    }
     let id = forward.control.arrived(call);
-    let response = match action {
-        None => forward.send(&parts, &path, body).await,
-        Some(Action::Fail) => protocol.injected_error(),
-        Some(Action::FailAfterForward) => {
+    let response = match (refusal, action) {
+        // What AWS answers while something the call needs is not ready yet.
+        (Some(r), _) => protocol.error(r.status, r.code, &r.message),
+        (None, None) => forward.send(&parts, &path, body).await,
+        (None, Some(Action::Fail)) => protocol.injected_error(),
+        (None, Some(Action::FailAfterForward)) => {
             let _lost = forward.send(&parts, &path, body).await;
             protocol.injected_error()
         }
-        Some(Action::Hold(gate)) => {
+        (None, Some(Action::Hold(gate))) => {
             gate.pass().await;
             forward.send(&parts, &path, body).await
         }
     };
+    let response = match &modelled {
+        Some((m, call)) => as_modelled(m, call, response).await,
+        None => response,
+    };
     // Filed before the client sees the answer, so a finished run's record is complete.
     forward.control.answered(id, response.status().as_u16());
     response
+}
+
+/// The answer as the latency model says AWS would give it now (a table still CREATING …).
+async fn as_modelled(model: &Model, call: &Call, response: Response) -> Response {
+    let (mut head, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return plain(StatusCode::BAD_GATEWAY, "reading moto's answer".to_owned());
+    };
+    let body = match model.after(call, head.status.as_u16(), &bytes) {
+        Some(rewritten) => {
+            head.headers.remove(CONTENT_LENGTH);
+            Bytes::from(rewritten)
+        }
+        None => bytes,
+    };
+    Response::from_parts(head, Body::from(body))
 }
 
 /// Headers that describe one connection rather than the message; hyper sets its own.
@@ -530,35 +580,48 @@ impl Protocol {
 
     /// A 500 the SDK parses as an `InternalFailure` service error (and classifies as transient).
     fn injected_error(&self) -> Response {
-        const MESSAGE: &str = "injected by the chatctl_e2e test proxy";
+        self.error(
+            500,
+            "InternalFailure",
+            "injected by the chatctl_e2e test proxy",
+        )
+    }
+
+    /// An error answer in the call's protocol, which the SDK parses as the service error `code`.
+    fn error(&self, status: u16, code: &str, message: &str) -> Response {
+        let message_json = serde_json::to_string(message).unwrap_or_default();
         let (content_type, body, error_type) = match self {
             Protocol::Json { content_type, .. } => (
                 content_type.clone(),
-                format!(r#"{{"__type":"InternalFailure","message":"{MESSAGE}"}}"#),
+                format!(r#"{{"__type":"{code}","message":{message_json}}}"#),
                 None,
             ),
             Protocol::Query { .. } => (
                 "text/xml".to_owned(),
                 format!(
-                    "<ErrorResponse><Error><Type>Receiver</Type><Code>InternalFailure</Code>\
-                     <Message>{MESSAGE}</Message></Error>\
-                     <RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+                    "<ErrorResponse><Error><Type>{}</Type><Code>{code}</Code>\
+                     <Message>{message}</Message></Error>\
+                     <RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>",
+                    if status >= 500 { "Receiver" } else { "Sender" }
                 ),
                 None,
             ),
             Protocol::Rest => (
                 "application/json".to_owned(),
-                format!(r#"{{"message":"{MESSAGE}"}}"#),
-                Some("InternalFailure"),
+                format!(r#"{{"message":{message_json}}}"#),
+                Some(code),
             ),
         };
-        let mut response = plain(StatusCode::INTERNAL_SERVER_ERROR, body);
+        let mut response = plain(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        );
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&content_type) {
             headers.insert(CONTENT_TYPE, value);
         }
-        if let Some(error_type) = error_type {
-            headers.insert("x-amzn-errortype", HeaderValue::from_static(error_type));
+        if let Some(value) = error_type.and_then(|t| HeaderValue::from_str(t).ok()) {
+            headers.insert("x-amzn-errortype", value);
         }
         response
     }
@@ -713,7 +776,7 @@ fn management_operation(method: &str, segments: &[&str]) -> Option<String> {
 }
 
 /// The decoded value of `key` in a form (`a=1&b=2`).
-fn form_value(form: &str, key: &str) -> Option<String> {
+pub(crate) fn form_value(form: &str, key: &str) -> Option<String> {
     form.split('&')
         .filter_map(|pair| pair.split_once('='))
         .find(|(k, _)| *k == key)
@@ -721,7 +784,7 @@ fn form_value(form: &str, key: &str) -> Option<String> {
 }
 
 /// `%XX` escapes and form-style `+` decoded; anything malformed is kept as it is.
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

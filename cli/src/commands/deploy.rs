@@ -168,7 +168,7 @@ async fn deploy_locked(
         return Err(CliError::Declined("deploy cancelled".to_owned()));
     }
     let waiting = stage::waiting(format);
-    let mut applier = Applier::new(
+    let applier = Applier::new(
         clients,
         &stage.name,
         &stage.settings,
@@ -177,12 +177,13 @@ async fn deploy_locked(
         &observed,
     )
     .with_artifacts(artifacts)
-    .with_progress(&waiting);
+    .with_progress(&waiting)
+    .with_concurrency(args.apply.parallel);
     let mut on_event = stage::progress(format);
     let applied = applier.apply(&plan, &mut on_event).await?;
     Ok((
         applied,
         summary,
-        outputs::outputs(&stage.name, applier.environment()),
+        outputs::outputs(&stage.name, &applier.environment()),
     ))
 }

@@ -60,7 +60,7 @@ pub fn run(args: DestroyArgs, format: OutputFormat) -> Result<u8, CliError> {
         let lock = lock::acquire(&clients.ssm, &stage.name, "destroy", args.break_lock).await;
         step.finish(if lock.is_ok() { "done" } else { "refused" });
         let lock = lock?;
-        let result = destroy_locked(&stage, &clients, ask, format).await;
+        let result = destroy_locked(&stage, &clients, ask, args.apply.parallel, format).await;
         let released = lock.release().await;
         let deleted = result?;
         released?;
@@ -80,6 +80,7 @@ async fn destroy_locked(
     stage: &StageConfig,
     clients: &Clients,
     ask: bool,
+    parallel: u16,
     format: OutputFormat,
 ) -> Result<usize, CliError> {
     let step = Step::start(format, format!("reading stage {} from AWS", stage.name));
@@ -109,14 +110,15 @@ async fn destroy_locked(
         ws_sha256: String::new(),
         fanout_sha256: String::new(),
     };
-    let mut applier = Applier::new(
+    let applier = Applier::new(
         clients,
         &stage.name,
         &stage.settings,
         &code,
         &environment,
         &observed,
-    );
+    )
+    .with_concurrency(parallel);
     let mut on_event = stage::progress(format);
     Ok(applier.apply(&plan, &mut on_event).await?)
 }
