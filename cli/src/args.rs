@@ -160,7 +160,8 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub target: StageArgs,
 
-    /// Where `chatctl build` left the zips [default: target/lambda-zips].
+    /// Compare the functions' code with the zips in DIR (from `chatctl build --out DIR`)
+    /// [default: target/lambda-zips if it exists; without a build, code is taken as deployed].
     #[arg(long, value_name = "DIR")]
     pub artifacts: Option<PathBuf>,
 
@@ -202,13 +203,26 @@ pub struct DeployArgs {
     pub apply: ApplyArgs,
 }
 
-/// How apply runs the plan's actions.
+/// How deploy and destroy make their changes.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// Run up to N changes at once, each after what it depends on (1: one after the other, in
     /// plan order). Progress is reported in plan order either way.
     #[arg(long, value_name = "N", default_value_t = chatctl_infra::apply::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,
+
+    /// How to deploy: `direct` (the AWS APIs, planned and applied by chatctl) or
+    /// `cloudformation` (a change set of `chatctl export cloudformation`'s template, for accounts
+    /// where changes must go through CloudFormation). Use one engine per stage.
+    #[arg(long, value_enum, default_value_t = Engine::Direct)]
+    pub engine: Engine,
+}
+
+/// The deploy engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    Direct,
+    Cloudformation,
 }
 
 #[derive(Debug, Args)]

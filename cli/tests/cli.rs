@@ -149,7 +149,7 @@ fn bad_input_gets_a_clear_error_and_an_exit_code() {
         (
             &["token", "--user", "", "--data-dir", data],
             2,
-            "--user: user name must be 1-64 characters",
+            "--user \"\": user name must be 1-64 characters",
         ),
         (
             &[
@@ -162,7 +162,7 @@ fn bad_input_gets_a_clear_error_and_an_exit_code() {
                 data,
             ],
             2,
-            "--room: room name may only contain",
+            "--room \"no spaces\": room name may only contain",
         ),
         (
             &["token", "--user", "ann", "--ttl", "10", "--data-dir", data],

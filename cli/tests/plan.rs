@@ -159,3 +159,83 @@ fn plan_without_artifacts_says_to_build_first() {
     );
     assert!(stderr.contains("run `chatctl build` first"), "{stderr}");
 }
+
+/// `plan` needs no build: without zips (none at the default place, no `--artifacts`) it plans
+/// everything but code, says so, and a deployed stage plans no changes. With a build whose code
+/// differs, the functions' code is planned.
+#[test]
+fn plan_without_a_build_takes_the_code_as_deployed() {
+    let moto = Moto::shared();
+    let stage = format!(
+        "ci{}",
+        &ulid::Ulid::generate().to_string().to_lowercase()[20..]
+    );
+    let cwd = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--stage", &stage, "--region", "us-east-1"])
+            .args([
+                "--endpoint-url",
+                &moto.endpoint,
+                "--config",
+                "/nonexistent/chatctl.toml",
+            ])
+            .current_dir(cwd.path())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("CI", "true")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let plan_json = |extra: &[&str]| {
+        let mut args = vec!["plan", "--detailed-exitcode", "--output", "json"];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = run(&args);
+        let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        (code, json)
+    };
+
+    let (code, first) = plan_json(&[]);
+    assert_eq!(code, 2);
+    assert_eq!(first["codeFrom"], Value::Null);
+    let ws = first["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == format!("chat-{stage}-ws") && a["kind"] == "function")
+        .unwrap();
+    assert_eq!(ws["change"], "create");
+    let (_, text, _) = run(&["plan"]);
+    assert!(text.contains("no build at target/lambda-zips"), "{text}");
+
+    let artifacts = tempfile::tempdir().unwrap();
+    fake_artifacts(artifacts.path(), "v1");
+    let dir = artifacts.path().to_str().unwrap();
+    let (code, _, stderr) = run(&["deploy", "--yes", "--output", "json", "--artifacts", dir]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, plan) = plan_json(&[]);
+    assert_eq!(code, 0, "{plan}");
+
+    fake_artifacts(artifacts.path(), "v2");
+    let (code, plan) = plan_json(&["--artifacts", dir]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        changes_of(&plan)
+            .into_iter()
+            .filter(|(_, change, _)| change != "keep")
+            .collect::<Vec<_>>(),
+        vec![(
+            format!("chat-{stage}-ws"),
+            "update".to_owned(),
+            "codeSha256".to_owned()
+        )]
+    );
+    let (code, _, stderr) = run(&["destroy", "--yes", "--output", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+}

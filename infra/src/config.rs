@@ -27,13 +27,19 @@ pub const DEFAULT_APP: &str = "chat";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not valid: {why}")]
-    Invalid { path: PathBuf, why: String },
+    /// Not TOML, or not a project file (an unknown key, a wrong type): the parser's account,
+    /// with the line, is the source.
+    #[error("{path} is not a valid project file")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
     #[error("--set {pair}: {why}")]
     Set { pair: String, why: String },
     #[error(transparent)]
@@ -98,7 +104,7 @@ impl StageTable {
         for pair in pairs {
             let (key, value) = pair.split_once('=').ok_or_else(|| ConfigError::Set {
                 pair: pair.clone(),
-                why: "write KEY=VALUE, e.g. memory_mb=1024".to_owned(),
+                why: "expected KEY=VALUE".to_owned(),
             })?;
             let (key, value) = (key.trim(), value.trim());
             // Numbers stay numbers; anything else (a region, a duration) is a string.
@@ -164,9 +170,9 @@ impl ProjectFile {
     /// Read `path`; a missing file is an empty project (all defaults).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text).map_err(|why| ConfigError::Invalid {
+            Ok(text) => toml::from_str(&text).map_err(|source| ConfigError::Invalid {
                 path: path.to_owned(),
-                why,
+                source: Box::new(source),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(source) => Err(ConfigError::Read {

@@ -2,11 +2,14 @@
 //! (`build`, through the one subprocess helper `process`); the stack model (`stack`: the desired
 //! state of a stage, pure); `observe` (AWS → observed state); `plan` (desired vs observed →
 //! ordered actions, pure, printable); `apply` (the actions as SDK calls, with waits); the deploy
-//! `lock`; `outputs`; `calls` (counting AWS requests); `config` (chatctl.toml).
+//! `lock`; `outputs`; `calls` (counting AWS requests); `config` (chatctl.toml); `schedule` (which
+//! actions may run at once) and `pace` (API Gateway's quota); `workflow` (deploy, destroy and
+//! plan as library calls reporting typed events).
 
 pub mod apply;
 pub mod build;
 pub mod calls;
+pub mod cfn_engine;
 pub mod cloudformation;
 pub mod config;
 pub mod errors;
@@ -19,3 +22,4 @@ pub mod plan;
 pub mod process;
 pub mod schedule;
 pub mod stack;
+pub mod workflow;

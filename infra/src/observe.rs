@@ -48,6 +48,9 @@ pub struct Clients {
     pub lambda: aws_sdk_lambda::Client,
     pub scheduler: aws_sdk_scheduler::Client,
     pub sts: aws_sdk_sts::Client,
+    /// `deploy --engine cloudformation`: the stack, and the artifact bucket for its code.
+    pub cloudformation: aws_sdk_cloudformation::Client,
+    pub s3: aws_sdk_s3::Client,
     /// Every request any of these clients sends.
     pub calls: CallCounter,
 }
@@ -83,6 +86,15 @@ impl Clients {
             lambda: client!(aws_sdk_lambda),
             scheduler: client!(aws_sdk_scheduler),
             sts: client!(aws_sdk_sts),
+            cloudformation: client!(aws_sdk_cloudformation),
+            // Path-style addressing with a custom endpoint (an S3-compatible store, a VPC
+            // endpoint), as the AWS CLI does; virtual-hosted style on AWS itself.
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(config)
+                    .force_path_style(config.endpoint_url().is_some())
+                    .interceptor(calls.clone())
+                    .build(),
+            ),
             calls,
         }
     }

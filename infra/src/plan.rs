@@ -170,6 +170,29 @@ pub fn plan(desired: &DesiredStack, observed: &Observed) -> Plan {
     }
 }
 
+/// Shown as a function's code when the plan has no build to compare: what deploy will upload.
+pub const CODE_FROM_BUILD: &str = "(from the build at deploy)";
+
+/// The code as deployed, for planning without a build: each function's `CodeSha256` as AWS
+/// reports it, so only code changes go unplanned; a function that does not exist yet gets
+/// [`CODE_FROM_BUILD`].
+pub fn with_deployed_code(name: &StackName, observed: &Observed) -> Code {
+    let names = name.names();
+    let deployed = |role: &str| {
+        observed
+            .resources
+            .get(&(Kind::Function, names.function(role)))
+            .and_then(|f| f.get("codeSha256"))
+            .and_then(Value::as_str)
+            .unwrap_or(CODE_FROM_BUILD)
+            .to_owned()
+    };
+    Code {
+        ws_sha256: deployed("ws"),
+        fanout_sha256: deployed("fanout"),
+    }
+}
+
 /// Plan a stage from its inputs. Like [`plan`], and when the WebSocket API must be replaced,
 /// everything that lives inside it (integration, routes, stage) is replaced with it, and every value
 /// that names the API's id (permissions, policies, the management endpoint) is planned as known

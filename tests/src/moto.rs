@@ -11,6 +11,14 @@ use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 
+/// moto's two Lambda backends: functions run in-process (the tests' default: there is no
+/// Docker here), or the Docker-backed one that moto's CloudFormation writes to.
+#[derive(Debug, Clone, Copy)]
+enum Lambdas {
+    InProcess,
+    Docker,
+}
+
 #[derive(Debug)]
 pub struct Moto {
     pub endpoint: String,
@@ -50,13 +58,23 @@ impl Moto {
     /// The moto server of this test binary, started on first use.
     pub fn shared() -> &'static Moto {
         static MOTO: OnceLock<Moto> = OnceLock::new();
-        MOTO.get_or_init(Moto::start)
+        MOTO.get_or_init(|| Moto::start(Lambdas::InProcess))
+    }
+
+    /// A second moto of this test binary for CloudFormation stacks. moto's CloudFormation creates
+    /// `AWS::Lambda::Function`s in its Docker-backed Lambda backend, while with
+    /// `use_docker: false` the Lambda API reads the in-process one, so a stack's functions would
+    /// be invisible to `GetFunction`. Functions here are created and read, never invoked, so the
+    /// Docker backend (there is no Docker) is never asked to run one.
+    pub fn for_cloudformation() -> &'static Moto {
+        static MOTO: OnceLock<Moto> = OnceLock::new();
+        MOTO.get_or_init(|| Moto::start(Lambdas::Docker))
     }
 
     // The watchdog shell is deliberately never waited for: it outlives every test and exits with
     // the process, taking moto with it.
     #[allow(clippy::zombie_processes)]
-    fn start() -> Moto {
+    fn start(lambdas: Lambdas) -> Moto {
         let bin = moto_binary();
         let port = free_port();
         // The watchdog shell stops moto when this test process ends, however it ends.
@@ -86,7 +104,7 @@ impl Moto {
             // Listening is not yet serving: under load moto can accept a connection and close it
             // unanswered while it starts, so the configuration is retried until it is taken.
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                match moto.configure() {
+                match moto.configure(lambdas) {
                     Ok(()) => return moto,
                     Err(answer) => refused = answer,
                 }
@@ -113,9 +131,12 @@ impl Moto {
         );
     }
 
-    /// Lambda functions run in-process, never in Docker (there is none here).
-    fn configure(&self) -> Result<(), String> {
-        let body = r#"{"lambda":{"use_docker":false}}"#;
+    /// Where moto's Lambda backend keeps functions ([`Lambdas`]).
+    fn configure(&self, lambdas: Lambdas) -> Result<(), String> {
+        let body = match lambdas {
+            Lambdas::InProcess => r#"{"lambda":{"use_docker":false}}"#,
+            Lambdas::Docker => r#"{"lambda":{"use_docker":true}}"#,
+        };
         let request = format!(
             "POST /moto-api/config HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()

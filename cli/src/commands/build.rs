@@ -22,7 +22,7 @@ pub fn build_handlers(
 ) -> Result<(PathBuf, BuildReport), CliError> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let cwd = std::env::current_dir()
-        .map_err(|e| CliError::Environment(format!("cannot read the current directory: {e}")))?;
+        .map_err(|e| CliError::system("cannot read the current directory", e))?;
     let workspace = build::find_workspace(&cwd, manifest_path)?;
     let tools = Toolchain::locate(&env)?;
     let out_dir = out.map_or_else(|| workspace.join("target/lambda-zips"), |o| cwd.join(o));

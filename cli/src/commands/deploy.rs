@@ -1,25 +1,24 @@
-//! `chatctl deploy`: build (or take `--artifacts`), lock the stage, plan, confirm, apply one
-//! action at a time with progress, release the lock, print the outputs. A re-run after any
-//! interruption plans from what exists, so it converges.
+//! `chatctl deploy`: build (or take `--artifacts`), then the library's deploy workflow (lock,
+//! plan, confirm, apply in parallel with progress, release), and print the outputs. A re-run
+//! after any interruption plans from what exists, so it converges.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use chatctl_infra::apply::Applier;
 use chatctl_infra::calls::CallCount;
 use chatctl_infra::config::StageConfig;
-use chatctl_infra::lock::{self, Holder};
-use chatctl_infra::observe::{self, Clients};
-use chatctl_infra::outputs::{self, Outputs};
-use chatctl_infra::plan::{self, Summary};
+use chatctl_infra::lock::Holder;
+use chatctl_infra::outputs::Outputs;
+use chatctl_infra::plan::Summary;
+use chatctl_infra::workflow::{self, Options};
 use serde::Serialize;
 
-use crate::args::{DeployArgs, OutputFormat};
+use crate::args::{DeployArgs, Engine, OutputFormat};
+use crate::commands::events::Terminal;
 use crate::commands::stage;
 use crate::error::CliError;
 use crate::output;
-use crate::progress::Step;
 
 /// The result of a deploy.
 #[derive(Debug, Clone, Serialize)]
@@ -101,30 +100,42 @@ pub fn run(args: DeployArgs, format: OutputFormat) -> Result<u8, CliError> {
     let code = stage::code(&dir, stage.settings.arch)?;
     let artifacts = stage::artifacts(&dir)?;
     let runtime = crate::runtime()?;
-    let report = runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         let clients = stage::clients(&stage).await;
-        let step = Step::start(format, format!("locking stage {}", stage.name));
-        let lock = lock::acquire(&clients.ssm, &stage.name, "deploy", args.break_lock).await;
-        step.finish(if lock.is_ok() { "done" } else { "refused" });
-        let lock = lock?;
-        let took_over = lock.took_over.clone();
-        let result = deploy_locked(&args, &stage, &clients, &code, &artifacts, ask, format).await;
-        // Released whatever happened; a failure to release is reported but does not hide the
-        // deploy's own error.
-        let released = lock.release().await;
-        let (applied, summary, outputs) = result?;
-        released?;
-        Ok::<_, CliError>(DeployReport {
-            event: "deployed",
-            stack: stage.name.to_string(),
-            applied,
-            summary,
-            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            aws_calls: clients.calls.snapshot(),
-            lock_taken_over_from: took_over,
-            outputs,
-        })
+        let reporter = Terminal::new(
+            format,
+            ask.then(|| format!("Apply these changes to {}?", stage.name)),
+        );
+        let options = Options {
+            break_lock: args.break_lock,
+            replace_tables: args.replace_tables,
+            concurrency: args.apply.parallel,
+        };
+        let target = workflow::Stage {
+            clients: &clients,
+            name: &stage.name,
+            settings: &stage.settings,
+        };
+        match args.apply.engine {
+            Engine::Direct => {
+                workflow::deploy(&target, &code, &artifacts, options, &reporter).await
+            }
+            Engine::Cloudformation => {
+                workflow::deploy_cloudformation(&target, &code, &artifacts, options, &reporter)
+                    .await
+            }
+        }
     })?;
+    let report = DeployReport {
+        event: "deployed",
+        stack: stage.name.to_string(),
+        applied: outcome.applied,
+        summary: outcome.summary,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        aws_calls: outcome.aws_calls,
+        lock_taken_over_from: outcome.lock_taken_over_from,
+        outputs: outcome.outputs,
+    };
     if let (Some(path), Some(outputs)) = (&args.outputs_file, &report.outputs) {
         let json = serde_json::to_string_pretty(outputs).unwrap_or_default();
         std::fs::write(path, json + "\n").map_err(|e| {
@@ -136,54 +147,4 @@ pub fn run(args: DeployArgs, format: OutputFormat) -> Result<u8, CliError> {
     }
     output::emit(format, &report);
     Ok(0)
-}
-
-async fn deploy_locked(
-    args: &DeployArgs,
-    stage: &StageConfig,
-    clients: &Clients,
-    code: &chatctl_infra::stack::Code,
-    artifacts: &chatctl_infra::apply::Artifacts,
-    ask: bool,
-    format: OutputFormat,
-) -> Result<(usize, Summary, Option<Outputs>), CliError> {
-    let step = Step::start(format, format!("reading stage {} from AWS", stage.name));
-    let observed = observe::observe(clients, &stage.name).await;
-    step.finish(if observed.is_ok() { "done" } else { "failed" });
-    let (environment, observed) = observed?;
-    let plan = plan::plan_stage(&stage.name, &stage.settings, &environment, code, &observed);
-    let summary = plan.summary();
-    if !plan.has_changes() {
-        return Ok((0, summary, outputs::outputs(&stage.name, &environment)));
-    }
-    stage::show_plan(format, &plan);
-    let tables = plan.replaced_tables();
-    if !tables.is_empty() && !args.replace_tables {
-        return Err(CliError::Unsafe(format!(
-            "the plan replaces {} (a key changed), which deletes every item in it; pass --replace-tables to accept losing that data, or revert the change",
-            tables.join(" and ")
-        )));
-    }
-    if ask && !stage::confirm(&format!("Apply these changes to {}?", stage.name))? {
-        return Err(CliError::Declined("deploy cancelled".to_owned()));
-    }
-    let waiting = stage::waiting(format);
-    let applier = Applier::new(
-        clients,
-        &stage.name,
-        &stage.settings,
-        code,
-        &environment,
-        &observed,
-    )
-    .with_artifacts(artifacts)
-    .with_progress(&waiting)
-    .with_concurrency(args.apply.parallel);
-    let mut on_event = stage::progress(format);
-    let applied = applier.apply(&plan, &mut on_event).await?;
-    Ok((
-        applied,
-        summary,
-        outputs::outputs(&stage.name, &applier.environment()),
-    ))
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tracing::info;
 
 use crate::args::{DevArgs, OutputFormat, StoreKind};
-use crate::error::CliError;
+use crate::error::{CliError, UsageError};
 use crate::output;
 
 /// Printed once the backend listens.
@@ -86,34 +86,40 @@ impl fmt::Display for DevStopped {
 pub fn config(args: &DevArgs) -> Result<LocalConfig, CliError> {
     let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     if args.online_within >= args.idle_within {
-        return Err(CliError::Usage(format!(
-            "--online-within ({}) must be shorter than --idle-within ({})",
-            humantime::format_duration(args.online_within),
-            humantime::format_duration(args.idle_within)
-        )));
+        return Err(UsageError::PresenceThresholds {
+            online: args.online_within,
+            idle: args.idle_within,
+        }
+        .into());
     }
     if args.max_frame > args.max_message {
-        return Err(CliError::Usage(format!(
-            "--max-frame ({}) may not exceed --max-message ({})",
-            args.max_frame, args.max_message
-        )));
+        return Err(UsageError::FrameAboveMessage {
+            frame: args.max_frame,
+            message: args.max_message,
+        }
+        .into());
     }
     if args.max_text == 0 || args.max_text > args.max_frame {
-        return Err(CliError::Usage(format!(
-            "--max-text must be from 1 to --max-frame ({} bytes), got {}",
-            args.max_frame, args.max_text
-        )));
+        return Err(UsageError::MaxText {
+            max_text: args.max_text,
+            max_frame: args.max_frame,
+        }
+        .into());
     }
-    if args.presence_window > std::time::Duration::from_secs(10) {
-        return Err(CliError::Usage(format!(
-            "--presence-window {} is longer than 10s; presence would lag far behind; pick e.g. 500ms",
-            humantime::format_duration(args.presence_window)
-        )));
+    let max_window = std::time::Duration::from_secs(10);
+    if args.presence_window > max_window {
+        return Err(UsageError::PresenceWindow {
+            window: args.presence_window,
+            max: max_window,
+        }
+        .into());
     }
     if !(args.rate_per_second > 0.0 && args.rate_burst >= 1.0) {
-        return Err(CliError::Usage(
-            "--rate-per-second must be above 0 and --rate-burst at least 1".to_owned(),
-        ));
+        return Err(UsageError::RateLimit {
+            per_second: args.rate_per_second,
+            burst: args.rate_burst,
+        }
+        .into());
     }
     let mut config = LocalConfig::new(&args.data.data_dir);
     config.bind = SocketAddr::new(args.bind, args.port.unwrap_or(8080));
@@ -186,23 +192,21 @@ async fn stores(args: &DevArgs) -> Result<Stores, CliError> {
     }
     let config = chat_aws::load_config(args.aws_region.clone(), args.aws_endpoint.clone()).await;
     if config.region().is_none() {
-        return Err(CliError::Usage(
-            "--store dynamodb needs a region: pass --aws-region or set AWS_REGION".to_owned(),
-        ));
+        return Err(UsageError::NoRegion.into());
     }
     let client = aws_sdk_dynamodb::Client::new(&config);
     let names = TableNames {
         messages: format!("{}-messages", args.table_prefix),
         connections: format!("{}-connections", args.table_prefix),
     };
-    chat_aws::tables::ensure(&client, &names).await.map_err(|e| {
-        let hint = if args.aws_endpoint.is_some() {
-            " (emulators accept any credentials: export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test)"
-        } else {
-            " (check your AWS credentials and region)"
-        };
-        CliError::Environment(format!("cannot prepare the DynamoDB tables {} and {}: {e}{hint}", names.messages, names.connections))
-    })?;
+    chat_aws::tables::ensure(&client, &names)
+        .await
+        .map_err(|source| CliError::DevTables {
+            messages: names.messages.clone(),
+            connections: names.connections.clone(),
+            emulator: args.aws_endpoint.is_some(),
+            source,
+        })?;
     info!(messages = %names.messages, connections = %names.connections, "using DynamoDB");
     Ok(Stores::Provided {
         messages: std::sync::Arc::new(DynamoMessageStore::new(client.clone(), &names.messages)),
@@ -215,9 +219,9 @@ async fn wait_for_stop() -> Result<(), CliError> {
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())
-            .map_err(|e| CliError::Environment(format!("cannot watch for SIGTERM: {e}")))?;
+            .map_err(|e| CliError::system("cannot watch for SIGTERM", e))?;
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map_err(|e| CliError::Environment(format!("cannot watch for Ctrl-C: {e}"))),
+            r = tokio::signal::ctrl_c() => r.map_err(|e| CliError::system("cannot watch for Ctrl-C", e)),
             _ = term.recv() => Ok(()),
         }
     }
@@ -225,7 +229,7 @@ async fn wait_for_stop() -> Result<(), CliError> {
     {
         tokio::signal::ctrl_c()
             .await
-            .map_err(|e| CliError::Environment(format!("cannot watch for Ctrl-C: {e}")))
+            .map_err(|e| CliError::system("cannot watch for Ctrl-C", e))
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::args::{ExportArgs, OutputFormat, TemplateFormat};
 use crate::commands::stage;
-use crate::error::CliError;
+use crate::error::{CliError, UsageError};
 use crate::output;
 
 /// What `export --out FILE` did (with no `--out` the template itself is the output).
@@ -92,11 +92,11 @@ pub fn cloudformation(args: ExportArgs, format: OutputFormat) -> Result<u8, CliE
 /// Write through a temporary file in the same directory, so a reader (or a failed write) never
 /// sees half a template.
 fn write_atomically(path: &Path, text: &str) -> Result<(), CliError> {
-    let fail = |e: std::io::Error| {
-        CliError::Usage(format!(
-            "--out {}: cannot write the template there: {e} (check that the directory exists and is writable)",
-            path.display()
-        ))
+    let fail = |source: std::io::Error| {
+        CliError::from(UsageError::Out {
+            path: path.to_owned(),
+            source,
+        })
     };
     let name = path
         .file_name()

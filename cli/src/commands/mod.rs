@@ -1,9 +1,10 @@
-//! One module per command.
+//! One module per command, and `events`, which renders the stage workflows.
 
 pub mod build;
 pub mod deploy;
 pub mod destroy;
 pub mod dev;
+pub mod events;
 pub mod export;
 pub mod ops;
 pub mod plan;

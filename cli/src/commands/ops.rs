@@ -12,11 +12,11 @@ use crate::args::{
     GcArgs, KickArgs, OutputFormat, PRESENCE_TEXT_LIMIT, PresenceArgs, RecallArgs, SendArgs,
 };
 use crate::commands::target;
-use crate::error::CliError;
+use crate::error::{CliError, UsageError};
 use crate::output;
 
 pub fn presence(args: PresenceArgs, format: OutputFormat) -> Result<u8, CliError> {
-    let room = RoomName::parse(&args.room).map_err(|e| CliError::invalid("ROOM", e))?;
+    let room = RoomName::parse(&args.room).map_err(|e| CliError::invalid("ROOM", &args.room, e))?;
     crate::runtime()?.block_on(async {
         let target = target::resolve(&args.target).await?;
         let operator = target.operator()?;
@@ -97,14 +97,19 @@ impl fmt::Display for RecallReport {
 }
 
 pub fn recall(args: RecallArgs, format: OutputFormat) -> Result<u8, CliError> {
-    let id = MessageId::parse(&args.id).map_err(|e| CliError::invalid("MESSAGE_ID", e))?;
-    let by = UserName::parse(&args.operator).map_err(|e| CliError::invalid("--as", e))?;
+    let id =
+        MessageId::parse(&args.id).map_err(|e| CliError::invalid("MESSAGE_ID", &args.id, e))?;
+    let by = UserName::parse(&args.operator)
+        .map_err(|e| CliError::invalid("--as", &args.operator, e))?;
+    const MAX_REASON: usize = 500;
     if let Some(reason) = &args.reason
-        && (reason.trim().is_empty() || reason.len() > 500)
+        && (reason.trim().is_empty() || reason.len() > MAX_REASON)
     {
-        return Err(CliError::Usage(
-            "--reason: write 1 to 500 bytes of text".to_owned(),
-        ));
+        return Err(UsageError::Reason {
+            len: reason.len(),
+            max: MAX_REASON,
+        }
+        .into());
     }
     crate::runtime()?.block_on(async {
         let target = target::resolve(&args.target).await?;
@@ -146,15 +151,18 @@ impl fmt::Display for SentReport {
 }
 
 pub fn send(args: SendArgs, format: OutputFormat) -> Result<u8, CliError> {
-    let room = RoomName::parse(&args.room).map_err(|e| CliError::invalid("ROOM", e))?;
-    let user = UserName::parse(&args.operator).map_err(|e| CliError::invalid("--as", e))?;
+    let room = RoomName::parse(&args.room).map_err(|e| CliError::invalid("ROOM", &args.room, e))?;
+    let user = UserName::parse(&args.operator)
+        .map_err(|e| CliError::invalid("--as", &args.operator, e))?;
     let limit = chat_core::policy::ChatConfig::default()
         .frames
         .max_text_bytes;
     if args.text.trim().is_empty() || args.text.len() > limit {
-        return Err(CliError::Usage(format!(
-            "TEXT: write 1 to {limit} bytes (the limit clients have too)"
-        )));
+        return Err(UsageError::Text {
+            len: args.text.len(),
+            max: limit,
+        }
+        .into());
     }
     crate::runtime()?.block_on(async {
         let target = target::resolve(&args.target).await?;
@@ -167,9 +175,7 @@ pub fn send(args: SendArgs, format: OutputFormat) -> Result<u8, CliError> {
 
 pub fn kick(args: KickArgs, format: OutputFormat) -> Result<u8, CliError> {
     if args.connection_id.trim().is_empty() {
-        return Err(CliError::Usage(
-            "CONNECTION_ID must not be empty".to_owned(),
-        ));
+        return Err(UsageError::EmptyConnectionId.into());
     }
     let id = ConnectionId::new(args.connection_id.clone());
     crate::runtime()?.block_on(async {

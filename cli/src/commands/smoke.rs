@@ -17,10 +17,10 @@ use crate::output;
 fn mint(key: &TokenKey, user: &str, room: &RoomName) -> Result<Token, CliError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_err(|e| CliError::Environment(format!("the clock is before 1970: {e}")))?
+        .map_err(|e| CliError::system("the clock is before 1970", e))?
         .as_secs();
     let now = i64::try_from(now).unwrap_or(i64::MAX);
-    let sub = UserName::parse(user).map_err(|e| CliError::invalid("user", e))?;
+    let sub = UserName::parse(user).map_err(|e| CliError::invalid("user", user, e))?;
     let claims = Claims {
         sub,
         iat: now,
@@ -33,7 +33,8 @@ fn mint(key: &TokenKey, user: &str, room: &RoomName) -> Result<Token, CliError> 
 
 pub fn run(args: SmokeArgs, format: OutputFormat) -> Result<u8, CliError> {
     let room_name = args.room.clone().unwrap_or_else(SmokeOptions::fresh_room);
-    let room = RoomName::parse(&room_name).map_err(|e| CliError::invalid("--room", e))?;
+    let room =
+        RoomName::parse(&room_name).map_err(|e| CliError::invalid("--room", &room_name, e))?;
     crate::runtime()?.block_on(async {
         let target = target::resolve(&args.target).await?;
         let url = target.websocket_url()?;

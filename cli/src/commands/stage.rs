@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use chatctl_infra::apply::{ApplyEvent, Artifacts};
+use chatctl_infra::apply::Artifacts;
 use chatctl_infra::build::{self, Arch, HANDLERS};
 use chatctl_infra::config::{ProjectFile, StageConfig, StageTable};
 use chatctl_infra::observe::Clients;
@@ -15,9 +15,8 @@ use chatctl_infra::stack::Code;
 use serde::Serialize;
 
 use crate::args::{OutputFormat, ProjectArgs, StageArgs};
-use crate::error::CliError;
+use crate::error::{CliError, UsageError};
 use crate::output;
-use crate::progress::Step;
 
 /// The stage's configuration: the file's defaults and stage table, then `--set`, then flags.
 pub fn resolve(args: &StageArgs) -> Result<StageConfig, CliError> {
@@ -69,11 +68,11 @@ pub fn code(dir: &Path, arch: Arch) -> Result<Code, CliError> {
     let mut shas = Vec::with_capacity(HANDLERS.len());
     for handler in HANDLERS {
         let zip = dir.join(handler).join("bootstrap.zip");
-        let artifact = build::inspect(handler, &zip, arch).map_err(|e| {
-            CliError::Artifacts(format!(
-                "{e}; run `chatctl build` first, or pass --artifacts DIR"
-            ))
-        })?;
+        let artifact =
+            build::inspect(handler, &zip, arch).map_err(|source| CliError::Artifacts {
+                dir: dir.to_owned(),
+                source,
+            })?;
         shas.push(artifact.code_sha256);
     }
     Ok(Code {
@@ -86,8 +85,7 @@ pub fn code(dir: &Path, arch: Arch) -> Result<Code, CliError> {
 pub fn artifacts(dir: &Path) -> Result<Artifacts, CliError> {
     let read = |handler: &str| {
         let path = dir.join(handler).join("bootstrap.zip");
-        std::fs::read(&path)
-            .map_err(|e| CliError::Artifacts(format!("cannot read {}: {e}", path.display())))
+        std::fs::read(&path).map_err(|source| CliError::ArtifactRead { path, source })
     };
     Ok(Artifacts {
         ws: read(HANDLERS[0])?,
@@ -101,17 +99,15 @@ pub fn confirm(question: &str) -> Result<bool, CliError> {
     let mut answer = String::new();
     std::io::stdin()
         .read_line(&mut answer)
-        .map_err(|e| CliError::Environment(format!("cannot read the answer: {e}")))?;
+        .map_err(|e| CliError::system("cannot read the answer", e))?;
     Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
 }
 
 /// Commands that change AWS need `--yes` when nobody is there to answer.
-pub fn require_yes_without_terminal(yes: bool, command: &str) -> Result<bool, CliError> {
+pub fn require_yes_without_terminal(yes: bool, command: &'static str) -> Result<bool, CliError> {
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     if !yes && !interactive {
-        return Err(CliError::Usage(format!(
-            "`chatctl {command}` changes AWS resources and asks before it does; without a terminal (CI, a pipe) pass --yes"
-        )));
+        return Err(UsageError::NeedsYes { command }.into());
     }
     Ok(!yes)
 }
@@ -133,37 +129,5 @@ pub fn show_plan(format: OutputFormat, plan: &Plan) {
             plan,
             summary: plan.summary(),
         }),
-    }
-}
-
-/// What apply says while it waits on AWS (a queue name SQS still holds): a line on stderr, or a
-/// `{"event":"waiting"}` line for JSON output.
-pub fn waiting(format: OutputFormat) -> impl Fn(&str) + Sync {
-    move |message: &str| match format {
-        OutputFormat::Json => {
-            output::json_line(&serde_json::json!({"event": "waiting", "message": message}));
-        }
-        OutputFormat::Text => eprintln!("  {message}"),
-    }
-}
-
-/// Progress of apply: one step per action on a terminal or in plain lines, or NDJSON events.
-pub fn progress(format: OutputFormat) -> impl FnMut(&ApplyEvent) {
-    let mut step: Option<Step> = None;
-    move |e: &ApplyEvent| match format {
-        OutputFormat::Json => output::json_line(e),
-        OutputFormat::Text => match e.status {
-            "started" => {
-                step = Some(Step::start(
-                    format,
-                    format!("{} {} {}", e.change, e.kind.label(), e.name),
-                ));
-            }
-            status => {
-                if let Some(s) = step.take() {
-                    s.finish(status);
-                }
-            }
-        },
     }
 }

@@ -177,15 +177,14 @@ pub fn outputs(args: OutputsArgs, format: OutputFormat) -> Result<u8, CliError> 
         let clients = stage::clients(&stage).await;
         Ok::<_, CliError>(observe::environment(&clients, &stage.name).await?)
     })?;
-    let outputs = outputs::outputs(&stage.name, &environment).ok_or_else(|| {
-        CliError::NotDeployed(format!(
-            "stage {} has no WebSocket API {} in {}: run `chatctl deploy --stage {}` first",
-            stage.name,
-            stage.name.names().api(),
-            environment.region,
-            stage.name.stage
-        ))
-    })?;
+    let outputs =
+        outputs::outputs(&stage.name, &environment).ok_or_else(|| CliError::NotDeployed {
+            name: stage.name.to_string(),
+            stage: stage.name.stage.clone(),
+            region: environment.region.to_string(),
+            api: stage.name.names().api(),
+            local_too: false,
+        })?;
     output::emit(format, &outputs);
     Ok(0)
 }

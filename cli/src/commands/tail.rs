@@ -105,13 +105,13 @@ fn print(events: &[TailEvent], format: OutputFormat, style: Style) -> bool {
 }
 
 pub fn run(args: TailArgs, format: OutputFormat) -> Result<u8, CliError> {
-    let room = RoomName::parse(&args.room).map_err(|e| CliError::invalid("ROOM", e))?;
+    let room = RoomName::parse(&args.room).map_err(|e| CliError::invalid("ROOM", &args.room, e))?;
     let since_ms = match args.since {
         None => None,
         Some(d) => {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_err(|e| CliError::Environment(format!("the clock is before 1970: {e}")))?;
+                .map_err(|e| CliError::system("the clock is before 1970", e))?;
             Some(i64::try_from(now.saturating_sub(d).as_millis()).unwrap_or(i64::MAX))
         }
     };

@@ -47,15 +47,14 @@ pub async fn resolve(args: &TargetArgs) -> Result<Target, CliError> {
     })?;
     let clients = stage::clients(&stage).await;
     let environment = observe::environment(&clients, &stage.name).await?;
-    let outputs = outputs::outputs(&stage.name, &environment).ok_or_else(|| {
-        CliError::NotDeployed(format!(
-            "stage {} is not deployed in {} (no WebSocket API {}): run `chatctl deploy --stage {}`, or leave out --stage for the local instance",
-            stage.name,
-            environment.region,
-            stage.name.names().api(),
-            stage.name.stage
-        ))
-    })?;
+    let outputs =
+        outputs::outputs(&stage.name, &environment).ok_or_else(|| CliError::NotDeployed {
+            name: stage.name.to_string(),
+            stage: stage.name.stage.clone(),
+            region: environment.region.to_string(),
+            api: stage.name.names().api(),
+            local_too: true,
+        })?;
     Ok(Target::Stage {
         clients: Box::new(clients),
         outputs: Box::new(outputs),
@@ -99,11 +98,9 @@ impl Target {
                 clients, outputs, ..
             } => chat_aws::secret::load(&clients.ssm, &outputs.token_secret_parameter)
                 .await
-                .map_err(|e| {
-                    CliError::Environment(format!(
-                        "cannot read the stage's token secret {}: {e}; check that your credentials may read it (ssm:GetParameter with decryption)",
-                        outputs.token_secret_parameter
-                    ))
+                .map_err(|source| CliError::StageSecret {
+                    parameter: outputs.token_secret_parameter.clone(),
+                    source,
                 }),
         }
     }
@@ -121,10 +118,9 @@ impl Target {
             Target::Local {
                 running: None,
                 data_dir,
-            } => Err(CliError::NotDeployed(format!(
-                "no `chatctl dev` is running on {}: start it (or pass --data-dir DIR, or --stage NAME)",
-                data_dir.display()
-            ))),
+            } => Err(CliError::DevNotRunning {
+                data_dir: data_dir.clone(),
+            }),
             Target::Stage { outputs, .. } => Ok(outputs.websocket_url.clone()),
         }
     }

@@ -10,7 +10,7 @@ use chat_core::token::{Claims, TokenKey};
 use serde::Serialize;
 
 use crate::args::{OutputFormat, TokenArgs};
-use crate::error::CliError;
+use crate::error::{CliError, UsageError};
 use crate::output;
 
 /// A minted token. As text it is the token alone, so `TOKEN=$(chatctl token --user ann)` works.
@@ -32,24 +32,45 @@ impl fmt::Display for MintedToken {
     }
 }
 
-/// Mint a token for `args` with `key`, valid from `now_secs`.
-pub fn mint(key: &TokenKey, args: &TokenArgs, now_secs: i64) -> Result<MintedToken, CliError> {
-    let user = UserName::parse(&args.user).map_err(|e| CliError::invalid("--user", e))?;
+/// What the flags ask for, checked before any secret is read or created.
+struct Request {
+    user: UserName,
+    rooms: Option<BTreeSet<RoomName>>,
+    ttl_secs: i64,
+}
+
+fn request(args: &TokenArgs) -> Result<Request, CliError> {
+    let user =
+        UserName::parse(&args.user).map_err(|e| CliError::invalid("--user", &args.user, e))?;
     let rooms = if args.room.is_empty() {
         None
     } else {
         Some(
             args.room
                 .iter()
-                .map(|r| RoomName::parse(r).map_err(|e| CliError::invalid("--room", e)))
+                .map(|r| RoomName::parse(r).map_err(|e| CliError::invalid("--room", r, e)))
                 .collect::<Result<BTreeSet<_>, _>>()?,
         )
     };
-    let ttl = i64::try_from(args.ttl.as_secs())
-        .map_err(|_| CliError::Usage("--ttl is too long".into()))?;
+    let ttl_secs =
+        i64::try_from(args.ttl.as_secs()).map_err(|_| UsageError::Ttl { ttl: args.ttl })?;
+    Ok(Request {
+        user,
+        rooms,
+        ttl_secs,
+    })
+}
+
+/// Mint a token for `args` with `key`, valid from `now_secs`.
+pub fn mint(key: &TokenKey, args: &TokenArgs, now_secs: i64) -> Result<MintedToken, CliError> {
+    let Request {
+        user,
+        rooms,
+        ttl_secs,
+    } = request(args)?;
     let claims = Claims {
         sub: user.clone(),
-        exp: now_secs.saturating_add(ttl),
+        exp: now_secs.saturating_add(ttl_secs),
         iat: now_secs,
         rooms: rooms.clone(),
         op: args.operator,
@@ -64,6 +85,8 @@ pub fn mint(key: &TokenKey, args: &TokenArgs, now_secs: i64) -> Result<MintedTok
 }
 
 pub fn run(args: TokenArgs, format: OutputFormat) -> Result<(), CliError> {
+    // A mistake in the flags is reported before the data directory (or the stage) is touched.
+    request(&args)?;
     let key = crate::runtime()?.block_on(async {
         crate::commands::target::resolve(&args.target)
             .await?
@@ -72,7 +95,7 @@ pub fn run(args: TokenArgs, format: OutputFormat) -> Result<(), CliError> {
     })?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_err(|e| CliError::Environment(format!("the system clock is before 1970: {e}")))?
+        .map_err(|e| CliError::system("the system clock is before 1970", e))?
         .as_secs();
     let minted = mint(&key, &args, i64::try_from(now).unwrap_or(i64::MAX))?;
     output::emit(format, &minted);
