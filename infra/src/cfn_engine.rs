@@ -614,7 +614,299 @@ impl Engine<'_> {
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_cloudformation::config::{
+        BehaviorVersion, Credentials, Region, SharedCredentialsProvider,
+    };
+    use aws_sdk_cloudformation::operation::create_change_set::CreateChangeSetOutput;
+    use aws_sdk_cloudformation::operation::delete_change_set::DeleteChangeSetOutput;
+    use aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput;
+    use aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEventsOutput;
+    use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
+    use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput;
+    use aws_sdk_cloudformation::types::{ExecutionStatus, Stack};
+    use aws_smithy_mocks::{
+        MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock,
+    };
+
     use super::*;
+
+    /// Clients whose CloudFormation calls are answered from `rules` only (a call no rule
+    /// matches fails the test).
+    fn mocked(rules: &[&Rule]) -> Clients {
+        let config = aws_config::SdkConfig::builder()
+            .region(Region::new("eu-west-1"))
+            .behavior_version(BehaviorVersion::latest())
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "AKID", "secret", None, None, "test",
+            )))
+            .http_client(create_mock_http_client())
+            .build();
+        let interceptor = rules.iter().fold(
+            MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny),
+            |interceptor, rule| interceptor.with_rule(rule),
+        );
+        let mut clients = Clients::new(&config);
+        clients.cloudformation = aws_sdk_cloudformation::Client::from_conf(
+            aws_sdk_cloudformation::config::Builder::from(&config)
+                .interceptor(interceptor)
+                .build(),
+        );
+        clients
+    }
+
+    fn stack_in(status: StackStatus) -> DescribeStacksOutput {
+        DescribeStacksOutput::builder()
+            .stacks(
+                Stack::builder()
+                    .stack_name("chat-prod")
+                    .stack_status(status)
+                    .creation_time(aws_smithy_types::DateTime::from_secs(0))
+                    .build(),
+            )
+            .build()
+    }
+
+    fn event(
+        id: &str,
+        logical: &str,
+        kind: &str,
+        status: ResourceStatus,
+        reason: Option<&str>,
+    ) -> aws_sdk_cloudformation::types::StackEvent {
+        aws_sdk_cloudformation::types::StackEvent::builder()
+            .event_id(id)
+            .stack_id("arn:aws:cloudformation:eu-west-1:123456789012:stack/chat-prod/1")
+            .stack_name("chat-prod")
+            .logical_resource_id(logical)
+            .resource_type(kind)
+            .resource_status(status)
+            .set_resource_status_reason(reason.map(str::to_owned))
+            .timestamp(aws_smithy_types::DateTime::from_secs(0))
+            .build()
+    }
+
+    /// An update that fails as AWS documents it: the failing resource's `UPDATE_FAILED` with the
+    /// handler's message, a sibling's "Resource update cancelled", the stack's own summary, and
+    /// the rollback. moto cannot show this (its stacks never fail per resource and send no
+    /// resource events), so the answers are recorded from AWS's documented event stream.
+    #[tokio::test]
+    async fn a_failed_update_names_the_first_failing_resource_and_its_reason() {
+        let handler = "Resource handler returned message: \"Error occurred while GetObject. S3 Error Code: NoSuchKey. S3 Error Message: The specified key does not exist. (Service: Lambda, Status Code: 400)\" (RequestToken: 1f0b, HandlerErrorCode: InvalidRequest)";
+        // DescribeStackEvents answers newest first.
+        let after = vec![
+            event(
+                "9",
+                "chat-prod",
+                "AWS::CloudFormation::Stack",
+                ResourceStatus::UpdateRollbackComplete,
+                None,
+            ),
+            event(
+                "8",
+                "WsFunction",
+                "AWS::Lambda::Function",
+                ResourceStatus::UpdateComplete,
+                None,
+            ),
+            event(
+                "7",
+                "chat-prod",
+                "AWS::CloudFormation::Stack",
+                ResourceStatus::UpdateRollbackInProgress,
+                Some("The following resource(s) failed to update: [WsFunction]."),
+            ),
+            event(
+                "6",
+                "FanoutFunction",
+                "AWS::Lambda::Function",
+                ResourceStatus::UpdateFailed,
+                Some("Resource update cancelled"),
+            ),
+            event(
+                "5",
+                "WsFunction",
+                "AWS::Lambda::Function",
+                ResourceStatus::UpdateFailed,
+                Some(handler),
+            ),
+            event(
+                "4",
+                "WsFunction",
+                "AWS::Lambda::Function",
+                ResourceStatus::UpdateInProgress,
+                None,
+            ),
+            event(
+                "3",
+                "chat-prod",
+                "AWS::CloudFormation::Stack",
+                ResourceStatus::UpdateInProgress,
+                Some("User Initiated"),
+            ),
+            event(
+                "1",
+                "chat-prod",
+                "AWS::CloudFormation::Stack",
+                ResourceStatus::CreateComplete,
+                None,
+            ),
+        ];
+        let before = vec![after.last().cloned().unwrap()];
+        let events = mock!(aws_sdk_cloudformation::Client::describe_stack_events)
+            .sequence()
+            .output(move || {
+                DescribeStackEventsOutput::builder()
+                    .set_stack_events(Some(before.clone()))
+                    .build()
+            })
+            .output(move || {
+                DescribeStackEventsOutput::builder()
+                    .set_stack_events(Some(after.clone()))
+                    .build()
+            })
+            .build();
+        let execute = mock!(aws_sdk_cloudformation::Client::execute_change_set)
+            .then_output(|| ExecuteChangeSetOutput::builder().build());
+        let stacks = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+            .then_output(|| stack_in(StackStatus::UpdateRollbackComplete));
+        let clients = mocked(&[&events, &execute, &stacks]);
+        let name = StackName::new("chat", "prod").unwrap();
+        let settings = StageSettings::default();
+        let engine = Engine {
+            clients: &clients,
+            name: &name,
+            settings: &settings,
+            patience: Duration::from_secs(5),
+        };
+        let change_set = ChangeSet {
+            stack: "chat-prod".into(),
+            name: "chatctl-1".into(),
+            changes: Vec::new(),
+        };
+        let mut streamed = Vec::new();
+        let err = engine
+            .execute(&change_set, &mut |e| streamed.push(e.to_string()))
+            .await
+            .unwrap_err();
+        let CfnError::StackFailed {
+            status,
+            resource,
+            resource_type,
+            reason,
+            ..
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(status, "UPDATE_ROLLBACK_COMPLETE");
+        assert_eq!(
+            resource, "WsFunction",
+            "not the cancelled sibling nor the stack"
+        );
+        assert_eq!(resource_type, "AWS::Lambda::Function");
+        assert_eq!(reason, handler);
+        // Only the new events, oldest first.
+        assert_eq!(streamed.len(), 7, "{streamed:#?}");
+        assert_eq!(
+            streamed[0],
+            "UPDATE_IN_PROGRESS AWS::CloudFormation::Stack chat-prod: User Initiated"
+        );
+        assert_eq!(
+            streamed[6],
+            "UPDATE_ROLLBACK_COMPLETE AWS::CloudFormation::Stack chat-prod"
+        );
+        assert_eq!(execute.num_calls(), 1);
+    }
+
+    /// AWS creates a change set for an unchanged stack and then fails it with "didn't contain
+    /// changes"; that is "no changes", and the failed change set is deleted, not left behind.
+    #[tokio::test]
+    async fn an_empty_change_set_is_no_changes_and_is_deleted() {
+        let stacks = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+            .then_output(|| stack_in(StackStatus::UpdateComplete));
+        let create = mock!(aws_sdk_cloudformation::Client::create_change_set).then_output(|| {
+            CreateChangeSetOutput::builder()
+                .id("arn:cs")
+                .stack_id("arn:stack")
+                .build()
+        });
+        let describe = mock!(aws_sdk_cloudformation::Client::describe_change_set)
+            .sequence()
+            .output(|| {
+                DescribeChangeSetOutput::builder()
+                    .status(ChangeSetStatus::CreatePending)
+                    .execution_status(ExecutionStatus::Unavailable)
+                    .build()
+            })
+            .output(|| {
+                DescribeChangeSetOutput::builder()
+                    .status(ChangeSetStatus::Failed)
+                    .execution_status(ExecutionStatus::Unavailable)
+                    .status_reason("The submitted information didn't contain changes. Submit different information to create a change set.")
+                    .build()
+            })
+            .build();
+        let delete = mock!(aws_sdk_cloudformation::Client::delete_change_set)
+            .then_output(|| DeleteChangeSetOutput::builder().build());
+        let clients = mocked(&[&stacks, &create, &describe, &delete]);
+        let name = StackName::new("chat", "prod").unwrap();
+        let settings = StageSettings::default();
+        let engine = Engine {
+            clients: &clients,
+            name: &name,
+            settings: &settings,
+            patience: Duration::from_secs(5),
+        };
+        let keys = [
+            code_key(&name, "ws", "d3M="),
+            code_key(&name, "fanout", "ZmFub3V0"),
+        ];
+        let change_set = engine
+            .change_set("chatctl-artifacts-123456789012-eu-west-1", &keys)
+            .await
+            .unwrap();
+        assert!(change_set.is_none());
+        assert_eq!(create.num_calls(), 1);
+        assert_eq!(
+            delete.num_calls(),
+            1,
+            "the failed, empty change set is removed"
+        );
+    }
+
+    /// A change set that fails for another reason is an error carrying CloudFormation's reason.
+    #[tokio::test]
+    async fn a_change_set_that_fails_otherwise_is_an_error_with_the_reason() {
+        let stacks = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+            .then_output(|| stack_in(StackStatus::UpdateComplete));
+        let create = mock!(aws_sdk_cloudformation::Client::create_change_set)
+            .then_output(|| CreateChangeSetOutput::builder().build());
+        let describe =
+            mock!(aws_sdk_cloudformation::Client::describe_change_set).then_output(|| {
+                DescribeChangeSetOutput::builder()
+                    .status(ChangeSetStatus::Failed)
+                    .status_reason("Requires capabilities : [CAPABILITY_NAMED_IAM]")
+                    .build()
+            });
+        let clients = mocked(&[&stacks, &create, &describe]);
+        let name = StackName::new("chat", "prod").unwrap();
+        let settings = StageSettings::default();
+        let engine = Engine {
+            clients: &clients,
+            name: &name,
+            settings: &settings,
+            patience: Duration::from_secs(5),
+        };
+        let keys = [
+            code_key(&name, "ws", "d3M="),
+            code_key(&name, "fanout", "ZmFub3V0"),
+        ];
+        let err = engine.change_set("bucket", &keys).await.unwrap_err();
+        assert!(
+            matches!(&err, CfnError::ChangeSetFailed { reason, .. } if reason.contains("CAPABILITY_NAMED_IAM")),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn code_keys_are_content_addressed_and_url_safe() {
