@@ -17,6 +17,7 @@ use crate::errors::{
     is_queue_missing, is_queue_name_taken, is_role_not_ready, is_scheduler_role_not_ready,
     is_source_access_not_ready, is_update_in_progress,
 };
+use crate::kinds::{EventSourceMapping, Function, Properties, Subscription};
 use crate::observe::Clients;
 use crate::plan::{Action, Change, FieldChange, Observed, Plan};
 use crate::stack::{
@@ -419,7 +420,9 @@ impl<'a> Applier<'a> {
                     .await
                     .update_api()
                     .api_id(self.api_id()?)
-                    .route_selection_expression(text(&r, "routeSelectionExpression"))
+                    .route_selection_expression(text(
+                        &typed(&r, Properties::api)?.route_selection_expression,
+                    ))
                     .send()
                     .await
                     .map_err(describe)?;
@@ -447,7 +450,7 @@ impl<'a> Applier<'a> {
                     .api_id(self.api_id()?)
                     .integration_id(id)
                     .integration_type(aws_sdk_apigatewayv2::types::IntegrationType::AwsProxy)
-                    .integration_uri(text(&r, "uri"))
+                    .integration_uri(text(&typed(&r, Properties::integration)?.uri))
                     .send()
                     .await
                     .map_err(describe)?;
@@ -759,7 +762,8 @@ impl<'a> Applier<'a> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let wanted = crate::stack::index_properties;
+            let wanted =
+                |i| serde_json::to_value(crate::stack::index_properties(i)).unwrap_or_default();
             // An index cannot change its keys or projection: one whose differ goes, then comes
             // back.
             let stale: Vec<&String> = had
@@ -915,7 +919,7 @@ impl<'a> Applier<'a> {
             .logs
             .put_retention_policy()
             .log_group_name(&r.name)
-            .retention_in_days(int(r, "retentionDays"))
+            .retention_in_days(int(typed(r, Properties::log_group)?.retention_days))
             .send()
             .await
             .map_err(describe)?;
@@ -939,32 +943,31 @@ impl<'a> Applier<'a> {
     fn queue_attributes(
         r: &Resource,
         creating: bool,
-    ) -> std::collections::HashMap<aws_sdk_sqs::types::QueueAttributeName, String> {
+    ) -> Result<std::collections::HashMap<aws_sdk_sqs::types::QueueAttributeName, String>, String>
+    {
         use aws_sdk_sqs::types::QueueAttributeName as A;
+        let q = typed(r, Properties::queue)?;
+        let number = |n: Option<u64>| n.unwrap_or_default().to_string();
         let mut attributes: std::collections::HashMap<A, String> = [
             (
                 A::MessageRetentionPeriod,
-                int(r, "messageRetentionSeconds").to_string(),
+                number(q.message_retention_seconds),
             ),
-            (
-                A::VisibilityTimeout,
-                int(r, "visibilityTimeoutS").to_string(),
-            ),
+            (A::VisibilityTimeout, number(q.visibility_timeout_s)),
         ]
         .into_iter()
         .collect();
-        for (name, field) in [(A::RedrivePolicy, "redrivePolicy"), (A::Policy, "policy")] {
-            match r.properties.get(field) {
-                Some(v) if !v.is_null() => {
-                    attributes.insert(name, v.to_string());
-                }
-                _ if !creating => {
-                    attributes.insert(name, String::new());
-                }
-                _ => {}
+        for (name, document) in [
+            (A::RedrivePolicy, &q.redrive_policy),
+            (A::Policy, &q.policy),
+        ] {
+            if !document.is_null() {
+                attributes.insert(name, document.to_string());
+            } else if !creating {
+                attributes.insert(name, String::new());
             }
         }
-        attributes
+        Ok(attributes)
     }
 
     /// CreateQueue with the attributes and tags. SQS refuses a name deleted less than 60 s ago
@@ -977,7 +980,7 @@ impl<'a> Applier<'a> {
                 .sqs
                 .create_queue()
                 .queue_name(&r.name)
-                .set_attributes(Some(Self::queue_attributes(r, true)))
+                .set_attributes(Some(Self::queue_attributes(r, true)?))
                 .set_tags(Some(tag_map(r)))
                 .send()
                 .await
@@ -1023,7 +1026,7 @@ impl<'a> Applier<'a> {
             .sqs
             .set_queue_attributes()
             .queue_url(url)
-            .set_attributes(Some(Self::queue_attributes(r, false)))
+            .set_attributes(Some(Self::queue_attributes(r, false)?))
             .send()
             .await
             .map_err(describe)?;
@@ -1035,12 +1038,13 @@ impl<'a> Applier<'a> {
     /// PutFunctionEventInvokeConfig: creates or replaces the whole configuration (idempotent).
     async fn put_event_invoke_config(&self, r: &Resource) -> Result<(), String> {
         use aws_sdk_lambda::types::{DestinationConfig, OnFailure, OnSuccess};
+        let config = typed(r, Properties::event_invoke_config)?;
         let mut destinations = DestinationConfig::builder().on_failure(
             OnFailure::builder()
-                .destination(text(r, "onFailure"))
+                .destination(text(&config.on_failure))
                 .build(),
         );
-        if let Some(success) = r.properties.get("onSuccess").and_then(Value::as_str) {
+        if let Some(success) = &config.on_success {
             destinations =
                 destinations.on_success(OnSuccess::builder().destination(success).build());
         }
@@ -1051,8 +1055,8 @@ impl<'a> Applier<'a> {
                 .lambda
                 .put_function_event_invoke_config()
                 .function_name(&r.name)
-                .maximum_event_age_in_seconds(int(r, "maximumEventAgeS"))
-                .maximum_retry_attempts(int(r, "maximumRetryAttempts"))
+                .maximum_event_age_in_seconds(int(config.maximum_event_age_s))
+                .maximum_retry_attempts(int(config.maximum_retry_attempts))
                 .destination_config(destinations.clone().build())
                 .send()
                 .await
@@ -1069,23 +1073,18 @@ impl<'a> Applier<'a> {
 
     // --- Lambda event source mapping ---------------------------------------------------------
 
-    fn response_types(r: &Resource) -> Vec<aws_sdk_lambda::types::FunctionResponseType> {
-        r.properties
-            .get("functionResponseTypes")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(aws_sdk_lambda::types::FunctionResponseType::from)
-                    .collect()
-            })
-            .unwrap_or_default()
+    fn response_types(m: &EventSourceMapping) -> Vec<aws_sdk_lambda::types::FunctionResponseType> {
+        m.function_response_types
+            .iter()
+            .map(|t| aws_sdk_lambda::types::FunctionResponseType::from(t.as_str()))
+            .collect()
     }
 
     /// CreateEventSourceMapping. Lambda checks that the function's role may read the queue: a
     /// role policy written moments ago may not be visible yet, so that refusal is waited out.
     async fn create_event_source_mapping(&self, r: &Resource) -> Result<(), String> {
         let function = r.name.split('/').next().unwrap_or_default().to_owned();
+        let m = typed(r, Properties::event_source_mapping)?;
         let started = Instant::now();
         loop {
             match self
@@ -1093,10 +1092,10 @@ impl<'a> Applier<'a> {
                 .lambda
                 .create_event_source_mapping()
                 .function_name(&function)
-                .event_source_arn(text(r, "eventSourceArn"))
-                .batch_size(int(r, "batchSize"))
-                .maximum_batching_window_in_seconds(int(r, "maximumBatchingWindowS"))
-                .set_function_response_types(Some(Self::response_types(r)))
+                .event_source_arn(text(&m.event_source_arn))
+                .batch_size(int(m.batch_size))
+                .maximum_batching_window_in_seconds(int(m.maximum_batching_window_s))
+                .set_function_response_types(Some(Self::response_types(m)))
                 .enabled(true)
                 .send()
                 .await
@@ -1131,7 +1130,7 @@ impl<'a> Applier<'a> {
         function: &str,
         r: &Resource,
     ) -> Result<String, String> {
-        let source = text(r, "eventSourceArn");
+        let source = text(&typed(r, Properties::event_source_mapping)?.event_source_arn);
         self.clients
             .lambda
             .list_event_source_mappings()
@@ -1151,6 +1150,7 @@ impl<'a> Applier<'a> {
         let uuid = self
             .id(Kind::EventSourceMapping, &r.name)
             .ok_or("the event source mapping's id is unknown")?;
+        let m = typed(r, Properties::event_source_mapping)?;
         let started = Instant::now();
         loop {
             match self
@@ -1158,9 +1158,9 @@ impl<'a> Applier<'a> {
                 .lambda
                 .update_event_source_mapping()
                 .uuid(&uuid)
-                .batch_size(int(r, "batchSize"))
-                .maximum_batching_window_in_seconds(int(r, "maximumBatchingWindowS"))
-                .set_function_response_types(Some(Self::response_types(r)))
+                .batch_size(int(m.batch_size))
+                .maximum_batching_window_in_seconds(int(m.maximum_batching_window_s))
+                .set_function_response_types(Some(Self::response_types(m)))
                 .send()
                 .await
             {
@@ -1182,40 +1182,27 @@ impl<'a> Applier<'a> {
         use aws_sdk_scheduler::types::{
             FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, ScheduleState, Target,
         };
-        let wanted = r.properties.get("target").cloned().unwrap_or_default();
-        let field = |f: &str| {
-            wanted
-                .get(f)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let number = |f: &str| {
-            wanted
-                .get(f)
-                .and_then(Value::as_i64)
-                .and_then(|n| i32::try_from(n).ok())
-                .unwrap_or_default()
-        };
+        let schedule = typed(r, Properties::schedule)?;
+        let wanted = &schedule.target;
         let target = Target::builder()
-            .arn(field("arn"))
-            .role_arn(field("roleArn"))
-            .input(field("input"))
+            .arn(text(&wanted.arn))
+            .role_arn(text(&wanted.role_arn))
+            .input(text(&wanted.input))
             .retry_policy(
                 RetryPolicy::builder()
-                    .maximum_retry_attempts(number("maximumRetryAttempts"))
-                    .maximum_event_age_in_seconds(number("maximumEventAgeS"))
+                    .maximum_retry_attempts(int(wanted.maximum_retry_attempts))
+                    .maximum_event_age_in_seconds(int(wanted.maximum_event_age_s))
                     .build(),
             )
             .build()
             .map_err(|e| e.to_string())?;
         let window = FlexibleTimeWindow::builder()
             .mode(FlexibleTimeWindowMode::from(
-                text(r, "flexibleTimeWindow").as_str(),
+                text(&schedule.flexible_time_window).as_str(),
             ))
             .build()
             .map_err(|e| e.to_string())?;
-        let state = ScheduleState::from(text(r, "state").as_str());
+        let state = ScheduleState::from(text(&schedule.state).as_str());
         let mut creating = creating;
         let started = Instant::now();
         loop {
@@ -1224,7 +1211,7 @@ impl<'a> Applier<'a> {
                     .scheduler
                     .create_schedule()
                     .name(&r.name)
-                    .schedule_expression(text(r, "scheduleExpression"))
+                    .schedule_expression(text(&schedule.schedule_expression))
                     .flexible_time_window(window.clone())
                     .state(state.clone())
                     .target(target.clone())
@@ -1240,7 +1227,7 @@ impl<'a> Applier<'a> {
                     .scheduler
                     .update_schedule()
                     .name(&r.name)
-                    .schedule_expression(text(r, "scheduleExpression"))
+                    .schedule_expression(text(&schedule.schedule_expression))
                     .flexible_time_window(window.clone())
                     .state(state.clone())
                     .target(target.clone())
@@ -1279,9 +1266,10 @@ impl<'a> Applier<'a> {
         let arn = self
             .id(Kind::Subscription, &r.name)
             .ok_or("the subscription's ARN is unknown")?;
-        for (field, attribute) in [
-            ("filterPolicy", "FilterPolicy"),
-            ("rawMessageDelivery", "RawMessageDelivery"),
+        let [filter, raw] = subscription_attributes(typed(r, Properties::subscription)?);
+        for (field, attribute, value) in [
+            ("filterPolicy", "FilterPolicy", filter),
+            ("rawMessageDelivery", "RawMessageDelivery", raw),
         ] {
             if !changed.contains(field) {
                 continue;
@@ -1291,7 +1279,7 @@ impl<'a> Applier<'a> {
                 .set_subscription_attributes()
                 .subscription_arn(&arn)
                 .attribute_name(attribute)
-                .attribute_value(subscription_attribute(r, field))
+                .attribute_value(value)
                 .send()
                 .await
                 .map_err(describe)?;
@@ -1309,7 +1297,9 @@ impl<'a> Applier<'a> {
             .create_api()
             .name(&r.name)
             .protocol_type(aws_sdk_apigatewayv2::types::ProtocolType::Websocket)
-            .route_selection_expression(text(r, "routeSelectionExpression"))
+            .route_selection_expression(text(
+                &typed(r, Properties::api)?.route_selection_expression,
+            ))
             .set_tags(Some(tag_map(r)))
             .send()
             .await
@@ -1343,7 +1333,7 @@ impl<'a> Applier<'a> {
             .api_id(self.api_id()?)
             .integration_type(aws_sdk_apigatewayv2::types::IntegrationType::AwsProxy)
             .integration_method("POST")
-            .integration_uri(text(r, "uri"))
+            .integration_uri(text(&typed(r, Properties::integration)?.uri))
             .send()
             .await
             .map_err(describe)?;
@@ -1444,7 +1434,7 @@ impl<'a> Applier<'a> {
         match iam
             .create_role()
             .role_name(&r.name)
-            .assume_role_policy_document(r.properties["assumeRolePolicy"].to_string())
+            .assume_role_policy_document(typed(r, Properties::role)?.assume_role_policy.to_string())
             .description(crate::stack::role_description(&self.name))
             .send()
             .await
@@ -1463,7 +1453,7 @@ impl<'a> Applier<'a> {
             .put_role_policy()
             .role_name(&r.name)
             .policy_name(INLINE_POLICY)
-            .policy_document(r.properties["inlinePolicy"].to_string())
+            .policy_document(typed(r, Properties::role)?.inline_policy.to_string())
             .send()
             .await
             .map_err(describe)?;
@@ -1476,7 +1466,7 @@ impl<'a> Applier<'a> {
                 .iam
                 .update_assume_role_policy()
                 .role_name(&r.name)
-                .policy_document(r.properties["assumeRolePolicy"].to_string())
+                .policy_document(typed(r, Properties::role)?.assume_role_policy.to_string())
                 .send()
                 .await
                 .map_err(describe)?;
@@ -1503,23 +1493,16 @@ impl<'a> Applier<'a> {
         }
     }
 
-    fn function_environment(r: &Resource) -> aws_sdk_lambda::types::Environment {
-        let variables = r.properties["environment"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
+    fn function_environment(f: &Function) -> aws_sdk_lambda::types::Environment {
         aws_sdk_lambda::types::Environment::builder()
-            .set_variables(Some(variables))
+            .set_variables(Some(f.environment.clone().into_iter().collect()))
             .build()
     }
 
     async fn create_function(&self, r: &Resource) -> Result<(), String> {
         use aws_sdk_lambda::types::{Architecture, FunctionCode, Runtime};
         let zip = self.zip_for(&r.name)?;
+        let f = typed(r, Properties::function)?;
         let started = Instant::now();
         loop {
             let result = self
@@ -1527,13 +1510,13 @@ impl<'a> Applier<'a> {
                 .lambda
                 .create_function()
                 .function_name(&r.name)
-                .runtime(Runtime::from(text(r, "runtime").as_str()))
-                .handler(text(r, "handler"))
-                .role(text(r, "role"))
-                .architectures(Architecture::from(text(r, "architecture").as_str()))
-                .memory_size(int(r, "memoryMb"))
-                .timeout(int(r, "timeoutS"))
-                .environment(Self::function_environment(r))
+                .runtime(Runtime::from(text(&f.runtime).as_str()))
+                .handler(text(&f.handler))
+                .role(text(&f.role))
+                .architectures(Architecture::from(text(&f.architecture).as_str()))
+                .memory_size(int(f.memory_mb))
+                .timeout(int(f.timeout_s))
+                .environment(Self::function_environment(f))
                 .code(FunctionCode::builder().zip_file(zip.clone()).build())
                 .set_tags(Some(tag_map(r)))
                 .send()
@@ -1581,6 +1564,7 @@ impl<'a> Applier<'a> {
     async fn update_function(&self, r: &Resource, changed: &BTreeSet<&str>) -> Result<(), String> {
         use aws_sdk_lambda::types::{Architecture, Runtime};
         let lambda = &self.clients.lambda;
+        let f = typed(r, Properties::function)?;
         // An update still in progress (a run killed mid-update, a hand edit) makes Lambda refuse
         // the next one with ResourceConflictException: wait it out first.
         self.wait_function(&r.name).await?;
@@ -1589,7 +1573,7 @@ impl<'a> Applier<'a> {
                 .update_function_code()
                 .function_name(&r.name)
                 .zip_file(self.zip_for(&r.name)?)
-                .architectures(Architecture::from(text(r, "architecture").as_str()))
+                .architectures(Architecture::from(text(&f.architecture).as_str()))
                 .send()
                 .await
                 .map_err(describe)?;
@@ -1607,12 +1591,12 @@ impl<'a> Applier<'a> {
             lambda
                 .update_function_configuration()
                 .function_name(&r.name)
-                .runtime(Runtime::from(text(r, "runtime").as_str()))
-                .handler(text(r, "handler"))
-                .role(text(r, "role"))
-                .memory_size(int(r, "memoryMb"))
-                .timeout(int(r, "timeoutS"))
-                .environment(Self::function_environment(r))
+                .runtime(Runtime::from(text(&f.runtime).as_str()))
+                .handler(text(&f.handler))
+                .role(text(&f.role))
+                .memory_size(int(f.memory_mb))
+                .timeout(int(f.timeout_s))
+                .environment(Self::function_environment(f))
                 .send()
                 .await
                 .map_err(describe)?;
@@ -1623,15 +1607,16 @@ impl<'a> Applier<'a> {
 
     async fn create_permission(&self, r: &Resource) -> Result<(), String> {
         let (function, source) = r.name.rsplit_once('/').ok_or("permission without source")?;
+        let permission = typed(r, Properties::permission)?;
         match self
             .clients
             .lambda
             .add_permission()
             .function_name(function)
             .statement_id(permission_sid(source))
-            .action(text(r, "action"))
-            .principal(text(r, "principal"))
-            .source_arn(text(r, "sourceArn"))
+            .action(text(&permission.action))
+            .principal(text(&permission.principal))
+            .source_arn(text(&permission.source_arn))
             .send()
             .await
         {
@@ -1647,19 +1632,18 @@ impl<'a> Applier<'a> {
 
     async fn create_subscription(&self, r: &Resource) -> Result<(), String> {
         let topic = r.name.split('/').next().unwrap_or_default();
+        let subscription = typed(r, Properties::subscription)?;
+        let [filter, raw] = subscription_attributes(subscription);
         // Subscribe is idempotent for the same topic, protocol and endpoint.
         let out = self
             .clients
             .sns
             .subscribe()
             .topic_arn(self.arn("sns", topic))
-            .protocol(text(r, "protocol"))
-            .endpoint(text(r, "endpoint"))
-            .attributes("FilterPolicy", subscription_attribute(r, "filterPolicy"))
-            .attributes(
-                "RawMessageDelivery",
-                subscription_attribute(r, "rawMessageDelivery"),
-            )
+            .protocol(text(&subscription.protocol))
+            .endpoint(text(&subscription.endpoint))
+            .attributes("FilterPolicy", filter)
+            .attributes("RawMessageDelivery", raw)
             .return_subscription_arn(true)
             .send()
             .await
@@ -1833,42 +1817,61 @@ impl<'a> Applier<'a> {
     }
 }
 
-/// A subscription attribute as SNS takes it: the filter policy as JSON text (empty for none),
-/// raw delivery as `true`/`false`.
-fn subscription_attribute(r: &Resource, field: &str) -> String {
-    match r.properties.get(field) {
-        Some(Value::Bool(b)) => b.to_string(),
-        Some(Value::Null) | None => String::new(),
-        Some(v) => v.to_string(),
-    }
+/// `FilterPolicy` and `RawMessageDelivery` as SNS takes them: the filter policy as JSON text
+/// (empty for none), raw delivery as `true`/`false`.
+fn subscription_attributes(s: &Subscription) -> [String; 2] {
+    let filter = match &s.filter_policy {
+        Value::Null => String::new(),
+        v => v.to_string(),
+    };
+    [filter, s.raw_message_delivery.to_string()]
 }
 
-fn text(r: &Resource, field: &str) -> String {
-    r.properties
-        .get(field)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
+/// `r`'s properties as the kind `T` they must be: the model gives each kind its own, so another
+/// is a bug in the model, reported rather than panicked on.
+fn typed<T>(r: &Resource, pick: fn(&Properties) -> Option<&T>) -> Result<&T, String> {
+    pick(&r.properties).ok_or_else(|| {
+        format!(
+            "{} {} has the properties of a {} (a bug in the stack model)",
+            r.kind.label(),
+            r.name,
+            r.properties.kind().label()
+        )
+    })
 }
 
-fn int(r: &Resource, field: &str) -> i32 {
-    r.properties
-        .get(field)
-        .and_then(Value::as_i64)
+/// A wanted string value (the model sets every one it sends).
+fn text(value: &Option<String>) -> String {
+    value.clone().unwrap_or_default()
+}
+
+/// A wanted number as the SDKs take it.
+fn int(value: Option<i64>) -> i32 {
+    value
         .and_then(|n| i32::try_from(n).ok())
         .unwrap_or_default()
 }
 
 fn tag_map(r: &Resource) -> std::collections::HashMap<String, String> {
-    r.properties
-        .get("tags")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
+    let tags = match &r.properties {
+        Properties::Table(p) => &p.tags,
+        Properties::Topic(p) => &p.tags,
+        Properties::Queue(p) => &p.tags,
+        Properties::Parameter(p) => &p.tags,
+        Properties::LogGroup(p) => &p.tags,
+        Properties::Api(p) => &p.tags,
+        Properties::Role(p) => &p.tags,
+        Properties::Function(p) => &p.tags,
+        Properties::Stage(p) => &p.tags,
+        Properties::EventInvokeConfig(_)
+        | Properties::EventSourceMapping(_)
+        | Properties::Schedule(_)
+        | Properties::Integration(_)
+        | Properties::Route(_)
+        | Properties::Permission(_)
+        | Properties::Subscription(_) => return Default::default(),
+    };
+    tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 #[cfg(test)]
@@ -2144,12 +2147,10 @@ mod tests {
         let current = observed
             .resources
             .get_mut(&(Kind::EventInvokeConfig, "chat-prod-fanout".into()))
+            .and_then(Properties::event_invoke_config_mut)
             .unwrap();
-        current.insert("maximumRetryAttempts".into(), serde_json::json!(2));
-        current.insert(
-            "onSuccess".into(),
-            serde_json::json!("arn:aws:sqs:eu-west-1:123456789012:elsewhere"),
-        );
+        current.maximum_retry_attempts = Some(2);
+        current.on_success = Some("arn:aws:sqs:eu-west-1:123456789012:elsewhere".into());
         let plan = plan(&wanted, &observed);
         assert_eq!(plan.summary().update, 1, "{plan}");
 
@@ -2581,7 +2582,7 @@ mod tests {
         let wanted: Vec<Value> = spec[1]
             .indexes
             .iter()
-            .map(crate::stack::index_properties)
+            .map(|i| serde_json::to_value(crate::stack::index_properties(i)).unwrap())
             .collect();
         let plan = one_action(
             &name,

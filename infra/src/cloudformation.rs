@@ -301,11 +301,11 @@ struct Props<'a> {
 }
 
 impl<'a> Props<'a> {
-    fn new(r: &'a Resource) -> Self {
+    fn new(kind: Kind, name: &'a str, fields: BTreeMap<String, Value>) -> Self {
         Self {
-            kind: r.kind,
-            name: &r.name,
-            left: r.properties.clone(),
+            kind,
+            name,
+            left: fields,
         }
     }
 
@@ -392,7 +392,17 @@ impl Context<'_> {
 
     /// The CloudFormation resources of one model resource, as (logical id suffix, body).
     fn resource(&self, r: &Resource) -> Result<Vec<(&'static str, Value)>, ExportError> {
-        let mut p = Props::new(r);
+        self.render(r, r.fields())
+    }
+
+    /// [`Context::resource`] from the resource's fields as the plan compares them (tests add
+    /// one to check that nothing goes unrendered).
+    fn render(
+        &self,
+        r: &Resource,
+        fields: BTreeMap<String, Value>,
+    ) -> Result<Vec<(&'static str, Value)>, ExportError> {
+        let mut p = Props::new(r.kind, &r.name, fields);
         let api = api_logical_id(self.name);
         let one = |body| Ok(vec![("", body)]);
         match r.kind {
@@ -692,7 +702,8 @@ impl Context<'_> {
         }
         // Its own name counts: a permission or an event-invoke config names its function so.
         let mut texts: Vec<&str> = r.name.split('/').collect();
-        for v in r.properties.values() {
+        let fields = r.fields();
+        for v in fields.values() {
             strings(v, &mut texts);
         }
         for (j, other) in resources.iter().enumerate().take(i) {
@@ -984,29 +995,31 @@ mod tests {
             fanout_sha256: String::new(),
         };
         let model = desired(&name, &StageSettings::default(), &env, &code);
-        for i in 0..model.resources.len() {
-            if model.resources[i].kind == Kind::Parameter {
+        let ctx = Context {
+            name: &name,
+            stack: &model,
+        };
+        for r in &model.resources {
+            if r.kind == Kind::Parameter {
                 continue;
             }
-            let mut stack = model.clone();
-            stack.resources[i]
-                .properties
-                .insert("somethingNew".into(), json!(1));
-            let err = render_stack(&stack, &env).unwrap_err();
+            let mut fields = r.fields();
+            fields.insert("somethingNew".into(), json!(1));
+            let err = ctx.render(r, fields).unwrap_err();
             assert!(
                 matches!(&err, ExportError::Unrendered { keys, .. } if keys == &["somethingNew"]),
                 "{err}"
             );
         }
-        let mut stack = model.clone();
-        let schedule = stack
+        let schedule = model
             .resources
-            .iter_mut()
+            .iter()
             .find(|r| r.kind == Kind::Schedule)
             .unwrap();
-        schedule.properties.get_mut("target").unwrap()["deadLetter"] = json!("x");
+        let mut fields = schedule.fields();
+        fields.get_mut("target").unwrap()["deadLetter"] = json!("x");
         assert!(matches!(
-            render_stack(&stack, &env),
+            ctx.render(schedule, fields),
             Err(ExportError::Unrendered { .. })
         ));
     }

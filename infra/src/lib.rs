@@ -13,6 +13,7 @@ pub mod cfn_engine;
 pub mod cloudformation;
 pub mod config;
 pub mod errors;
+pub mod kinds;
 pub mod lock;
 pub mod names;
 pub mod observe;

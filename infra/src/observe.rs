@@ -8,6 +8,12 @@ use serde_json::{Value, json};
 
 use crate::calls::CallCounter;
 use crate::errors::is_not_found;
+use crate::kinds::table::Index;
+use crate::kinds::{
+    Api, EventInvokeConfig, EventSourceMapping, Function, Integration, LogGroup, Parameter,
+    Permission, Properties, Queue, Role, Route, Schedule, ScheduleTarget, Stage, Subscription,
+    Table, Tags, Topic,
+};
 use crate::pace::Pace;
 use crate::plan::Observed;
 use crate::stack::{Environment, Kind, Partition, StackName};
@@ -100,12 +106,11 @@ impl Clients {
     }
 }
 
-fn our_tags<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Value {
-    let map: BTreeMap<&str, &str> = tags
-        .into_iter()
+fn our_tags<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Tags {
+    tags.into_iter()
         .filter(|(k, _)| k.starts_with("chatctl:"))
-        .collect();
-    json!(map)
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 fn decode_policy(text: &str) -> Value {
@@ -124,9 +129,12 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn put(&self, kind: Kind, name: &str, props: BTreeMap<String, Value>) {
+    fn put(&self, name: &str, props: impl Into<Properties>) {
+        let props = props.into();
         if let Ok(mut observed) = self.observed.lock() {
-            observed.resources.insert((kind, name.to_owned()), props);
+            observed
+                .resources
+                .insert((props.kind(), name.to_owned()), props);
         }
     }
 
@@ -139,10 +147,6 @@ impl Reader<'_> {
     fn into_observed(self) -> Observed {
         self.observed.into_inner().unwrap_or_default()
     }
-}
-
-fn props(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> BTreeMap<String, Value> {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 /// The region, and the caller's account and partition (from the caller identity's ARN).
@@ -264,12 +268,12 @@ async fn read_table(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
     if table.table_status() == Some(&aws_sdk_dynamodb::types::TableStatus::Deleting) {
         return Ok(());
     }
-    let keys: Vec<&str> = table
+    let keys: Vec<String> = table
         .key_schema()
         .iter()
-        .map(|k| k.attribute_name())
+        .map(|k| k.attribute_name().to_owned())
         .collect();
-    let mut indexes: Vec<Value> = table
+    let mut indexes: Vec<Index> = table
         .global_secondary_indexes()
         .iter()
         .map(|i| {
@@ -279,15 +283,18 @@ async fn read_table(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
                     .find(|k| *k.key_type() == t)
                     .map(|k| k.attribute_name().to_owned())
             };
-            json!({
-                "name": i.index_name(),
-                "partitionKey": key(aws_sdk_dynamodb::types::KeyType::Hash),
-                "sortKey": key(aws_sdk_dynamodb::types::KeyType::Range),
-                "projection": i.projection().and_then(|p| p.projection_type()).map(|p| p.as_str()),
-            })
+            Index {
+                name: i.index_name().map(str::to_owned),
+                partition_key: key(aws_sdk_dynamodb::types::KeyType::Hash),
+                sort_key: key(aws_sdk_dynamodb::types::KeyType::Range),
+                projection: i
+                    .projection()
+                    .and_then(|p| p.projection_type())
+                    .map(|p| p.as_str().to_owned()),
+            }
         })
         .collect();
-    indexes.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    indexes.sort_by(|a, b| a.name.cmp(&b.name));
     let billing = table
         .billing_mode_summary()
         .and_then(|b| b.billing_mode())
@@ -325,15 +332,14 @@ async fn read_table(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
         None => vec![],
     };
     r.put(
-        Kind::Table,
         name,
-        props([
-            ("keys", json!(keys)),
-            ("billing", json!(billing)),
-            ("indexes", json!(indexes)),
-            ("ttlAttribute", json!(ttl)),
-            ("tags", our_tags(tags.iter().map(|t| (t.key(), t.value())))),
-        ]),
+        Table {
+            keys,
+            billing: billing.to_owned(),
+            indexes,
+            ttl_attribute: ttl,
+            tags: our_tags(tags.iter().map(|t| (t.key(), t.value()))),
+        },
     );
     Ok(())
 }
@@ -364,9 +370,10 @@ async fn read_topic(r: &Reader<'_>, name: &str, arn: &str) -> Result<(), Observe
         .tags
         .unwrap_or_default();
     r.put(
-        Kind::Topic,
         name,
-        props([("tags", our_tags(tags.iter().map(|t| (t.key(), t.value()))))]),
+        Topic {
+            tags: our_tags(tags.iter().map(|t| (t.key(), t.value()))),
+        },
     );
     Ok(())
 }
@@ -405,12 +412,7 @@ async fn read_queue(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
         Err(e) if crate::errors::is_queue_missing(&e) => return Ok(()),
         Err(e) => return Err(read_error(format!("attributes of queue {name}"), e)),
     };
-    let number = |a: A| {
-        attributes
-            .get(&a)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(Value::Null, |n| json!(n))
-    };
+    let number = |a: A| attributes.get(&a).and_then(|v| v.parse::<u64>().ok());
     let document = |a: A| {
         attributes
             .get(&a)
@@ -440,18 +442,14 @@ async fn read_queue(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
         .unwrap_or_default();
     r.id(Kind::Queue, name, &url);
     r.put(
-        Kind::Queue,
         name,
-        props([
-            ("messageRetentionSeconds", number(A::MessageRetentionPeriod)),
-            ("visibilityTimeoutS", number(A::VisibilityTimeout)),
-            ("redrivePolicy", redrive),
-            ("policy", document(A::Policy)),
-            (
-                "tags",
-                our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-            ),
-        ]),
+        Queue {
+            message_retention_seconds: number(A::MessageRetentionPeriod),
+            visibility_timeout_s: number(A::VisibilityTimeout),
+            redrive_policy: redrive,
+            policy: document(A::Policy),
+            tags: our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        },
     );
     Ok(())
 }
@@ -494,24 +492,20 @@ async fn read_event_source_mapping(
     if let Some(uuid) = m.uuid() {
         r.id(Kind::EventSourceMapping, &key, uuid);
     }
-    let mut response_types: Vec<&str> = m
+    let mut response_types: Vec<String> = m
         .function_response_types()
         .iter()
-        .map(|t| t.as_str())
+        .map(|t| t.as_str().to_owned())
         .collect();
     response_types.sort_unstable();
     r.put(
-        Kind::EventSourceMapping,
         &key,
-        props([
-            ("eventSourceArn", json!(m.event_source_arn())),
-            ("batchSize", json!(m.batch_size())),
-            (
-                "maximumBatchingWindowS",
-                json!(m.maximum_batching_window_in_seconds()),
-            ),
-            ("functionResponseTypes", json!(response_types)),
-        ]),
+        EventSourceMapping {
+            event_source_arn: m.event_source_arn().map(str::to_owned),
+            batch_size: m.batch_size().map(i64::from),
+            maximum_batching_window_s: m.maximum_batching_window_in_seconds().map(i64::from),
+            function_response_types: response_types,
+        },
     );
     Ok(())
 }
@@ -527,29 +521,25 @@ async fn read_schedule(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
     let target = out.target();
     let retry = target.and_then(|t| t.retry_policy());
     r.put(
-        Kind::Schedule,
         name,
-        props([
-            ("scheduleExpression", json!(out.schedule_expression())),
-            (
-                "flexibleTimeWindow",
-                json!(
-                    out.flexible_time_window()
-                        .map(|w| w.mode().as_str().to_owned())
-                ),
-            ),
-            ("state", json!(out.state().map(|s| s.as_str().to_owned()))),
-            (
-                "target",
-                json!({
-                    "arn": target.map(|t| t.arn()),
-                    "roleArn": target.map(|t| t.role_arn()),
-                    "input": target.and_then(|t| t.input()),
-                    "maximumRetryAttempts": retry.and_then(|p| p.maximum_retry_attempts()),
-                    "maximumEventAgeS": retry.and_then(|p| p.maximum_event_age_in_seconds()),
-                }),
-            ),
-        ]),
+        Schedule {
+            schedule_expression: out.schedule_expression().map(str::to_owned),
+            flexible_time_window: out
+                .flexible_time_window()
+                .map(|w| w.mode().as_str().to_owned()),
+            state: out.state().map(|s| s.as_str().to_owned()),
+            target: ScheduleTarget {
+                arn: target.map(|t| t.arn().to_owned()),
+                role_arn: target.map(|t| t.role_arn().to_owned()),
+                input: target.and_then(|t| t.input()).map(str::to_owned),
+                maximum_retry_attempts: retry
+                    .and_then(|p| p.maximum_retry_attempts())
+                    .map(i64::from),
+                maximum_event_age_s: retry
+                    .and_then(|p| p.maximum_event_age_in_seconds())
+                    .map(i64::from),
+            },
+        },
     );
     Ok(())
 }
@@ -605,31 +595,19 @@ async fn read_event_invoke_config(r: &Reader<'_>, function: &str) -> Result<(), 
     };
     let destinations = out.destination_config();
     r.put(
-        Kind::EventInvokeConfig,
         function,
-        props([
-            (
-                "maximumEventAgeS",
-                json!(out.maximum_event_age_in_seconds()),
-            ),
-            ("maximumRetryAttempts", json!(out.maximum_retry_attempts())),
-            (
-                "onFailure",
-                json!(
-                    destinations
-                        .and_then(|d| d.on_failure())
-                        .and_then(|f| f.destination())
-                ),
-            ),
-            (
-                "onSuccess",
-                json!(
-                    destinations
-                        .and_then(|d| d.on_success())
-                        .and_then(|f| f.destination())
-                ),
-            ),
-        ]),
+        EventInvokeConfig {
+            maximum_event_age_s: out.maximum_event_age_in_seconds().map(i64::from),
+            maximum_retry_attempts: out.maximum_retry_attempts().map(i64::from),
+            on_failure: destinations
+                .and_then(|d| d.on_failure())
+                .and_then(|f| f.destination())
+                .map(str::to_owned),
+            on_success: destinations
+                .and_then(|d| d.on_success())
+                .and_then(|f| f.destination())
+                .map(str::to_owned),
+        },
     );
     Ok(())
 }
@@ -657,12 +635,11 @@ async fn read_parameter(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> 
         .tag_list
         .unwrap_or_default();
     r.put(
-        Kind::Parameter,
         name,
-        props([
-            ("type", json!(kind)),
-            ("tags", our_tags(tags.iter().map(|t| (t.key(), t.value())))),
-        ]),
+        Parameter {
+            r#type: kind,
+            tags: our_tags(tags.iter().map(|t| (t.key(), t.value()))),
+        },
     );
     Ok(())
 }
@@ -700,15 +677,11 @@ async fn read_log_group(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> 
         .tags
         .unwrap_or_default();
     r.put(
-        Kind::LogGroup,
         name,
-        props([
-            ("retentionDays", json!(group.retention_in_days())),
-            (
-                "tags",
-                our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-            ),
-        ]),
+        LogGroup {
+            retention_days: group.retention_in_days().map(i64::from),
+            tags: our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        },
     );
     Ok(())
 }
@@ -816,7 +789,23 @@ async fn read_api(
     for extra in &extras {
         if let Some(id) = extra.api_id() {
             let key = duplicate_name(name, id);
-            r.put(Kind::Api, &key, BTreeMap::new());
+            // Planned as a deletion: only that it exists matters.
+            r.put(
+                &key,
+                Api {
+                    protocol: extra.protocol_type().map(|p| p.as_str().to_owned()),
+                    route_selection_expression: extra
+                        .route_selection_expression()
+                        .map(str::to_owned),
+                    tags: our_tags(
+                        extra
+                            .tags()
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, v)| (k.as_str(), v.as_str())),
+                    ),
+                },
+            );
             r.id(Kind::Api, &key, id);
         }
     }
@@ -826,19 +815,12 @@ async fn read_api(
     r.id(Kind::Api, name, &api_id);
     let tags = api.tags().cloned().unwrap_or_default();
     r.put(
-        Kind::Api,
         name,
-        props([
-            ("protocol", json!(api.protocol_type().map(|p| p.as_str()))),
-            (
-                "routeSelectionExpression",
-                json!(api.route_selection_expression()),
-            ),
-            (
-                "tags",
-                our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-            ),
-        ]),
+        Api {
+            protocol: api.protocol_type().map(|p| p.as_str().to_owned()),
+            route_selection_expression: api.route_selection_expression().map(str::to_owned),
+            tags: our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        },
     );
     let integrations = r
         .clients
@@ -875,20 +857,17 @@ async fn read_api(
         let Some(id) = i.integration_id() else {
             continue;
         };
+        let integration = Integration {
+            r#type: i.integration_type().map(|t| t.as_str().to_owned()),
+            uri: i.integration_uri().map(str::to_owned),
+        };
         if Some(id) == integration_id.as_deref() {
             r.id(Kind::Integration, &integration_name, id);
-            r.put(
-                Kind::Integration,
-                &integration_name,
-                props([
-                    ("type", json!(i.integration_type().map(|t| t.as_str()))),
-                    ("uri", json!(i.integration_uri())),
-                ]),
-            );
+            r.put(&integration_name, integration);
         } else {
             let key = duplicate_name(&integration_name, id);
             r.id(Kind::Integration, &key, id);
-            r.put(Kind::Integration, &key, BTreeMap::new());
+            r.put(&key, integration);
         }
     }
     // Every route of the API is observed: ones the model no longer has plan as deletions.
@@ -906,7 +885,7 @@ async fn read_api(
         };
         let route_name = format!("{name}/{key}");
         r.id(Kind::Route, &route_name, route_id);
-        r.put(Kind::Route, &route_name, props([("target", json!(target))]));
+        r.put(&route_name, Route { target });
     }
     match r
         .clients
@@ -924,23 +903,15 @@ async fn read_api(
             let stage_name = format!("{name}/{stage}");
             r.id(Kind::Stage, &stage_name, stage);
             r.put(
-                Kind::Stage,
                 &stage_name,
-                props([
-                    ("autoDeploy", json!(s.auto_deploy().unwrap_or(false))),
-                    (
-                        "throttleRate",
-                        json!(settings.and_then(|s| s.throttling_rate_limit())),
-                    ),
-                    (
-                        "throttleBurst",
-                        json!(settings.and_then(|s| s.throttling_burst_limit())),
-                    ),
-                    (
-                        "tags",
-                        our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-                    ),
-                ]),
+                Stage {
+                    auto_deploy: s.auto_deploy().unwrap_or(false),
+                    throttle_rate: settings.and_then(|s| s.throttling_rate_limit()),
+                    throttle_burst: settings
+                        .and_then(|s| s.throttling_burst_limit())
+                        .map(i64::from),
+                    tags: our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                },
             );
         }
         Err(e) if is_not_found(&e) => {}
@@ -1012,20 +983,14 @@ async fn read_role(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
         Err(e) => return Err(read_error(format!("policy of role {name}"), e)),
     };
     r.put(
-        Kind::Role,
         name,
-        props([
-            (
-                "assumeRolePolicy",
-                role.assume_role_policy_document()
-                    .map_or(Value::Null, decode_policy),
-            ),
-            ("inlinePolicy", policy),
-            (
-                "tags",
-                our_tags(role.tags().iter().map(|t| (t.key(), t.value()))),
-            ),
-        ]),
+        Role {
+            assume_role_policy: role
+                .assume_role_policy_document()
+                .map_or(Value::Null, decode_policy),
+            inline_policy: policy,
+            tags: our_tags(role.tags().iter().map(|t| (t.key(), t.value()))),
+        },
     );
     Ok(())
 }
@@ -1048,32 +1013,26 @@ async fn read_function(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
     let Some(c) = out.configuration() else {
         return Ok(());
     };
-    let environment: BTreeMap<&str, &str> = c
+    let environment: BTreeMap<String, String> = c
         .environment()
         .and_then(|e| e.variables())
-        .map(|v| v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+        .cloned()
+        .map(|v| v.into_iter().collect())
         .unwrap_or_default();
     let tags = out.tags().cloned().unwrap_or_default();
     r.put(
-        Kind::Function,
         name,
-        props([
-            ("runtime", json!(c.runtime().map(|r| r.as_str()))),
-            ("handler", json!(c.handler())),
-            (
-                "architecture",
-                json!(c.architectures().first().map(|a| a.as_str())),
-            ),
-            ("memoryMb", json!(c.memory_size())),
-            ("timeoutS", json!(c.timeout())),
-            ("role", json!(c.role())),
-            ("codeSha256", json!(c.code_sha256())),
-            ("environment", json!(environment)),
-            (
-                "tags",
-                our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-            ),
-        ]),
+        Function {
+            runtime: c.runtime().map(|r| r.as_str().to_owned()),
+            handler: c.handler().map(str::to_owned),
+            architecture: c.architectures().first().map(|a| a.as_str().to_owned()),
+            memory_mb: c.memory_size().map(i64::from),
+            timeout_s: c.timeout().map(i64::from),
+            role: c.role().map(str::to_owned),
+            code_sha256: c.code_sha256().map(str::to_owned),
+            environment,
+            tags: our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        },
     );
     Ok(())
 }
@@ -1101,17 +1060,14 @@ async fn read_permission(r: &Reader<'_>, function: &str, source: &str) -> Result
     else {
         return Ok(());
     };
+    let text = |v: &Value| v.as_str().map(str::to_owned);
     r.put(
-        Kind::Permission,
         &format!("{function}/{source}"),
-        props([
-            ("principal", statement["Principal"]["Service"].clone()),
-            ("action", statement["Action"].clone()),
-            (
-                "sourceArn",
-                statement["Condition"]["ArnLike"]["AWS:SourceArn"].clone(),
-            ),
-        ]),
+        Permission {
+            principal: text(&statement["Principal"]["Service"]),
+            action: text(&statement["Action"]),
+            source_arn: text(&statement["Condition"]["ArnLike"]["AWS:SourceArn"]),
+        },
     );
     Ok(())
 }
@@ -1165,17 +1121,14 @@ async fn read_subscription(
                 serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.clone()))
             });
         r.put(
-            Kind::Subscription,
             &key,
-            props([
-                ("protocol", json!(s.protocol())),
-                ("endpoint", json!(s.endpoint())),
-                ("filterPolicy", filter_policy),
-                (
-                    "rawMessageDelivery",
-                    json!(attributes.get("RawMessageDelivery").map(String::as_str) == Some("true")),
-                ),
-            ]),
+            Subscription {
+                protocol: s.protocol().map(str::to_owned),
+                endpoint: s.endpoint().map(str::to_owned),
+                filter_policy,
+                raw_message_delivery: attributes.get("RawMessageDelivery").map(String::as_str)
+                    == Some("true"),
+            },
         );
     }
     Ok(())

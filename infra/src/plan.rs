@@ -9,6 +9,7 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::kinds::Properties;
 use crate::stack::{
     Code, DesiredStack, Environment, KNOWN_AFTER_APPLY, Kind, StackName, StageSettings, desired,
 };
@@ -17,7 +18,7 @@ use crate::stack::{
 /// property names the stack model uses.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
-    pub resources: BTreeMap<(Kind, String), BTreeMap<String, Value>>,
+    pub resources: BTreeMap<(Kind, String), Properties>,
     /// The ids AWS assigned, for resources that are addressed by id rather than by name: the API,
     /// its integration, routes and stage, the subscription's ARN. Apply needs them; plan does not.
     pub ids: BTreeMap<(Kind, String), String>,
@@ -122,14 +123,15 @@ pub fn plan(desired: &DesiredStack, observed: &Observed) -> Plan {
         {
             None => Change::Create,
             Some(current) => {
+                let current = current.fields();
                 let fields: Vec<FieldChange> = resource
-                    .properties
-                    .iter()
-                    .filter(|(field, value)| differs(value, current.get(*field)))
+                    .fields()
+                    .into_iter()
+                    .filter(|(field, value)| differs(value, current.get(field)))
                     .map(|(field, value)| FieldChange {
-                        field: field.clone(),
-                        from: current.get(field).cloned(),
-                        to: value.clone(),
+                        from: current.get(&field).cloned(),
+                        field,
+                        to: value,
                     })
                     .collect();
                 if fields.is_empty() {
@@ -182,8 +184,8 @@ pub fn with_deployed_code(name: &StackName, observed: &Observed) -> Code {
         observed
             .resources
             .get(&(Kind::Function, names.function(role)))
-            .and_then(|f| f.get("codeSha256"))
-            .and_then(Value::as_str)
+            .and_then(Properties::function)
+            .and_then(|f| f.code_sha256.as_deref())
             .unwrap_or(CODE_FROM_BUILD)
             .to_owned()
     };
@@ -408,20 +410,26 @@ mod tests {
         let table = observed
             .resources
             .get_mut(&(Kind::Table, "chat-prod-messages".to_owned()))
+            .and_then(Properties::table_mut)
             .unwrap();
-        table.insert("keys".into(), serde_json::json!(["id"]));
+        table.keys = vec!["id".into()];
+        let old_table = Properties::Table(table.clone());
         let ws = observed
             .resources
             .get_mut(&(Kind::Function, "chat-prod-ws".to_owned()))
+            .and_then(Properties::function_mut)
             .unwrap();
-        ws.insert("architecture".into(), Value::from("x86_64"));
+        ws.architecture = Some("x86_64".into());
         observed.resources.insert(
             (Kind::Route, "chat-prod-api/typing".into()),
-            BTreeMap::new(),
+            crate::kinds::Route {
+                target: "integrations/chat-prod-api/ws".into(),
+            }
+            .into(),
         );
         observed
             .resources
-            .insert((Kind::Table, "chat-prod-old".into()), BTreeMap::new());
+            .insert((Kind::Table, "chat-prod-old".into()), old_table);
         let plan = plan(&desired, &observed);
         insta::assert_snapshot!(plan.to_string());
         let s = plan.summary();
@@ -453,8 +461,9 @@ mod tests {
         observed
             .resources
             .get_mut(&(Kind::Api, "chat-prod-api".to_owned()))
+            .and_then(Properties::api_mut)
             .unwrap()
-            .insert("protocol".into(), Value::from("HTTP"));
+            .protocol = Some("HTTP".into());
         let plan = plan_stage(&name, &settings, &env, &code(), &observed);
         let change = |kind: Kind, name: &str| {
             plan.actions

@@ -11,6 +11,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::build::Arch;
+use crate::kinds::table::Index;
+use crate::kinds::{
+    Api, EventInvokeConfig, EventSourceMapping, Function, Integration, LogGroup, Parameter,
+    Permission, Properties, Queue, Role, Route, Schedule, ScheduleTarget, Stage, Subscription,
+    Table, Tags, Topic,
+};
 pub use crate::names::{Arns, FUNCTION_ROLES, Names, Partition};
 
 /// The name of each role's inline policy.
@@ -152,8 +158,11 @@ impl StackName {
         Names::new(self)
     }
 
-    fn tags(&self) -> Value {
-        json!({ "chatctl:app": self.app, "chatctl:stage": self.stage })
+    fn tags(&self) -> Tags {
+        Tags::from([
+            ("chatctl:app".to_owned(), self.app.clone()),
+            ("chatctl:stage".to_owned(), self.stage.clone()),
+        ])
     }
 }
 
@@ -299,12 +308,12 @@ impl Kind {
     }
 }
 
-/// One resource's desired state: its properties as JSON values, compared field by field.
+/// One resource's desired state: its typed properties, compared field by field.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Resource {
     pub kind: Kind,
     pub name: String,
-    pub properties: BTreeMap<String, Value>,
+    pub properties: Properties,
     /// Fields AWS cannot change in place: a difference there means delete and create.
     #[serde(skip)]
     pub replace_on: &'static [&'static str],
@@ -323,8 +332,11 @@ pub struct DesiredStack {
     pub resources: Vec<Resource>,
 }
 
-fn props(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> BTreeMap<String, Value> {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+impl Resource {
+    /// The properties as the plan compares them.
+    pub fn fields(&self) -> BTreeMap<String, Value> {
+        self.properties.fields()
+    }
 }
 
 fn render(template: &str, vars: &[(&str, &str)]) -> Value {
@@ -336,30 +348,30 @@ fn render(template: &str, vars: &[(&str, &str)]) -> Value {
 }
 
 /// An index as the plan compares it (and observe reads it back).
-pub fn index_properties(i: &IndexSpec) -> Value {
-    json!({
-        "name": i.name,
-        "partitionKey": i.partition_key,
-        "sortKey": i.sort_key,
-        "projection": i.projection.as_str(),
-    })
+pub fn index_properties(i: &IndexSpec) -> Index {
+    Index {
+        name: Some(i.name.clone()),
+        partition_key: Some(i.partition_key.clone()),
+        sort_key: Some(i.sort_key.clone()),
+        projection: Some(i.projection.as_str().to_owned()),
+    }
 }
 
-fn table(spec: &TableSpec, tags: &Value) -> Resource {
+fn table(spec: &TableSpec, tags: &Tags) -> Resource {
     // Sorted by name: AWS lists indexes in no particular order, and the plan compares lists.
     let mut sorted: Vec<_> = spec.indexes.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    let indexes: Vec<Value> = sorted.into_iter().map(index_properties).collect();
     Resource {
         kind: Kind::Table,
         name: spec.name.clone(),
-        properties: props([
-            ("keys", json!([spec.partition_key, spec.sort_key])),
-            ("billing", json!("PAY_PER_REQUEST")),
-            ("indexes", json!(indexes)),
-            ("ttlAttribute", json!(spec.ttl_attribute)),
-            ("tags", tags.clone()),
-        ]),
+        properties: Table {
+            keys: vec![spec.partition_key.clone(), spec.sort_key.clone()],
+            billing: "PAY_PER_REQUEST".into(),
+            indexes: sorted.into_iter().map(index_properties).collect(),
+            ttl_attribute: spec.ttl_attribute.clone(),
+            tags: tags.clone(),
+        }
+        .into(),
         replace_on: &["keys"],
         needs: vec![],
     }
@@ -404,7 +416,7 @@ pub fn desired(
     resources.push(Resource {
         kind: Kind::Topic,
         name: topic.clone(),
-        properties: props([("tags", tags.clone())]),
+        properties: Topic { tags: tags.clone() }.into(),
         replace_on: &[],
         needs: vec![],
     });
@@ -413,14 +425,15 @@ pub fn desired(
     resources.push(Resource {
         kind: Kind::Queue,
         name: dlq.clone(),
-        properties: props([
-            ("messageRetentionSeconds", json!(DLQ_RETENTION_S)),
+        properties: Queue {
+            message_retention_seconds: Some(DLQ_RETENTION_S.into()),
             // SQS's default; nothing consumes this queue but an operator.
-            ("visibilityTimeoutS", json!(30)),
-            ("redrivePolicy", Value::Null),
-            ("policy", Value::Null),
-            ("tags", tags.clone()),
-        ]),
+            visibility_timeout_s: Some(30),
+            redrive_policy: Value::Null,
+            policy: Value::Null,
+            tags: tags.clone(),
+        }
+        .into(),
         replace_on: &[],
         needs: vec![],
     });
@@ -428,29 +441,21 @@ pub fn desired(
     resources.push(Resource {
         kind: Kind::Queue,
         name: presence.clone(),
-        properties: props([
-            ("messageRetentionSeconds", json!(PRESENCE_RETENTION_S)),
-            (
-                "visibilityTimeoutS",
-                json!(VISIBILITY_PER_TIMEOUT * settings.timeout_s),
-            ),
-            (
-                "redrivePolicy",
-                json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": PRESENCE_MAX_RECEIVES }),
-            ),
+        properties: Queue {
+            message_retention_seconds: Some(PRESENCE_RETENTION_S.into()),
+            visibility_timeout_s: Some((VISIBILITY_PER_TIMEOUT * settings.timeout_s).into()),
+            redrive_policy: json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": PRESENCE_MAX_RECEIVES }),
             // Only this stage's topic may send to it.
-            (
-                "policy",
-                render(
-                    PRESENCE_QUEUE_POLICY,
-                    &[
-                        ("PresenceQueueArn", &presence_arn),
-                        ("TopicArn", &topic_arn),
-                    ],
-                ),
+            policy: render(
+                PRESENCE_QUEUE_POLICY,
+                &[
+                    ("PresenceQueueArn", &presence_arn),
+                    ("TopicArn", &topic_arn),
+                ],
             ),
-            ("tags", tags.clone()),
-        ]),
+            tags: tags.clone(),
+        }
+        .into(),
         replace_on: &[],
         needs: vec![(Kind::Queue, dlq.clone())],
     });
@@ -458,7 +463,11 @@ pub fn desired(
     resources.push(Resource {
         kind: Kind::Parameter,
         name: secret.clone(),
-        properties: props([("type", json!("SecureString")), ("tags", tags.clone())]),
+        properties: Parameter {
+            r#type: Some("SecureString".into()),
+            tags: tags.clone(),
+        }
+        .into(),
         replace_on: &["type"],
         needs: vec![],
     });
@@ -466,10 +475,11 @@ pub fn desired(
         resources.push(Resource {
             kind: Kind::LogGroup,
             name: log_group(role),
-            properties: props([
-                ("retentionDays", json!(settings.log_retention_days)),
-                ("tags", tags.clone()),
-            ]),
+            properties: LogGroup {
+                retention_days: Some(settings.log_retention_days.into()),
+                tags: tags.clone(),
+            }
+            .into(),
             replace_on: &[],
             needs: vec![],
         });
@@ -477,11 +487,12 @@ pub fn desired(
     resources.push(Resource {
         kind: Kind::Api,
         name: api.clone(),
-        properties: props([
-            ("protocol", json!("WEBSOCKET")),
-            ("routeSelectionExpression", json!("$request.body.action")),
-            ("tags", tags.clone()),
-        ]),
+        properties: Api {
+            protocol: Some("WEBSOCKET".into()),
+            route_selection_expression: Some("$request.body.action".into()),
+            tags: tags.clone(),
+        }
+        .into(),
         replace_on: &["protocol"],
         needs: vec![],
     });
@@ -514,11 +525,12 @@ pub fn desired(
         resources.push(Resource {
             kind: Kind::Role,
             name: names.function_role(role),
-            properties: props([
-                ("assumeRolePolicy", render(LAMBDA_TRUST, &[])),
-                ("inlinePolicy", policy),
-                ("tags", tags.clone()),
-            ]),
+            properties: Role {
+                assume_role_policy: render(LAMBDA_TRUST, &[]),
+                inline_policy: policy,
+                tags: tags.clone(),
+            }
+            .into(),
             replace_on: &[],
             // The policy names the API id (the connections ARN).
             needs: vec![(Kind::Api, api.clone())],
@@ -528,49 +540,60 @@ pub fn desired(
     resources.push(Resource {
         kind: Kind::Role,
         name: names.scheduler_role(),
-        properties: props([
-            (
-                "assumeRolePolicy",
-                render(SCHEDULER_TRUST, &[("AccountId", account)]),
+        properties: Role {
+            assume_role_policy: render(SCHEDULER_TRUST, &[("AccountId", account)]),
+            inline_policy: render(
+                SCHEDULER_POLICY,
+                &[("FanoutFunctionArn", &function_arn("fanout"))],
             ),
-            (
-                "inlinePolicy",
-                render(
-                    SCHEDULER_POLICY,
-                    &[("FanoutFunctionArn", &function_arn("fanout"))],
-                ),
-            ),
-            ("tags", tags.clone()),
-        ]),
+            tags: tags.clone(),
+        }
+        .into(),
         replace_on: &[],
         needs: vec![],
     });
     for (role, sha) in [("ws", &code.ws_sha256), ("fanout", &code.fanout_sha256)] {
-        let mut environment = json!({
-            chat_aws::lambda::MESSAGES_TABLE: tables.messages,
-            chat_aws::lambda::CONNECTIONS_TABLE: tables.connections,
-            chat_aws::lambda::TOPIC_ARN: topic_arn,
-            chat_aws::lambda::MANAGEMENT_ENDPOINT: management_endpoint,
-            chat_aws::lambda::RECALL_WINDOW_MS: settings.recall_window_ms.to_string(),
-        });
+        let mut environment: BTreeMap<String, String> = [
+            (chat_aws::lambda::MESSAGES_TABLE, tables.messages.clone()),
+            (
+                chat_aws::lambda::CONNECTIONS_TABLE,
+                tables.connections.clone(),
+            ),
+            (chat_aws::lambda::TOPIC_ARN, topic_arn.clone()),
+            (
+                chat_aws::lambda::MANAGEMENT_ENDPOINT,
+                management_endpoint.clone(),
+            ),
+            (
+                chat_aws::lambda::RECALL_WINDOW_MS,
+                settings.recall_window_ms.to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
         // Only the WebSocket handler checks tokens; only its role may read the secret.
         if role == "ws" {
-            environment[chat_aws::lambda::TOKEN_SECRET_PARAMETER] = json!(secret);
+            environment.insert(
+                chat_aws::lambda::TOKEN_SECRET_PARAMETER.to_owned(),
+                secret.clone(),
+            );
         }
         resources.push(Resource {
             kind: Kind::Function,
             name: function(role),
-            properties: props([
-                ("runtime", json!("provided.al2023")),
-                ("handler", json!("bootstrap")),
-                ("architecture", json!(settings.arch.lambda_name())),
-                ("memoryMb", json!(settings.memory_mb)),
-                ("timeoutS", json!(settings.timeout_s)),
-                ("role", json!(arns.role(&names.function_role(role)))),
-                ("codeSha256", json!(sha)),
-                ("environment", environment),
-                ("tags", tags.clone()),
-            ]),
+            properties: Function {
+                runtime: Some("provided.al2023".into()),
+                handler: Some("bootstrap".into()),
+                architecture: Some(settings.arch.lambda_name().into()),
+                memory_mb: Some(settings.memory_mb.into()),
+                timeout_s: Some(settings.timeout_s.into()),
+                role: Some(arns.role(&names.function_role(role))),
+                code_sha256: Some(sha.clone()),
+                environment,
+                tags: tags.clone(),
+            }
+            .into(),
             // Lambda changes the architecture in place (UpdateFunctionCode), keeping the
             // function's resource policy; a replace would drop the invoke permissions.
             replace_on: &[],
@@ -587,13 +610,14 @@ pub fn desired(
     resources.push(Resource {
         kind: Kind::EventInvokeConfig,
         name: function("fanout"),
-        properties: props([
-            ("maximumEventAgeS", json!(FANOUT_MAX_EVENT_AGE_S)),
-            ("maximumRetryAttempts", json!(FANOUT_MAX_RETRIES)),
-            ("onFailure", json!(dlq_arn)),
+        properties: EventInvokeConfig {
+            maximum_event_age_s: Some(FANOUT_MAX_EVENT_AGE_S.into()),
+            maximum_retry_attempts: Some(FANOUT_MAX_RETRIES.into()),
+            on_failure: Some(dlq_arn.clone()),
             // Put replaces the whole configuration: a success destination added by hand is drift.
-            ("onSuccess", Value::Null),
-        ]),
+            on_success: None,
+        }
+        .into(),
         replace_on: &[],
         needs: vec![
             (Kind::Function, function("fanout")),
@@ -605,12 +629,13 @@ pub fn desired(
     resources.push(Resource {
         kind: Kind::EventSourceMapping,
         name: format!("{}/{presence}", function("fanout")),
-        properties: props([
-            ("eventSourceArn", json!(presence_arn)),
-            ("batchSize", json!(PRESENCE_BATCH_SIZE)),
-            ("maximumBatchingWindowS", json!(PRESENCE_BATCH_WINDOW_S)),
-            ("functionResponseTypes", json!(["ReportBatchItemFailures"])),
-        ]),
+        properties: EventSourceMapping {
+            event_source_arn: Some(presence_arn.clone()),
+            batch_size: Some(PRESENCE_BATCH_SIZE.into()),
+            maximum_batching_window_s: Some(PRESENCE_BATCH_WINDOW_S.into()),
+            function_response_types: vec!["ReportBatchItemFailures".into()],
+        }
+        .into(),
         replace_on: &["eventSourceArn"],
         needs: vec![
             (Kind::Function, function("fanout")),
@@ -622,21 +647,19 @@ pub fn desired(
     resources.push(Resource {
         kind: Kind::Schedule,
         name: names.sweep_schedule(),
-        properties: props([
-            ("scheduleExpression", json!("rate(1 minute)")),
-            ("flexibleTimeWindow", json!("OFF")),
-            ("state", json!("ENABLED")),
-            (
-                "target",
-                json!({
-                    "arn": function_arn("fanout"),
-                    "roleArn": arns.role(&names.scheduler_role()),
-                    "input": SWEEP_INPUT,
-                    "maximumRetryAttempts": 0,
-                    "maximumEventAgeS": 60,
-                }),
-            ),
-        ]),
+        properties: Schedule {
+            schedule_expression: Some("rate(1 minute)".into()),
+            flexible_time_window: Some("OFF".into()),
+            state: Some("ENABLED".into()),
+            target: ScheduleTarget {
+                arn: Some(function_arn("fanout")),
+                role_arn: Some(arns.role(&names.scheduler_role())),
+                input: Some(SWEEP_INPUT.into()),
+                maximum_retry_attempts: Some(0),
+                maximum_event_age_s: Some(60),
+            },
+        }
+        .into(),
         replace_on: &[],
         needs: vec![
             (Kind::Function, function("fanout")),
@@ -646,13 +669,11 @@ pub fn desired(
     resources.push(Resource {
         kind: Kind::Integration,
         name: format!("{api}/ws"),
-        properties: props([
-            ("type", json!("AWS_PROXY")),
-            (
-                "uri",
-                json!(arns.lambda_invocation_uri(&function_arn("ws"))),
-            ),
-        ]),
+        properties: Integration {
+            r#type: Some("AWS_PROXY".into()),
+            uri: Some(arns.lambda_invocation_uri(&function_arn("ws"))),
+        }
+        .into(),
         replace_on: &[],
         needs: vec![(Kind::Api, api.clone())],
     });
@@ -660,7 +681,10 @@ pub fn desired(
         resources.push(Resource {
             kind: Kind::Route,
             name: format!("{api}/{route}"),
-            properties: props([("target", json!(format!("integrations/{api}/ws")))]),
+            properties: Route {
+                target: format!("integrations/{api}/ws"),
+            }
+            .into(),
             replace_on: &[],
             needs: vec![
                 (Kind::Api, api.clone()),
@@ -671,12 +695,13 @@ pub fn desired(
     resources.push(Resource {
         kind: Kind::Stage,
         name: format!("{api}/{}", name.stage),
-        properties: props([
-            ("autoDeploy", json!(true)),
-            ("throttleRate", json!(settings.throttle_rate)),
-            ("throttleBurst", json!(settings.throttle_burst)),
-            ("tags", tags.clone()),
-        ]),
+        properties: Stage {
+            auto_deploy: true,
+            throttle_rate: Some(settings.throttle_rate),
+            throttle_burst: Some(settings.throttle_burst.into()),
+            tags: tags.clone(),
+        }
+        .into(),
         replace_on: &[],
         // Its automatic deployment needs the routes to deploy.
         needs: std::iter::once((Kind::Api, api.clone()))
@@ -686,27 +711,26 @@ pub fn desired(
     resources.push(Resource {
         kind: Kind::Permission,
         name: format!("{}/apigateway", function("ws")),
-        properties: props([
-            ("principal", json!("apigateway.amazonaws.com")),
-            ("action", json!("lambda:InvokeFunction")),
+        properties: Permission {
+            principal: Some("apigateway.amazonaws.com".into()),
+            action: Some("lambda:InvokeFunction".into()),
             // Only this stage's routes (`{api}/{stage}/{route key}`, API Gateway's ARN of a
             // WebSocket route) may invoke it: not another stage added to the API by hand.
-            (
-                "sourceArn",
-                json!(arns.execute_api(api_id, &format!("{}/*", name.stage))),
-            ),
-        ]),
+            source_arn: Some(arns.execute_api(api_id, &format!("{}/*", name.stage))),
+        }
+        .into(),
         replace_on: &["principal", "sourceArn"],
         needs: vec![(Kind::Function, function("ws")), (Kind::Api, api.clone())],
     });
     resources.push(Resource {
         kind: Kind::Permission,
         name: format!("{}/sns", function("fanout")),
-        properties: props([
-            ("principal", json!("sns.amazonaws.com")),
-            ("action", json!("lambda:InvokeFunction")),
-            ("sourceArn", json!(topic_arn)),
-        ]),
+        properties: Permission {
+            principal: Some("sns.amazonaws.com".into()),
+            action: Some("lambda:InvokeFunction".into()),
+            source_arn: Some(topic_arn.clone()),
+        }
+        .into(),
         replace_on: &["principal", "sourceArn"],
         needs: vec![
             (Kind::Function, function("fanout")),
@@ -717,15 +741,13 @@ pub fn desired(
     resources.push(Resource {
         kind: Kind::Subscription,
         name: format!("{topic}/{}", function("fanout")),
-        properties: props([
-            ("protocol", json!("lambda")),
-            ("endpoint", json!(function_arn("fanout"))),
-            (
-                "filterPolicy",
-                json!({ (chat_handlers::events::ATTR_EVENT_TYPE): CHAT_EVENT_TYPES }),
-            ),
-            ("rawMessageDelivery", json!(false)),
-        ]),
+        properties: Subscription {
+            protocol: Some("lambda".into()),
+            endpoint: Some(function_arn("fanout")),
+            filter_policy: json!({ (chat_handlers::events::ATTR_EVENT_TYPE): CHAT_EVENT_TYPES }),
+            raw_message_delivery: false,
+        }
+        .into(),
         replace_on: &["protocol", "endpoint"],
         // After the permission, so SNS may invoke the function from its first event.
         needs: vec![
@@ -738,15 +760,13 @@ pub fn desired(
     resources.push(Resource {
         kind: Kind::Subscription,
         name: format!("{topic}/{presence}"),
-        properties: props([
-            ("protocol", json!("sqs")),
-            ("endpoint", json!(presence_arn)),
-            (
-                "filterPolicy",
-                json!({ (chat_handlers::events::ATTR_EVENT_TYPE): PRESENCE_EVENT_TYPES }),
-            ),
-            ("rawMessageDelivery", json!(true)),
-        ]),
+        properties: Subscription {
+            protocol: Some("sqs".into()),
+            endpoint: Some(presence_arn.clone()),
+            filter_policy: json!({ (chat_handlers::events::ATTR_EVENT_TYPE): PRESENCE_EVENT_TYPES }),
+            raw_message_delivery: true,
+        }
+        .into(),
         replace_on: &["protocol", "endpoint"],
         needs: vec![
             (Kind::Topic, topic.clone()),
@@ -801,7 +821,7 @@ mod tests {
                 r.name
             );
             assert!(
-                r.properties["inlinePolicy"].is_object(),
+                r.fields()["inlinePolicy"].is_object(),
                 "{} policy does not parse",
                 r.name
             );
@@ -811,10 +831,7 @@ mod tests {
     #[test]
     fn every_policy_statement_is_scoped_to_this_stage() {
         for r in sample().resources.iter().filter(|r| r.kind == Kind::Role) {
-            for statement in r.properties["inlinePolicy"]["Statement"]
-                .as_array()
-                .unwrap()
-            {
+            for statement in r.fields()["inlinePolicy"]["Statement"].as_array().unwrap() {
                 let resources = match &statement["Resource"] {
                     Value::Array(a) => a.clone(),
                     one => vec![one.clone()],
@@ -846,7 +863,7 @@ mod tests {
                 .iter()
                 .find(|r| r.kind == Kind::Role && r.name == format!("chat-prod-{role}-role"))
                 .unwrap();
-            r.properties["inlinePolicy"]["Statement"]
+            r.fields()["inlinePolicy"]["Statement"]
                 .as_array()
                 .unwrap()
                 .clone()
@@ -878,13 +895,31 @@ mod tests {
         );
     }
 
+    /// `replace_on` names plan fields: each must be a field of its kind's properties, or a
+    /// renamed field would silently stop forcing a replacement.
+    #[test]
+    fn replace_on_names_real_fields() {
+        for r in sample().resources {
+            let fields = r.fields();
+            for field in r.replace_on {
+                assert!(
+                    fields.contains_key(*field),
+                    "{} {}: {field}",
+                    r.kind.label(),
+                    r.name
+                );
+            }
+            assert_eq!(r.properties.kind(), r.kind, "{}", r.name);
+        }
+    }
+
     #[test]
     fn everything_taggable_is_tagged() {
         for r in sample().resources {
-            if let Some(tags) = r.properties.get("tags") {
+            if let Some(tags) = r.fields().get("tags").cloned() {
                 assert_eq!(
                     tags,
-                    &json!({"chatctl:app": "chat", "chatctl:stage": "prod"}),
+                    json!({"chatctl:app": "chat", "chatctl:stage": "prod"}),
                     "{}",
                     r.name
                 );
@@ -918,8 +953,7 @@ mod tests {
                 .iter()
                 .find(|r| r.kind == kind && r.name == name)
                 .unwrap()
-                .properties
-                .clone()
+                .fields()
         };
         let ws = get(Kind::Function, "chat-prod-ws");
         let fanout = get(Kind::Function, "chat-prod-fanout");
@@ -951,8 +985,7 @@ mod tests {
                 .iter()
                 .find(|r| r.kind == kind && r.name == name)
                 .unwrap_or_else(|| panic!("{name} missing"))
-                .properties
-                .clone()
+                .fields()
         };
         let dlq_arn = "arn:aws:sqs:eu-west-1:123456789012:chat-prod-fanout-dlq";
         let config = get(Kind::EventInvokeConfig, "chat-prod-fanout");
@@ -986,8 +1019,7 @@ mod tests {
                 .iter()
                 .find(|r| r.kind == kind && r.name == name)
                 .unwrap_or_else(|| panic!("{name} missing"))
-                .properties
-                .clone()
+                .fields()
         };
         let queue_arn = "arn:aws:sqs:eu-west-1:123456789012:chat-prod-presence";
         let topic_arn = "arn:aws:sns:eu-west-1:123456789012:chat-prod-events";

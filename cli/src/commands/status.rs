@@ -7,9 +7,7 @@ use std::fmt;
 use chatctl_infra::observe;
 use chatctl_infra::outputs::{self, Outputs};
 use chatctl_infra::plan::{self, Action, Change};
-use chatctl_infra::stack::{Code, Kind};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::args::{OutputFormat, OutputsArgs, StatusArgs};
 use crate::commands::plan::{CHANGES, NO_CHANGES};
@@ -124,20 +122,8 @@ pub fn run(args: StatusArgs, format: OutputFormat) -> Result<u8, CliError> {
         queue: stage.name.names().dead_letter_queue(),
         events,
     });
-    let deployed_code = |kind_name: &str| {
-        observed
-            .resources
-            .get(&(Kind::Function, stage.name.names().function(kind_name)))
-            .and_then(|p| p.get("codeSha256"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
     let code_compared = code.is_some();
-    let code = code.unwrap_or_else(|| Code {
-        ws_sha256: deployed_code("ws"),
-        fanout_sha256: deployed_code("fanout"),
-    });
+    let code = code.unwrap_or_else(|| plan::with_deployed_code(&stage.name, &observed));
     let plan = plan::plan_stage(&stage.name, &stage.settings, &environment, &code, &observed);
     // The plan has one action per wanted resource, plus deletions of what is not wanted.
     let expected = plan
