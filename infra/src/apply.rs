@@ -1,5 +1,7 @@
-//! Apply: execute a plan one action at a time through the AWS SDK, waiting where AWS needs it
-//! (tables and indexes becoming active, function updates finishing, new roles becoming usable).
+//! Apply: execute a plan through the AWS SDK by its dependency graph ([`crate::schedule`]), up to
+//! a bounded number of actions at once, waiting where AWS needs it (tables and indexes becoming
+//! active, function updates finishing, new roles becoming usable). This module dispatches and
+//! sequences; each kind's calls live with its properties in [`crate::kinds`].
 //! Every step is idempotent against what a killed earlier run may have left: deletes of things
 //! already gone succeed, creates of things already there carry on. Values AWS assigns (the API id)
 //! are fed back into the stack model as they become known, so later actions use the real ones.
@@ -8,16 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use aws_sdk_lambda::primitives::Blob;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::errors::{
-    describe, is_already_there, is_conflict, is_in_use, is_not_found, is_queue_deleted_recently,
-    is_queue_missing, is_queue_name_taken, is_role_not_ready, is_scheduler_role_not_ready,
-    is_source_access_not_ready, is_update_in_progress,
-};
-use crate::kinds::{EventSourceMapping, Function, Properties, Subscription};
+use crate::errors::{describe, is_not_found, is_queue_missing};
+use crate::kinds::Properties;
 use crate::observe::Clients;
 use crate::plan::{Action, Change, FieldChange, Observed, Plan};
 use crate::stack::{
@@ -164,16 +161,16 @@ pub struct ApplyEvent {
 /// Everything apply needs to know about the target.
 #[derive(Debug)]
 pub struct Applier<'a> {
-    clients: &'a Clients,
-    name: StackName,
-    settings: StageSettings,
-    code: Code,
-    artifacts: Option<&'a Artifacts>,
+    pub(crate) clients: &'a Clients,
+    pub(crate) name: StackName,
+    pub(crate) settings: StageSettings,
+    pub(crate) code: Code,
+    pub(crate) artifacts: Option<&'a Artifacts>,
     /// What AWS assigned so far (the API's id and endpoint, ids of what is addressed by id),
     /// shared by the actions running at once.
-    known: Mutex<Known>,
+    pub(crate) known: Mutex<Known>,
     /// APIs this plan deletes: what lives inside them goes with them, without calls of its own.
-    apis_going: Mutex<BTreeSet<String>>,
+    pub(crate) apis_going: Mutex<BTreeSet<String>>,
     /// How many actions run at once (1: one after the other).
     concurrency: usize,
     /// How long to keep waiting for AWS (tables, functions, IAM propagation, a queue name
@@ -181,19 +178,19 @@ pub struct Applier<'a> {
     pub patience: Duration,
     /// The pause between attempts to create a queue whose name was deleted recently.
     pub queue_retry: Duration,
-    progress: Option<Progress<'a>>,
+    pub(crate) progress: Option<Progress<'a>>,
 }
 
 /// What AWS assigned, as apply learns it.
 #[derive(Debug)]
-struct Known {
-    env: Environment,
-    ids: BTreeMap<(Kind, String), String>,
+pub(crate) struct Known {
+    pub(crate) env: Environment,
+    pub(crate) ids: BTreeMap<(Kind, String), String>,
 }
 
 /// Where apply says what it is waiting for.
 #[derive(Clone, Copy)]
-struct Progress<'a>(&'a (dyn Fn(&str) + Sync));
+pub(crate) struct Progress<'a>(pub(crate) &'a (dyn Fn(&str) + Sync));
 
 impl std::fmt::Debug for Progress<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -251,7 +248,7 @@ impl<'a> Applier<'a> {
         self.known().env.clone()
     }
 
-    fn known(&self) -> MutexGuard<'_, Known> {
+    pub(crate) fn known(&self) -> MutexGuard<'_, Known> {
         self.known.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -343,7 +340,7 @@ impl<'a> Applier<'a> {
     }
 
     /// The desired state of one resource, rendered with everything known so far.
-    fn wanted(&self, kind: Kind, name: &str) -> Result<Resource, String> {
+    pub(crate) fn wanted(&self, kind: Kind, name: &str) -> Result<Resource, String> {
         desired(&self.name, &self.settings, &self.environment(), &self.code)
             .resources
             .into_iter()
@@ -351,11 +348,11 @@ impl<'a> Applier<'a> {
             .ok_or_else(|| format!("{} {name} is not part of the stack model", kind.label()))
     }
 
-    fn id(&self, kind: Kind, name: &str) -> Option<String> {
+    pub(crate) fn id(&self, kind: Kind, name: &str) -> Option<String> {
         self.known().ids.get(&(kind, name.to_owned())).cloned()
     }
 
-    fn api_id(&self) -> Result<String, String> {
+    pub(crate) fn api_id(&self) -> Result<String, String> {
         self.known()
             .env
             .api_id
@@ -363,7 +360,7 @@ impl<'a> Applier<'a> {
             .ok_or_else(|| "the WebSocket API does not exist yet".to_owned())
     }
 
-    fn arn(&self, service: &str, resource: &str) -> String {
+    pub(crate) fn arn(&self, service: &str, resource: &str) -> String {
         self.environment().arns().arn(service, resource)
     }
 
@@ -637,1029 +634,10 @@ impl<'a> Applier<'a> {
         }
     }
 
-    // --- tables -------------------------------------------------------------------------------
-
-    fn table_spec(&self, name: &str) -> Result<chat_aws::tables::TableSpec, String> {
-        chat_aws::tables::specs(&self.name.tables())
-            .into_iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| format!("table {name} is not part of the stack model"))
-    }
-
-    /// Delete a table. "In use" means DELETING (a destroy before this one: gone, as far as we are
-    /// concerned) or CREATING/UPDATING (a killed run left it busy): then wait until it is ACTIVE
-    /// and delete it for real.
-    async fn delete_table(&self, name: &str) -> Result<(), String> {
-        use aws_sdk_dynamodb::types::TableStatus;
-        let db = &self.clients.dynamodb;
-        for _ in 0..2 {
-            match db.delete_table().table_name(name).send().await {
-                Ok(_) => return Ok(()),
-                Err(e) if is_not_found(&e) => return Ok(()),
-                Err(e) if is_in_use(&e) => {
-                    let status = match db.describe_table().table_name(name).send().await {
-                        Ok(out) => out.table().and_then(|t| t.table_status()).cloned(),
-                        Err(e) if is_not_found(&e) => return Ok(()),
-                        Err(e) => return Err(describe(e)),
-                    };
-                    if status == Some(TableStatus::Deleting) {
-                        return Ok(());
-                    }
-                    self.wait_table(name).await?;
-                }
-                Err(e) => return Err(describe(e)),
-            }
-        }
-        Err(format!(
-            "table {name} stayed busy (CREATING or UPDATING); run the command again"
-        ))
-    }
-
-    async fn create_table(&self, r: &Resource) -> Result<(), String> {
-        let spec = self.table_spec(&r.name)?;
-        let db = &self.clients.dynamodb;
-        // A destroy just before leaves the table DELETING for a while (destroy does not wait):
-        // creating it again has to wait until it is gone.
-        self.wait_gone_if_deleting(&r.name).await?;
-        chat_aws::tables::create(db, &spec)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.wait_table(&r.name).await?;
-        chat_aws::tables::ensure_ttl(db, &spec)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.retag(r, None).await
-    }
-
-    async fn wait_gone_if_deleting(&self, name: &str) -> Result<(), String> {
-        use aws_sdk_dynamodb::types::TableStatus;
-        let db = &self.clients.dynamodb;
-        self.wait(&format!("table {name} to finish deleting"), || async {
-            match db.describe_table().table_name(name).send().await {
-                Ok(out) => {
-                    Ok(out.table().and_then(|t| t.table_status()) != Some(&TableStatus::Deleting))
-                }
-                Err(e) if is_not_found(&e) => Ok(true),
-                Err(e) => Err(describe(e)),
-            }
-        })
-        .await
-    }
-
-    async fn wait_table(&self, name: &str) -> Result<(), String> {
-        use aws_sdk_dynamodb::types::{IndexStatus, TableStatus};
-        let db = &self.clients.dynamodb;
-        self.wait(&format!("table {name} to become ACTIVE"), || async {
-            let table = db
-                .describe_table()
-                .table_name(name)
-                .send()
-                .await
-                .map_err(describe)?
-                .table
-                .ok_or("DescribeTable returned no table")?;
-            let indexes_ready = table
-                .global_secondary_indexes()
-                .iter()
-                .all(|i| i.index_status().is_none_or(|s| *s == IndexStatus::Active));
-            Ok(table.table_status() == Some(&TableStatus::Active) && indexes_ready)
-        })
-        .await
-    }
-
-    async fn update_table(
-        &self,
-        r: &Resource,
-        changed: &BTreeSet<&str>,
-        fields: &[FieldChange],
-    ) -> Result<(), String> {
-        let db = &self.clients.dynamodb;
-        let spec = self.table_spec(&r.name)?;
-        // A table or index still CREATING/UPDATING (after an interrupted run) answers UpdateTable
-        // with ResourceInUseException or LimitExceededException: wait until all are ACTIVE.
-        if changed.contains("billing") || changed.contains("indexes") {
-            self.wait_table(&r.name).await?;
-        }
-        if changed.contains("billing") {
-            db.update_table()
-                .table_name(&r.name)
-                .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
-                .send()
-                .await
-                .map_err(describe)?;
-            self.wait_table(&r.name).await?;
-        }
-        if changed.contains("indexes") {
-            // What exists, by name, as the plan saw it (name, partitionKey, sortKey).
-            let had: BTreeMap<String, Value> = fields
-                .iter()
-                .find(|f| f.field == "indexes")
-                .and_then(|f| f.from.as_ref())
-                .and_then(Value::as_array)
-                .map(|list| {
-                    list.iter()
-                        .filter_map(|i| Some((i["name"].as_str()?.to_owned(), i.clone())))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let wanted =
-                |i| serde_json::to_value(crate::stack::index_properties(i)).unwrap_or_default();
-            // An index cannot change its keys or projection: one whose differ goes, then comes
-            // back.
-            let stale: Vec<&String> = had
-                .iter()
-                .filter(|(name, existing)| {
-                    spec.indexes
-                        .iter()
-                        .find(|i| &&i.name == name)
-                        .is_none_or(|i| wanted(i) != **existing)
-                })
-                .map(|(name, _)| name)
-                .collect();
-            // AWS changes one index per call and builds it in the background: wait between.
-            for extra in &stale {
-                let delete = aws_sdk_dynamodb::types::DeleteGlobalSecondaryIndexAction::builder()
-                    .index_name(extra.as_str())
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                db.update_table()
-                    .table_name(&r.name)
-                    .global_secondary_index_updates(
-                        aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
-                            .delete(delete)
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(describe)?;
-                self.wait_table(&r.name).await?;
-            }
-            let missing = spec
-                .indexes
-                .iter()
-                .filter(|i| !had.contains_key(&i.name) || stale.contains(&&i.name));
-            for index in missing {
-                let (update, attributes) =
-                    chat_aws::tables::index_addition(index).map_err(|e| e.to_string())?;
-                db.update_table()
-                    .table_name(&r.name)
-                    .set_attribute_definitions(Some(attributes))
-                    .global_secondary_index_updates(update)
-                    .send()
-                    .await
-                    .map_err(describe)?;
-                self.wait_table(&r.name).await?;
-            }
-        }
-        if changed.contains("ttlAttribute") {
-            // DynamoDB takes up to an hour to finish a TTL change and refuses the next one
-            // (ValidationException) until it has: a change still in progress is waited out by
-            // the operator, not retried here for an hour.
-            let now = db
-                .describe_time_to_live()
-                .table_name(&r.name)
-                .send()
-                .await
-                .map_err(describe)?
-                .time_to_live_description;
-            let status = now.as_ref().and_then(|d| d.time_to_live_status());
-            if let Some(
-                status @ (aws_sdk_dynamodb::types::TimeToLiveStatus::Enabling
-                | aws_sdk_dynamodb::types::TimeToLiveStatus::Disabling),
-            ) = status
-            {
-                let attribute = now.as_ref().and_then(|d| d.attribute_name()).unwrap_or("?");
-                return Err(format!(
-                    "TTL on {} is {} for attribute {attribute:?}: DynamoDB takes up to an hour to \
-                     finish a TTL change and accepts no other until then; run deploy again once \
-                     it is done",
-                    r.name,
-                    status.as_str()
-                ));
-            }
-            // TTL can be on for one attribute at a time: turn off one the model does not want
-            // (set by hand, or the model changed) before turning on the wanted one.
-            let current = fields
-                .iter()
-                .find(|f| f.field == "ttlAttribute")
-                .and_then(|f| f.from.as_ref())
-                .and_then(Value::as_str);
-            if let Some(old) = current
-                && spec.ttl_attribute.as_deref() != Some(old)
-            {
-                db.update_time_to_live()
-                    .table_name(&r.name)
-                    .time_to_live_specification(
-                        aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
-                            .attribute_name(old)
-                            .enabled(false)
-                            .build()
-                            .map_err(|e| e.to_string())?,
-                    )
-                    .send()
-                    .await
-                    .map_err(describe)?;
-                // Enabling the wanted attribute now would be refused for up to an hour.
-                if let Some(wanted) = &spec.ttl_attribute {
-                    return Err(format!(
-                        "turned off TTL on {} for attribute {old:?}; DynamoDB accepts the next \
-                         TTL change only once that has finished (up to an hour): run deploy \
-                         again then to turn it on for {wanted:?}",
-                        r.name
-                    ));
-                }
-            }
-            chat_aws::tables::ensure_ttl(db, &spec)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    // --- topic, parameter, log groups ---------------------------------------------------------
-
-    async fn create_topic(&self, r: &Resource) -> Result<(), String> {
-        // CreateTopic is idempotent for the same name and attributes.
-        self.clients
-            .sns
-            .create_topic()
-            .name(&r.name)
-            .send()
-            .await
-            .map_err(describe)?;
-        self.retag(r, None).await
-    }
-
-    async fn create_parameter(&self, r: &Resource) -> Result<(), String> {
-        chat_aws::secret::ensure(&self.clients.ssm, &r.name)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.retag(r, None).await
-    }
-
-    async fn create_log_group(&self, r: &Resource) -> Result<(), String> {
-        match self
-            .clients
-            .logs
-            .create_log_group()
-            .log_group_name(&r.name)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_already_there(&e) => {}
-            Err(e) => return Err(describe(e)),
-        }
-        self.put_retention(r).await?;
-        self.retag(r, None).await
-    }
-
-    async fn put_retention(&self, r: &Resource) -> Result<(), String> {
-        self.clients
-            .logs
-            .put_retention_policy()
-            .log_group_name(&r.name)
-            .retention_in_days(int(typed(r, Properties::log_group)?.retention_days))
-            .send()
-            .await
-            .map_err(describe)?;
-        Ok(())
-    }
-
-    // --- SQS ----------------------------------------------------------------------------------
-
-    /// The queue's URL: as observed, else looked up (a queue created in this run).
-    async fn queue_url(&self, name: &str) -> Result<Option<String>, String> {
-        if let Some(url) = self.id(Kind::Queue, name) {
-            return Ok(Some(url));
-        }
-        crate::observe::queue_url(&self.clients.sqs, name)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// The queue's attributes as SQS takes them. A document the model does not want is absent at
-    /// creation and the empty string (which removes it) on update.
-    fn queue_attributes(
-        r: &Resource,
-        creating: bool,
-    ) -> Result<std::collections::HashMap<aws_sdk_sqs::types::QueueAttributeName, String>, String>
-    {
-        use aws_sdk_sqs::types::QueueAttributeName as A;
-        let q = typed(r, Properties::queue)?;
-        let number = |n: Option<u64>| n.unwrap_or_default().to_string();
-        let mut attributes: std::collections::HashMap<A, String> = [
-            (
-                A::MessageRetentionPeriod,
-                number(q.message_retention_seconds),
-            ),
-            (A::VisibilityTimeout, number(q.visibility_timeout_s)),
-        ]
-        .into_iter()
-        .collect();
-        for (name, document) in [
-            (A::RedrivePolicy, &q.redrive_policy),
-            (A::Policy, &q.policy),
-        ] {
-            if !document.is_null() {
-                attributes.insert(name, document.to_string());
-            } else if !creating {
-                attributes.insert(name, String::new());
-            }
-        }
-        Ok(attributes)
-    }
-
-    /// CreateQueue with the attributes and tags. SQS refuses a name deleted less than 60 s ago
-    /// (a destroy just before): wait, saying so, and try again.
-    async fn create_queue(&self, r: &Resource) -> Result<(), String> {
-        let started = Instant::now();
-        let url = loop {
-            match self
-                .clients
-                .sqs
-                .create_queue()
-                .queue_name(&r.name)
-                .set_attributes(Some(Self::queue_attributes(r, true)?))
-                .set_tags(Some(tag_map(r)))
-                .send()
-                .await
-            {
-                Ok(out) => break out.queue_url,
-                Err(e) if is_queue_deleted_recently(&e) && started.elapsed() < self.patience => {
-                    if let Some(Progress(progress)) = self.progress {
-                        progress(&format!(
-                            "queue {} was deleted less than a minute ago; SQS frees the name after 60 s, retrying in {}s",
-                            r.name,
-                            self.queue_retry.as_secs()
-                        ));
-                    }
-                    tokio::time::sleep(self.queue_retry).await;
-                }
-                // It exists with other attributes (an earlier run, or a hand edit): adopt it.
-                Err(e) if is_queue_name_taken(&e) => {
-                    self.set_queue_attributes(r).await?;
-                    self.retag(r, None).await?;
-                    break None;
-                }
-                Err(e) if is_queue_deleted_recently(&e) => {
-                    return Err(format!(
-                        "{}; SQS still holds the name of the deleted queue: run deploy again in a minute",
-                        describe(e)
-                    ));
-                }
-                Err(e) => return Err(describe(e)),
-            }
-        };
-        if let Some(url) = url {
-            self.known().ids.insert((Kind::Queue, r.name.clone()), url);
-        }
-        Ok(())
-    }
-
-    async fn set_queue_attributes(&self, r: &Resource) -> Result<(), String> {
-        let url = self
-            .queue_url(&r.name)
-            .await?
-            .ok_or_else(|| format!("queue {} does not exist", r.name))?;
-        self.clients
-            .sqs
-            .set_queue_attributes()
-            .queue_url(url)
-            .set_attributes(Some(Self::queue_attributes(r, false)?))
-            .send()
-            .await
-            .map_err(describe)?;
-        Ok(())
-    }
-
-    // --- Lambda event-invoke config -----------------------------------------------------------
-
-    /// PutFunctionEventInvokeConfig: creates or replaces the whole configuration (idempotent).
-    async fn put_event_invoke_config(&self, r: &Resource) -> Result<(), String> {
-        use aws_sdk_lambda::types::{DestinationConfig, OnFailure, OnSuccess};
-        let config = typed(r, Properties::event_invoke_config)?;
-        let mut destinations = DestinationConfig::builder().on_failure(
-            OnFailure::builder()
-                .destination(text(&config.on_failure))
-                .build(),
-        );
-        if let Some(success) = &config.on_success {
-            destinations =
-                destinations.on_success(OnSuccess::builder().destination(success).build());
-        }
-        let started = Instant::now();
-        loop {
-            match self
-                .clients
-                .lambda
-                .put_function_event_invoke_config()
-                .function_name(&r.name)
-                .maximum_event_age_in_seconds(int(config.maximum_event_age_s))
-                .maximum_retry_attempts(int(config.maximum_retry_attempts))
-                .destination_config(destinations.clone().build())
-                .send()
-                .await
-            {
-                Ok(_) => return Ok(()),
-                // The function is still being created or updated.
-                Err(e) if is_update_in_progress(&e) && started.elapsed() < self.patience => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => return Err(describe(e)),
-            }
-        }
-    }
-
-    // --- Lambda event source mapping ---------------------------------------------------------
-
-    fn response_types(m: &EventSourceMapping) -> Vec<aws_sdk_lambda::types::FunctionResponseType> {
-        m.function_response_types
-            .iter()
-            .map(|t| aws_sdk_lambda::types::FunctionResponseType::from(t.as_str()))
-            .collect()
-    }
-
-    /// CreateEventSourceMapping. Lambda checks that the function's role may read the queue: a
-    /// role policy written moments ago may not be visible yet, so that refusal is waited out.
-    async fn create_event_source_mapping(&self, r: &Resource) -> Result<(), String> {
-        let function = r.name.split('/').next().unwrap_or_default().to_owned();
-        let m = typed(r, Properties::event_source_mapping)?;
-        let started = Instant::now();
-        loop {
-            match self
-                .clients
-                .lambda
-                .create_event_source_mapping()
-                .function_name(&function)
-                .event_source_arn(text(&m.event_source_arn))
-                .batch_size(int(m.batch_size))
-                .maximum_batching_window_in_seconds(int(m.maximum_batching_window_s))
-                .set_function_response_types(Some(Self::response_types(m)))
-                .enabled(true)
-                .send()
-                .await
-            {
-                Ok(out) => {
-                    if let Some(uuid) = out.uuid {
-                        self.known()
-                            .ids
-                            .insert((Kind::EventSourceMapping, r.name.clone()), uuid);
-                    }
-                    return Ok(());
-                }
-                // An earlier, interrupted run created it (ResourceConflictException): adopt it
-                // and make it the wanted one.
-                Err(e) if is_update_in_progress(&e) => {
-                    let uuid = self.find_event_source_mapping(&function, r).await?;
-                    self.known()
-                        .ids
-                        .insert((Kind::EventSourceMapping, r.name.clone()), uuid);
-                    return self.update_event_source_mapping(r).await;
-                }
-                Err(e) if is_source_access_not_ready(&e) && started.elapsed() < self.patience => {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-                Err(e) => return Err(describe(e)),
-            }
-        }
-    }
-
-    async fn find_event_source_mapping(
-        &self,
-        function: &str,
-        r: &Resource,
-    ) -> Result<String, String> {
-        let source = text(&typed(r, Properties::event_source_mapping)?.event_source_arn);
-        self.clients
-            .lambda
-            .list_event_source_mappings()
-            .function_name(function)
-            .event_source_arn(&source)
-            .send()
-            .await
-            .map_err(describe)?
-            .event_source_mappings()
-            .iter()
-            .find(|m| m.event_source_arn() == Some(source.as_str()))
-            .and_then(|m| m.uuid().map(str::to_owned))
-            .ok_or_else(|| format!("no event source mapping from {source} to {function}"))
-    }
-
-    async fn update_event_source_mapping(&self, r: &Resource) -> Result<(), String> {
-        let uuid = self
-            .id(Kind::EventSourceMapping, &r.name)
-            .ok_or("the event source mapping's id is unknown")?;
-        let m = typed(r, Properties::event_source_mapping)?;
-        let started = Instant::now();
-        loop {
-            match self
-                .clients
-                .lambda
-                .update_event_source_mapping()
-                .uuid(&uuid)
-                .batch_size(int(m.batch_size))
-                .maximum_batching_window_in_seconds(int(m.maximum_batching_window_s))
-                .set_function_response_types(Some(Self::response_types(m)))
-                .send()
-                .await
-            {
-                Ok(_) => return Ok(()),
-                // Still being created or updated (the same code DynamoDB uses for a busy table).
-                Err(e) if is_in_use(&e) && started.elapsed() < self.patience => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => return Err(describe(e)),
-            }
-        }
-    }
-
-    // --- EventBridge Scheduler ---------------------------------------------------------------
-
-    /// CreateSchedule, or UpdateSchedule (which replaces the schedule whole). The scheduler checks
-    /// it may assume the role: a role created moments ago is waited for.
-    async fn put_schedule(&self, r: &Resource, creating: bool) -> Result<(), String> {
-        use aws_sdk_scheduler::types::{
-            FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, ScheduleState, Target,
-        };
-        let schedule = typed(r, Properties::schedule)?;
-        let wanted = &schedule.target;
-        let target = Target::builder()
-            .arn(text(&wanted.arn))
-            .role_arn(text(&wanted.role_arn))
-            .input(text(&wanted.input))
-            .retry_policy(
-                RetryPolicy::builder()
-                    .maximum_retry_attempts(int(wanted.maximum_retry_attempts))
-                    .maximum_event_age_in_seconds(int(wanted.maximum_event_age_s))
-                    .build(),
-            )
-            .build()
-            .map_err(|e| e.to_string())?;
-        let window = FlexibleTimeWindow::builder()
-            .mode(FlexibleTimeWindowMode::from(
-                text(&schedule.flexible_time_window).as_str(),
-            ))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let state = ScheduleState::from(text(&schedule.state).as_str());
-        let mut creating = creating;
-        let started = Instant::now();
-        loop {
-            let result = if creating {
-                self.clients
-                    .scheduler
-                    .create_schedule()
-                    .name(&r.name)
-                    .schedule_expression(text(&schedule.schedule_expression))
-                    .flexible_time_window(window.clone())
-                    .state(state.clone())
-                    .target(target.clone())
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        let (conflict, role) = (is_conflict(&e), is_scheduler_role_not_ready(&e));
-                        (conflict, role, describe(e))
-                    })
-            } else {
-                self.clients
-                    .scheduler
-                    .update_schedule()
-                    .name(&r.name)
-                    .schedule_expression(text(&schedule.schedule_expression))
-                    .flexible_time_window(window.clone())
-                    .state(state.clone())
-                    .target(target.clone())
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        let (conflict, role) = (is_conflict(&e), is_scheduler_role_not_ready(&e));
-                        (conflict, role, describe(e))
-                    })
-            };
-            match result {
-                Ok(()) => return Ok(()),
-                // An earlier, interrupted run created it: replace it with the wanted one.
-                Err((true, _, _)) if creating => {
-                    creating = false;
-                }
-                // "The execution role you provide must allow AWS EventBridge Scheduler to assume
-                // the role": IAM has not propagated the new role yet.
-                Err((_, true, _)) if started.elapsed() < self.patience => {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-                Err((_, _, why)) => return Err(why),
-            }
-        }
-    }
-
-    // --- SNS subscription attributes ---------------------------------------------------------
-
-    /// SetSubscriptionAttributes for each changed attribute.
-    async fn set_subscription_attributes(
-        &self,
-        r: &Resource,
-        changed: &BTreeSet<&str>,
-    ) -> Result<(), String> {
-        let arn = self
-            .id(Kind::Subscription, &r.name)
-            .ok_or("the subscription's ARN is unknown")?;
-        let [filter, raw] = subscription_attributes(typed(r, Properties::subscription)?);
-        for (field, attribute, value) in [
-            ("filterPolicy", "FilterPolicy", filter),
-            ("rawMessageDelivery", "RawMessageDelivery", raw),
-        ] {
-            if !changed.contains(field) {
-                continue;
-            }
-            self.clients
-                .sns
-                .set_subscription_attributes()
-                .subscription_arn(&arn)
-                .attribute_name(attribute)
-                .attribute_value(value)
-                .send()
-                .await
-                .map_err(describe)?;
-        }
-        Ok(())
-    }
-
-    // --- API Gateway --------------------------------------------------------------------------
-
-    async fn create_api(&self, r: &Resource) -> Result<(), String> {
-        let out = self
-            .clients
-            .apigw()
-            .await
-            .create_api()
-            .name(&r.name)
-            .protocol_type(aws_sdk_apigatewayv2::types::ProtocolType::Websocket)
-            .route_selection_expression(text(
-                &typed(r, Properties::api)?.route_selection_expression,
-            ))
-            .set_tags(Some(tag_map(r)))
-            .send()
-            .await
-            .map_err(describe)?;
-        let id = out.api_id.ok_or("CreateApi returned no id")?;
-        let mut known = self.known();
-        known.ids.insert((Kind::Api, r.name.clone()), id.clone());
-        known.env.api_id = Some(id);
-        // The host clients and the fan-out use, as AWS states it for this partition.
-        known.env.api_endpoint = out.api_endpoint;
-        Ok(())
-    }
-
-    fn integration_name(&self) -> String {
-        format!("{}/ws", self.name.names().api())
-    }
-
-    fn route_target(&self) -> Result<String, String> {
-        let id = self
-            .id(Kind::Integration, &self.integration_name())
-            .ok_or("the integration does not exist yet")?;
-        Ok(format!("integrations/{id}"))
-    }
-
-    async fn create_integration(&self, r: &Resource) -> Result<(), String> {
-        let out = self
-            .clients
-            .apigw()
-            .await
-            .create_integration()
-            .api_id(self.api_id()?)
-            .integration_type(aws_sdk_apigatewayv2::types::IntegrationType::AwsProxy)
-            .integration_method("POST")
-            .integration_uri(text(&typed(r, Properties::integration)?.uri))
-            .send()
-            .await
-            .map_err(describe)?;
-        let id = out
-            .integration_id
-            .ok_or("CreateIntegration returned no id")?;
-        self.known()
-            .ids
-            .insert((Kind::Integration, r.name.clone()), id);
-        Ok(())
-    }
-
-    async fn create_route(&self, r: &Resource) -> Result<(), String> {
-        let key = r
-            .name
-            .strip_prefix(&format!("{}/", self.name.names().api()))
-            .ok_or("route name without its API")?;
-        let api_id = self.api_id()?;
-        let target = self.route_target()?;
-        let created = self
-            .clients
-            .apigw()
-            .await
-            .create_route()
-            .api_id(&api_id)
-            .route_key(key)
-            .target(&target)
-            .send()
-            .await;
-        let id = match created {
-            Ok(out) => out.route_id.ok_or("CreateRoute returned no id")?,
-            // CreateRoute is not idempotent: when the SDK retries a call whose first attempt
-            // created the route (a timeout, a 5xx on the way back), or an interrupted run left
-            // it, AWS answers ConflictException. The route with this key is then ours to adopt.
-            Err(e) if is_conflict(&e) => {
-                self.route_id_by_key(&api_id, key).await?.ok_or_else(|| {
-                    format!(
-                        "CreateRoute {key}: {}; and no route with that key exists",
-                        describe(e)
-                    )
-                })?
-            }
-            Err(e) => return Err(describe(e)),
-        };
-        self.known().ids.insert((Kind::Route, r.name.clone()), id);
-        Ok(())
-    }
-
-    /// The id of the API's route with `key`.
-    async fn route_id_by_key(&self, api_id: &str, key: &str) -> Result<Option<String>, String> {
-        let routes = crate::observe::all_routes(self.clients, api_id)
-            .await
-            .map_err(describe)?;
-        Ok(routes
-            .into_iter()
-            .find(|r| r.route_key() == Some(key))
-            .and_then(|r| r.route_id))
-    }
-
-    fn route_settings(&self) -> aws_sdk_apigatewayv2::types::RouteSettings {
-        aws_sdk_apigatewayv2::types::RouteSettings::builder()
-            .throttling_rate_limit(self.settings.throttle_rate)
-            .throttling_burst_limit(i32::try_from(self.settings.throttle_burst).unwrap_or(i32::MAX))
-            .build()
-    }
-
-    async fn create_stage(&self, r: &Resource) -> Result<(), String> {
-        // Auto-deploy: every later route or integration change goes live without a deployment.
-        match self
-            .clients
-            .apigw()
-            .await
-            .create_stage()
-            .api_id(self.api_id()?)
-            .stage_name(&self.name.stage)
-            .auto_deploy(true)
-            .default_route_settings(self.route_settings())
-            .set_tags(Some(tag_map(r)))
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conflict_exception()) => {}
-            Err(e) => return Err(describe(e)),
-        }
-        self.known()
-            .ids
-            .insert((Kind::Stage, r.name.clone()), self.name.stage.clone());
-        Ok(())
-    }
-
-    // --- IAM ----------------------------------------------------------------------------------
-
-    async fn create_role(&self, r: &Resource) -> Result<(), String> {
-        let iam = &self.clients.iam;
-        match iam
-            .create_role()
-            .role_name(&r.name)
-            .assume_role_policy_document(typed(r, Properties::role)?.assume_role_policy.to_string())
-            .description(crate::stack::role_description(&self.name))
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_already_there(&e) => {}
-            Err(e) => return Err(describe(e)),
-        }
-        self.put_role_policy(r).await?;
-        self.retag(r, None).await
-    }
-
-    async fn put_role_policy(&self, r: &Resource) -> Result<(), String> {
-        self.clients
-            .iam
-            .put_role_policy()
-            .role_name(&r.name)
-            .policy_name(INLINE_POLICY)
-            .policy_document(typed(r, Properties::role)?.inline_policy.to_string())
-            .send()
-            .await
-            .map_err(describe)?;
-        Ok(())
-    }
-
-    async fn update_role(&self, r: &Resource, changed: &BTreeSet<&str>) -> Result<(), String> {
-        if changed.contains("assumeRolePolicy") {
-            self.clients
-                .iam
-                .update_assume_role_policy()
-                .role_name(&r.name)
-                .policy_document(typed(r, Properties::role)?.assume_role_policy.to_string())
-                .send()
-                .await
-                .map_err(describe)?;
-        }
-        if changed.contains("inlinePolicy") {
-            self.put_role_policy(r).await?;
-        }
-        Ok(())
-    }
-
-    // --- Lambda -------------------------------------------------------------------------------
-
-    fn zip_for(&self, function: &str) -> Result<Blob, String> {
-        let artifacts = self
-            .artifacts
-            .ok_or("no build artifacts were given for a code change")?;
-        let names = self.name.names();
-        if function == names.function("ws") {
-            Ok(Blob::new(artifacts.ws.clone()))
-        } else if function == names.function("fanout") {
-            Ok(Blob::new(artifacts.fanout.clone()))
-        } else {
-            Err(format!("no artifact for function {function}"))
-        }
-    }
-
-    fn function_environment(f: &Function) -> aws_sdk_lambda::types::Environment {
-        aws_sdk_lambda::types::Environment::builder()
-            .set_variables(Some(f.environment.clone().into_iter().collect()))
-            .build()
-    }
-
-    async fn create_function(&self, r: &Resource) -> Result<(), String> {
-        use aws_sdk_lambda::types::{Architecture, FunctionCode, Runtime};
-        let zip = self.zip_for(&r.name)?;
-        let f = typed(r, Properties::function)?;
-        let started = Instant::now();
-        loop {
-            let result = self
-                .clients
-                .lambda
-                .create_function()
-                .function_name(&r.name)
-                .runtime(Runtime::from(text(&f.runtime).as_str()))
-                .handler(text(&f.handler))
-                .role(text(&f.role))
-                .architectures(Architecture::from(text(&f.architecture).as_str()))
-                .memory_size(int(f.memory_mb))
-                .timeout(int(f.timeout_s))
-                .environment(Self::function_environment(f))
-                .code(FunctionCode::builder().zip_file(zip.clone()).build())
-                .set_tags(Some(tag_map(r)))
-                .send()
-                .await;
-            match result {
-                Ok(_) => break,
-                // The run that created it was killed before it could record that; carry on.
-                Err(e) if is_update_in_progress(&e) => break,
-                Err(e) if is_role_not_ready(&e) && started.elapsed() < self.patience => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => return Err(describe(e)),
-            }
-        }
-        self.wait_function(&r.name).await
-    }
-
-    /// Wait until the function is Active and no update is in progress.
-    async fn wait_function(&self, name: &str) -> Result<(), String> {
-        use aws_sdk_lambda::types::{LastUpdateStatus, State};
-        let lambda = &self.clients.lambda;
-        self.wait(&format!("function {name} to finish updating"), || async {
-            let c = lambda
-                .get_function_configuration()
-                .function_name(name)
-                .send()
-                .await
-                .map_err(describe)?;
-            if c.state() == Some(&State::Failed)
-                || c.last_update_status() == Some(&LastUpdateStatus::Failed)
-            {
-                return Err(format!(
-                    "Lambda reports the function failed: {}",
-                    c.state_reason()
-                        .or(c.last_update_status_reason())
-                        .unwrap_or("no reason given")
-                ));
-            }
-            Ok(c.state().is_none_or(|s| *s == State::Active)
-                && c.last_update_status() != Some(&LastUpdateStatus::InProgress))
-        })
-        .await
-    }
-
-    async fn update_function(&self, r: &Resource, changed: &BTreeSet<&str>) -> Result<(), String> {
-        use aws_sdk_lambda::types::{Architecture, Runtime};
-        let lambda = &self.clients.lambda;
-        let f = typed(r, Properties::function)?;
-        // An update still in progress (a run killed mid-update, a hand edit) makes Lambda refuse
-        // the next one with ResourceConflictException: wait it out first.
-        self.wait_function(&r.name).await?;
-        if changed.contains("codeSha256") || changed.contains("architecture") {
-            lambda
-                .update_function_code()
-                .function_name(&r.name)
-                .zip_file(self.zip_for(&r.name)?)
-                .architectures(Architecture::from(text(&f.architecture).as_str()))
-                .send()
-                .await
-                .map_err(describe)?;
-            self.wait_function(&r.name).await?;
-        }
-        let config = [
-            "runtime",
-            "handler",
-            "memoryMb",
-            "timeoutS",
-            "role",
-            "environment",
-        ];
-        if config.iter().any(|f| changed.contains(f)) {
-            lambda
-                .update_function_configuration()
-                .function_name(&r.name)
-                .runtime(Runtime::from(text(&f.runtime).as_str()))
-                .handler(text(&f.handler))
-                .role(text(&f.role))
-                .memory_size(int(f.memory_mb))
-                .timeout(int(f.timeout_s))
-                .environment(Self::function_environment(f))
-                .send()
-                .await
-                .map_err(describe)?;
-            self.wait_function(&r.name).await?;
-        }
-        Ok(())
-    }
-
-    async fn create_permission(&self, r: &Resource) -> Result<(), String> {
-        let (function, source) = r.name.rsplit_once('/').ok_or("permission without source")?;
-        let permission = typed(r, Properties::permission)?;
-        match self
-            .clients
-            .lambda
-            .add_permission()
-            .function_name(function)
-            .statement_id(permission_sid(source))
-            .action(text(&permission.action))
-            .principal(text(&permission.principal))
-            .source_arn(text(&permission.source_arn))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_update_in_progress(&e) => Err(format!(
-                "{}; either the statement {} exists already with other values or the function is still updating: run deploy again",
-                describe(e),
-                permission_sid(source)
-            )),
-            Err(e) => Err(describe(e)),
-        }
-    }
-
-    async fn create_subscription(&self, r: &Resource) -> Result<(), String> {
-        let topic = r.name.split('/').next().unwrap_or_default();
-        let subscription = typed(r, Properties::subscription)?;
-        let [filter, raw] = subscription_attributes(subscription);
-        // Subscribe is idempotent for the same topic, protocol and endpoint.
-        let out = self
-            .clients
-            .sns
-            .subscribe()
-            .topic_arn(self.arn("sns", topic))
-            .protocol(text(&subscription.protocol))
-            .endpoint(text(&subscription.endpoint))
-            .attributes("FilterPolicy", filter)
-            .attributes("RawMessageDelivery", raw)
-            .return_subscription_arn(true)
-            .send()
-            .await
-            .map_err(describe)?;
-        if let Some(arn) = out.subscription_arn {
-            self.known()
-                .ids
-                .insert((Kind::Subscription, r.name.clone()), arn);
-        }
-        Ok(())
-    }
-
     // --- tags ---------------------------------------------------------------------------------
 
     /// Set the resource's chatctl tags, and remove chatctl tags it had but should not have.
-    async fn retag(&self, r: &Resource, old: Option<&Value>) -> Result<(), String> {
+    pub(crate) async fn retag(&self, r: &Resource, old: Option<&Value>) -> Result<(), String> {
         let wanted = tag_map(r);
         if wanted.is_empty() {
             return Ok(());
@@ -1792,7 +770,7 @@ impl<'a> Applier<'a> {
     }
 
     /// Poll `ready` with growing pauses until it says yes or patience runs out.
-    async fn wait<F, Fut>(&self, what: &str, mut ready: F) -> Result<(), String>
+    pub(crate) async fn wait<F, Fut>(&self, what: &str, mut ready: F) -> Result<(), String>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<bool, String>>,
@@ -1817,19 +795,9 @@ impl<'a> Applier<'a> {
     }
 }
 
-/// `FilterPolicy` and `RawMessageDelivery` as SNS takes them: the filter policy as JSON text
-/// (empty for none), raw delivery as `true`/`false`.
-fn subscription_attributes(s: &Subscription) -> [String; 2] {
-    let filter = match &s.filter_policy {
-        Value::Null => String::new(),
-        v => v.to_string(),
-    };
-    [filter, s.raw_message_delivery.to_string()]
-}
-
 /// `r`'s properties as the kind `T` they must be: the model gives each kind its own, so another
 /// is a bug in the model, reported rather than panicked on.
-fn typed<T>(r: &Resource, pick: fn(&Properties) -> Option<&T>) -> Result<&T, String> {
+pub(crate) fn typed<T>(r: &Resource, pick: fn(&Properties) -> Option<&T>) -> Result<&T, String> {
     pick(&r.properties).ok_or_else(|| {
         format!(
             "{} {} has the properties of a {} (a bug in the stack model)",
@@ -1841,18 +809,18 @@ fn typed<T>(r: &Resource, pick: fn(&Properties) -> Option<&T>) -> Result<&T, Str
 }
 
 /// A wanted string value (the model sets every one it sends).
-fn text(value: &Option<String>) -> String {
+pub(crate) fn text(value: &Option<String>) -> String {
     value.clone().unwrap_or_default()
 }
 
 /// A wanted number as the SDKs take it.
-fn int(value: Option<i64>) -> i32 {
+pub(crate) fn int(value: Option<i64>) -> i32 {
     value
         .and_then(|n| i32::try_from(n).ok())
         .unwrap_or_default()
 }
 
-fn tag_map(r: &Resource) -> std::collections::HashMap<String, String> {
+pub(crate) fn tag_map(r: &Resource) -> std::collections::HashMap<String, String> {
     let tags = match &r.properties {
         Properties::Table(p) => &p.tags,
         Properties::Topic(p) => &p.tags,

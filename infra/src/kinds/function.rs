@@ -2,8 +2,21 @@
 //! event source mapping, and the permissions that let API Gateway and SNS invoke it.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
+use aws_sdk_lambda::primitives::Blob;
 use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::apply::{Applier, int, tag_map, text, typed};
+use crate::errors::{
+    describe, is_in_use, is_not_found, is_role_not_ready, is_source_access_not_ready,
+    is_update_in_progress,
+};
+use crate::kinds::Properties;
+use crate::observe::{ObserveError, Reader, our_tags, read_error};
+use crate::stack::{Kind, Resource, permission_sid};
 
 use super::Tags;
 
@@ -57,4 +70,481 @@ pub struct Permission {
     pub action: Option<String>,
     /// The `AWS:SourceArn` condition; a change replaces the statement.
     pub source_arn: Option<String>,
+}
+
+// --- observe ------------------------------------------------------------------------------
+
+/// The mapping from `queue_arn` to `function`, found by both (there is no name to read it by).
+pub(crate) async fn read_event_source_mapping(
+    r: &Reader<'_>,
+    function: &str,
+    queue_arn: &str,
+    queue: &str,
+) -> Result<(), ObserveError> {
+    let mappings = match r
+        .clients
+        .lambda
+        .list_event_source_mappings()
+        .function_name(function)
+        .event_source_arn(queue_arn)
+        .send()
+        .await
+    {
+        Ok(out) => out.event_source_mappings.unwrap_or_default(),
+        Err(e) if is_not_found(&e) => {
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(read_error(
+                format!("event source mappings of {function}"),
+                e,
+            ));
+        }
+    };
+    // One being deleted is as good as gone; a deploy creates a new one.
+    let Some(m) = mappings
+        .iter()
+        .find(|m| m.event_source_arn() == Some(queue_arn) && m.state() != Some("Deleting"))
+    else {
+        return Ok(());
+    };
+    let key = format!("{function}/{queue}");
+    if let Some(uuid) = m.uuid() {
+        r.id(Kind::EventSourceMapping, &key, uuid);
+    }
+    let mut response_types: Vec<String> = m
+        .function_response_types()
+        .iter()
+        .map(|t| t.as_str().to_owned())
+        .collect();
+    response_types.sort_unstable();
+    r.put(
+        &key,
+        EventSourceMapping {
+            event_source_arn: m.event_source_arn().map(str::to_owned),
+            batch_size: m.batch_size().map(i64::from),
+            maximum_batching_window_s: m.maximum_batching_window_in_seconds().map(i64::from),
+            function_response_types: response_types,
+        },
+    );
+    Ok(())
+}
+
+pub(crate) async fn read_event_invoke_config(
+    r: &Reader<'_>,
+    function: &str,
+) -> Result<(), ObserveError> {
+    let out = match r
+        .clients
+        .lambda
+        .get_function_event_invoke_config()
+        .function_name(function)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        // No configuration, or no function (which then has none either).
+        Err(e) if is_not_found(&e) => {
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(read_error(format!("event-invoke config of {function}"), e));
+        }
+    };
+    let destinations = out.destination_config();
+    r.put(
+        function,
+        EventInvokeConfig {
+            maximum_event_age_s: out.maximum_event_age_in_seconds().map(i64::from),
+            maximum_retry_attempts: out.maximum_retry_attempts().map(i64::from),
+            on_failure: destinations
+                .and_then(|d| d.on_failure())
+                .and_then(|f| f.destination())
+                .map(str::to_owned),
+            on_success: destinations
+                .and_then(|d| d.on_success())
+                .and_then(|f| f.destination())
+                .map(str::to_owned),
+        },
+    );
+    Ok(())
+}
+
+pub(crate) async fn read_function(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
+    let out = match r
+        .clients
+        .lambda
+        .get_function()
+        .function_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) if is_not_found(&e) => {
+            return Ok(());
+        }
+        Err(e) => return Err(read_error(format!("function {name}"), e)),
+    };
+    let Some(c) = out.configuration() else {
+        return Ok(());
+    };
+    let environment: BTreeMap<String, String> = c
+        .environment()
+        .and_then(|e| e.variables())
+        .cloned()
+        .map(|v| v.into_iter().collect())
+        .unwrap_or_default();
+    let tags = out.tags().cloned().unwrap_or_default();
+    r.put(
+        name,
+        Function {
+            runtime: c.runtime().map(|r| r.as_str().to_owned()),
+            handler: c.handler().map(str::to_owned),
+            architecture: c.architectures().first().map(|a| a.as_str().to_owned()),
+            memory_mb: c.memory_size().map(i64::from),
+            timeout_s: c.timeout().map(i64::from),
+            role: c.role().map(str::to_owned),
+            code_sha256: c.code_sha256().map(str::to_owned),
+            environment,
+            tags: our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        },
+    );
+    Ok(())
+}
+
+pub(crate) async fn read_permission(
+    r: &Reader<'_>,
+    function: &str,
+    source: &str,
+) -> Result<(), ObserveError> {
+    let policy = match r
+        .clients
+        .lambda
+        .get_policy()
+        .function_name(function)
+        .send()
+        .await
+    {
+        Ok(out) => out.policy.unwrap_or_default(),
+        Err(e) if is_not_found(&e) => {
+            return Ok(());
+        }
+        Err(e) => return Err(read_error(format!("resource policy of {function}"), e)),
+    };
+    let policy: Value = serde_json::from_str(&policy).unwrap_or(Value::Null);
+    let sid = crate::stack::permission_sid(source);
+    let Some(statement) = policy["Statement"]
+        .as_array()
+        .and_then(|s| s.iter().find(|st| st["Sid"] == json!(sid)))
+    else {
+        return Ok(());
+    };
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    r.put(
+        &format!("{function}/{source}"),
+        Permission {
+            principal: text(&statement["Principal"]["Service"]),
+            action: text(&statement["Action"]),
+            source_arn: text(&statement["Condition"]["ArnLike"]["AWS:SourceArn"]),
+        },
+    );
+    Ok(())
+}
+
+// --- apply --------------------------------------------------------------------------------
+
+impl Applier<'_> {
+    /// PutFunctionEventInvokeConfig: creates or replaces the whole configuration (idempotent).
+    pub(crate) async fn put_event_invoke_config(&self, r: &Resource) -> Result<(), String> {
+        use aws_sdk_lambda::types::{DestinationConfig, OnFailure, OnSuccess};
+        let config = typed(r, Properties::event_invoke_config)?;
+        let mut destinations = DestinationConfig::builder().on_failure(
+            OnFailure::builder()
+                .destination(text(&config.on_failure))
+                .build(),
+        );
+        if let Some(success) = &config.on_success {
+            destinations =
+                destinations.on_success(OnSuccess::builder().destination(success).build());
+        }
+        let started = Instant::now();
+        loop {
+            match self
+                .clients
+                .lambda
+                .put_function_event_invoke_config()
+                .function_name(&r.name)
+                .maximum_event_age_in_seconds(int(config.maximum_event_age_s))
+                .maximum_retry_attempts(int(config.maximum_retry_attempts))
+                .destination_config(destinations.clone().build())
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // The function is still being created or updated.
+                Err(e) if is_update_in_progress(&e) && started.elapsed() < self.patience => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(describe(e)),
+            }
+        }
+    }
+
+    pub(crate) fn response_types(
+        m: &EventSourceMapping,
+    ) -> Vec<aws_sdk_lambda::types::FunctionResponseType> {
+        m.function_response_types
+            .iter()
+            .map(|t| aws_sdk_lambda::types::FunctionResponseType::from(t.as_str()))
+            .collect()
+    }
+
+    /// CreateEventSourceMapping. Lambda checks that the function's role may read the queue: a
+    /// role policy written moments ago may not be visible yet, so that refusal is waited out.
+    pub(crate) async fn create_event_source_mapping(&self, r: &Resource) -> Result<(), String> {
+        let function = r.name.split('/').next().unwrap_or_default().to_owned();
+        let m = typed(r, Properties::event_source_mapping)?;
+        let started = Instant::now();
+        loop {
+            match self
+                .clients
+                .lambda
+                .create_event_source_mapping()
+                .function_name(&function)
+                .event_source_arn(text(&m.event_source_arn))
+                .batch_size(int(m.batch_size))
+                .maximum_batching_window_in_seconds(int(m.maximum_batching_window_s))
+                .set_function_response_types(Some(Self::response_types(m)))
+                .enabled(true)
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    if let Some(uuid) = out.uuid {
+                        self.known()
+                            .ids
+                            .insert((Kind::EventSourceMapping, r.name.clone()), uuid);
+                    }
+                    return Ok(());
+                }
+                // An earlier, interrupted run created it (ResourceConflictException): adopt it
+                // and make it the wanted one.
+                Err(e) if is_update_in_progress(&e) => {
+                    let uuid = self.find_event_source_mapping(&function, r).await?;
+                    self.known()
+                        .ids
+                        .insert((Kind::EventSourceMapping, r.name.clone()), uuid);
+                    return self.update_event_source_mapping(r).await;
+                }
+                Err(e) if is_source_access_not_ready(&e) && started.elapsed() < self.patience => {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(describe(e)),
+            }
+        }
+    }
+
+    pub(crate) async fn find_event_source_mapping(
+        &self,
+        function: &str,
+        r: &Resource,
+    ) -> Result<String, String> {
+        let source = text(&typed(r, Properties::event_source_mapping)?.event_source_arn);
+        self.clients
+            .lambda
+            .list_event_source_mappings()
+            .function_name(function)
+            .event_source_arn(&source)
+            .send()
+            .await
+            .map_err(describe)?
+            .event_source_mappings()
+            .iter()
+            .find(|m| m.event_source_arn() == Some(source.as_str()))
+            .and_then(|m| m.uuid().map(str::to_owned))
+            .ok_or_else(|| format!("no event source mapping from {source} to {function}"))
+    }
+
+    pub(crate) async fn update_event_source_mapping(&self, r: &Resource) -> Result<(), String> {
+        let uuid = self
+            .id(Kind::EventSourceMapping, &r.name)
+            .ok_or("the event source mapping's id is unknown")?;
+        let m = typed(r, Properties::event_source_mapping)?;
+        let started = Instant::now();
+        loop {
+            match self
+                .clients
+                .lambda
+                .update_event_source_mapping()
+                .uuid(&uuid)
+                .batch_size(int(m.batch_size))
+                .maximum_batching_window_in_seconds(int(m.maximum_batching_window_s))
+                .set_function_response_types(Some(Self::response_types(m)))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Still being created or updated (the same code DynamoDB uses for a busy table).
+                Err(e) if is_in_use(&e) && started.elapsed() < self.patience => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(describe(e)),
+            }
+        }
+    }
+
+    pub(crate) fn zip_for(&self, function: &str) -> Result<Blob, String> {
+        let artifacts = self
+            .artifacts
+            .ok_or("no build artifacts were given for a code change")?;
+        let names = self.name.names();
+        if function == names.function("ws") {
+            Ok(Blob::new(artifacts.ws.clone()))
+        } else if function == names.function("fanout") {
+            Ok(Blob::new(artifacts.fanout.clone()))
+        } else {
+            Err(format!("no artifact for function {function}"))
+        }
+    }
+
+    pub(crate) fn function_environment(f: &Function) -> aws_sdk_lambda::types::Environment {
+        aws_sdk_lambda::types::Environment::builder()
+            .set_variables(Some(f.environment.clone().into_iter().collect()))
+            .build()
+    }
+
+    pub(crate) async fn create_function(&self, r: &Resource) -> Result<(), String> {
+        use aws_sdk_lambda::types::{Architecture, FunctionCode, Runtime};
+        let zip = self.zip_for(&r.name)?;
+        let f = typed(r, Properties::function)?;
+        let started = Instant::now();
+        loop {
+            let result = self
+                .clients
+                .lambda
+                .create_function()
+                .function_name(&r.name)
+                .runtime(Runtime::from(text(&f.runtime).as_str()))
+                .handler(text(&f.handler))
+                .role(text(&f.role))
+                .architectures(Architecture::from(text(&f.architecture).as_str()))
+                .memory_size(int(f.memory_mb))
+                .timeout(int(f.timeout_s))
+                .environment(Self::function_environment(f))
+                .code(FunctionCode::builder().zip_file(zip.clone()).build())
+                .set_tags(Some(tag_map(r)))
+                .send()
+                .await;
+            match result {
+                Ok(_) => break,
+                // The run that created it was killed before it could record that; carry on.
+                Err(e) if is_update_in_progress(&e) => break,
+                Err(e) if is_role_not_ready(&e) && started.elapsed() < self.patience => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(describe(e)),
+            }
+        }
+        self.wait_function(&r.name).await
+    }
+
+    /// Wait until the function is Active and no update is in progress.
+    pub(crate) async fn wait_function(&self, name: &str) -> Result<(), String> {
+        use aws_sdk_lambda::types::{LastUpdateStatus, State};
+        let lambda = &self.clients.lambda;
+        self.wait(&format!("function {name} to finish updating"), || async {
+            let c = lambda
+                .get_function_configuration()
+                .function_name(name)
+                .send()
+                .await
+                .map_err(describe)?;
+            if c.state() == Some(&State::Failed)
+                || c.last_update_status() == Some(&LastUpdateStatus::Failed)
+            {
+                return Err(format!(
+                    "Lambda reports the function failed: {}",
+                    c.state_reason()
+                        .or(c.last_update_status_reason())
+                        .unwrap_or("no reason given")
+                ));
+            }
+            Ok(c.state().is_none_or(|s| *s == State::Active)
+                && c.last_update_status() != Some(&LastUpdateStatus::InProgress))
+        })
+        .await
+    }
+
+    pub(crate) async fn update_function(
+        &self,
+        r: &Resource,
+        changed: &BTreeSet<&str>,
+    ) -> Result<(), String> {
+        use aws_sdk_lambda::types::{Architecture, Runtime};
+        let lambda = &self.clients.lambda;
+        let f = typed(r, Properties::function)?;
+        // An update still in progress (a run killed mid-update, a hand edit) makes Lambda refuse
+        // the next one with ResourceConflictException: wait it out first.
+        self.wait_function(&r.name).await?;
+        if changed.contains("codeSha256") || changed.contains("architecture") {
+            lambda
+                .update_function_code()
+                .function_name(&r.name)
+                .zip_file(self.zip_for(&r.name)?)
+                .architectures(Architecture::from(text(&f.architecture).as_str()))
+                .send()
+                .await
+                .map_err(describe)?;
+            self.wait_function(&r.name).await?;
+        }
+        let config = [
+            "runtime",
+            "handler",
+            "memoryMb",
+            "timeoutS",
+            "role",
+            "environment",
+        ];
+        if config.iter().any(|f| changed.contains(f)) {
+            lambda
+                .update_function_configuration()
+                .function_name(&r.name)
+                .runtime(Runtime::from(text(&f.runtime).as_str()))
+                .handler(text(&f.handler))
+                .role(text(&f.role))
+                .memory_size(int(f.memory_mb))
+                .timeout(int(f.timeout_s))
+                .environment(Self::function_environment(f))
+                .send()
+                .await
+                .map_err(describe)?;
+            self.wait_function(&r.name).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn create_permission(&self, r: &Resource) -> Result<(), String> {
+        let (function, source) = r.name.rsplit_once('/').ok_or("permission without source")?;
+        let permission = typed(r, Properties::permission)?;
+        match self
+            .clients
+            .lambda
+            .add_permission()
+            .function_name(function)
+            .statement_id(permission_sid(source))
+            .action(text(&permission.action))
+            .principal(text(&permission.principal))
+            .source_arn(text(&permission.source_arn))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_update_in_progress(&e) => Err(format!(
+                "{}; either the statement {} exists already with other values or the function is still updating: run deploy again",
+                describe(e),
+                permission_sid(source)
+            )),
+            Err(e) => Err(describe(e)),
+        }
+    }
 }

@@ -1,7 +1,9 @@
-//! The typed properties of each resource kind: what the stack model wants and what observe reads
-//! back are the same structs, so a property added to a kind and not observed does not compile.
-//! The plan compares them as plain data ([`Properties::fields`]); apply and the CloudFormation
-//! export read them by field, never by a string key.
+//! One module per resource kind: its typed properties, its reader (observe) and its SDK calls
+//! (apply). What the stack model wants and what observe reads back are the same structs, so a
+//! property added to a kind and not observed does not compile. The plan compares them as plain
+//! data ([`Properties::fields`]); apply reads them by field, never by a string key. The
+//! CloudFormation rendering of every kind is still in [`crate::cloudformation`], which fails on
+//! any field it does not render.
 
 use std::collections::BTreeMap;
 
