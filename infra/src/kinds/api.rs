@@ -1,8 +1,10 @@
 //! The WebSocket API and its parts: the Lambda integration, the routes, the stage.
 
 use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::apply::{Applier, tag_map, text, typed};
+use crate::cloudformation::cfn;
 use crate::errors::{describe, is_conflict, is_not_found};
 use crate::kinds::Properties;
 use crate::observe::Clients;
@@ -466,5 +468,93 @@ impl Applier<'_> {
             .ids
             .insert((Kind::Stage, r.name.clone()), self.name.stage.clone());
         Ok(())
+    }
+}
+
+// --- CloudFormation ---------------------------------------------------------------------------
+
+impl Api {
+    pub(crate) fn cloudformation(&self, name: &str) -> Value {
+        let Api {
+            protocol,
+            route_selection_expression,
+            tags,
+        } = self;
+        cfn(
+            "AWS::ApiGatewayV2::Api",
+            json!({
+                "Name": name,
+                "ProtocolType": protocol,
+                "RouteSelectionExpression": route_selection_expression,
+                // API Gateway v2 takes tags as a plain map.
+                "Tags": tags,
+            }),
+        )
+    }
+}
+
+impl Integration {
+    /// `api_id`: the API's logical id.
+    pub(crate) fn cloudformation(&self, api_id: &str) -> Value {
+        let Integration { r#type, uri } = self;
+        cfn(
+            "AWS::ApiGatewayV2::Integration",
+            json!({
+                "ApiId": { "Ref": api_id },
+                "IntegrationType": r#type,
+                // Lambda proxy integrations are always invoked with POST.
+                "IntegrationMethod": "POST",
+                "IntegrationUri": uri,
+            }),
+        )
+    }
+}
+
+impl Route {
+    /// `integration_id`: the logical id of the integration the target names.
+    pub(crate) fn cloudformation(
+        &self,
+        api_id: &str,
+        route_key: &str,
+        integration_id: &str,
+    ) -> Value {
+        let Route { target: _ } = self;
+        cfn(
+            "AWS::ApiGatewayV2::Route",
+            json!({
+                "ApiId": { "Ref": api_id },
+                "RouteKey": route_key,
+                "Target": format!("integrations/${{{integration_id}}}"),
+            }),
+        )
+    }
+
+    /// The integration's model name in `target` (`integrations/{name}`).
+    pub(crate) fn integration(&self) -> Option<&str> {
+        self.target.strip_prefix("integrations/")
+    }
+}
+
+impl Stage {
+    pub(crate) fn cloudformation(&self, api_id: &str, stage: &str) -> Value {
+        let Stage {
+            auto_deploy,
+            throttle_rate,
+            throttle_burst,
+            tags,
+        } = self;
+        cfn(
+            "AWS::ApiGatewayV2::Stage",
+            json!({
+                "ApiId": { "Ref": api_id },
+                "StageName": stage,
+                "AutoDeploy": auto_deploy,
+                "DefaultRouteSettings": {
+                    "ThrottlingRateLimit": throttle_rate,
+                    "ThrottlingBurstLimit": throttle_burst,
+                },
+                "Tags": tags,
+            }),
+        )
     }
 }

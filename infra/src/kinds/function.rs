@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::apply::{Applier, int, tag_map, text, typed};
+use crate::cloudformation::{CODE_BUCKET_PARAMETER, cfn, tag_list};
 use crate::errors::{
     describe, is_in_use, is_not_found, is_role_not_ready, is_source_access_not_ready,
     is_update_in_progress,
@@ -546,5 +547,109 @@ impl Applier<'_> {
             )),
             Err(e) => Err(describe(e)),
         }
+    }
+}
+
+// --- CloudFormation ---------------------------------------------------------------------------
+
+impl Function {
+    /// `code_key`: the template parameter holding the zip's S3 key.
+    pub(crate) fn cloudformation(&self, name: &str, code_key: &str) -> Value {
+        let Function {
+            runtime,
+            handler,
+            architecture,
+            memory_mb,
+            timeout_s,
+            role,
+            // Not a template value: the code is wherever the parameters say.
+            code_sha256: _,
+            environment,
+            tags,
+        } = self;
+        cfn(
+            "AWS::Lambda::Function",
+            json!({
+                "FunctionName": name,
+                "Runtime": runtime,
+                "Handler": handler,
+                "Architectures": [architecture],
+                "MemorySize": memory_mb,
+                "Timeout": timeout_s,
+                "Role": role,
+                "Code": {
+                    "S3Bucket": { "Ref": CODE_BUCKET_PARAMETER },
+                    "S3Key": { "Ref": code_key },
+                },
+                "Environment": { "Variables": environment },
+                "Tags": tag_list(tags),
+            }),
+        )
+    }
+}
+
+impl EventInvokeConfig {
+    pub(crate) fn cloudformation(&self, function: &str) -> Value {
+        let EventInvokeConfig {
+            maximum_event_age_s,
+            maximum_retry_attempts,
+            on_failure,
+            on_success,
+        } = self;
+        let mut destinations = json!({ "OnFailure": { "Destination": on_failure } });
+        if let Some(d) = on_success {
+            destinations["OnSuccess"] = json!({ "Destination": d });
+        }
+        cfn(
+            "AWS::Lambda::EventInvokeConfig",
+            json!({
+                "FunctionName": function,
+                // SNS invokes the unqualified function, which is $LATEST.
+                "Qualifier": "$LATEST",
+                "MaximumEventAgeInSeconds": maximum_event_age_s,
+                "MaximumRetryAttempts": maximum_retry_attempts,
+                "DestinationConfig": destinations,
+            }),
+        )
+    }
+}
+
+impl EventSourceMapping {
+    pub(crate) fn cloudformation(&self, function: &str) -> Value {
+        let EventSourceMapping {
+            event_source_arn,
+            batch_size,
+            maximum_batching_window_s,
+            function_response_types,
+        } = self;
+        cfn(
+            "AWS::Lambda::EventSourceMapping",
+            json!({
+                "FunctionName": function,
+                "EventSourceArn": event_source_arn,
+                "BatchSize": batch_size,
+                "MaximumBatchingWindowInSeconds": maximum_batching_window_s,
+                "FunctionResponseTypes": function_response_types,
+            }),
+        )
+    }
+}
+
+impl Permission {
+    pub(crate) fn cloudformation(&self, function: &str) -> Value {
+        let Permission {
+            principal,
+            action,
+            source_arn,
+        } = self;
+        cfn(
+            "AWS::Lambda::Permission",
+            json!({
+                "FunctionName": function,
+                "Principal": principal,
+                "Action": action,
+                "SourceArn": source_arn,
+            }),
+        )
     }
 }

@@ -1,8 +1,10 @@
 //! A function's CloudWatch log group, created ahead of the function so its retention is ours.
 
 use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::apply::{Applier, int, typed};
+use crate::cloudformation::{cfn, tag_list};
 use crate::errors::{describe, is_already_there};
 use crate::kinds::Properties;
 use crate::observe::{ObserveError, Reader, our_tags, read_error};
@@ -91,5 +93,24 @@ impl Applier<'_> {
             .await
             .map_err(describe)?;
         Ok(())
+    }
+}
+
+// --- CloudFormation ---------------------------------------------------------------------------
+
+impl LogGroup {
+    pub(crate) fn cloudformation(&self, name: &str) -> Value {
+        let LogGroup {
+            retention_days,
+            tags,
+        } = self;
+        cfn(
+            "AWS::Logs::LogGroup",
+            json!({
+                "LogGroupName": name,
+                "RetentionInDays": retention_days,
+                "Tags": tag_list(tags),
+            }),
+        )
     }
 }

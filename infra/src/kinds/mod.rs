@@ -1,9 +1,8 @@
-//! One module per resource kind: its typed properties, its reader (observe) and its SDK calls
-//! (apply). What the stack model wants and what observe reads back are the same structs, so a
-//! property added to a kind and not observed does not compile. The plan compares them as plain
-//! data ([`Properties::fields`]); apply reads them by field, never by a string key. The
-//! CloudFormation rendering of every kind is still in [`crate::cloudformation`], which fails on
-//! any field it does not render.
+//! One module per resource kind: its typed properties, its reader (observe), its SDK calls
+//! (apply) and its CloudFormation rendering. What the stack model wants and what observe reads
+//! back are the same structs, and each renderer binds every field by name, so a property added
+//! to a kind and not observed or not rendered does not compile. The plan compares them as plain
+//! data ([`Properties::fields`]); apply reads them by field, never by a string key.
 
 use std::collections::BTreeMap;
 

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::apply::Progress;
 use crate::apply::{Applier, tag_map, typed};
+use crate::cloudformation::{cfn, tag_list};
 use crate::errors::{describe, is_queue_deleted_recently, is_queue_name_taken};
 use crate::kinds::Properties;
 use crate::observe::{ObserveError, Reader, our_tags, read_error};
@@ -211,5 +212,42 @@ impl Applier<'_> {
             .await
             .map_err(describe)?;
         Ok(())
+    }
+}
+
+// --- CloudFormation ---------------------------------------------------------------------------
+
+impl Queue {
+    /// `AWS::SQS::Queue`, and its `AWS::SQS::QueuePolicy` when it has a policy (`queue_id`: the
+    /// queue's logical id, whose Ref is its URL).
+    pub(crate) fn cloudformation(&self, name: &str, queue_id: &str) -> Vec<(&'static str, Value)> {
+        let Queue {
+            message_retention_seconds,
+            visibility_timeout_s,
+            redrive_policy,
+            policy,
+            tags,
+        } = self;
+        let mut props = json!({
+            "QueueName": name,
+            "MessageRetentionPeriod": message_retention_seconds,
+            "VisibilityTimeout": visibility_timeout_s,
+            "Tags": tag_list(tags),
+        });
+        if !redrive_policy.is_null() {
+            props["RedrivePolicy"] = redrive_policy.clone();
+        }
+        let queue = cfn("AWS::SQS::Queue", props);
+        if policy.is_null() {
+            return vec![("", queue)];
+        }
+        let queue_policy = cfn(
+            "AWS::SQS::QueuePolicy",
+            json!({
+                "Queues": [{ "Ref": queue_id }],
+                "PolicyDocument": policy,
+            }),
+        );
+        vec![("", queue), ("Policy", queue_policy)]
     }
 }

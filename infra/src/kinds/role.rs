@@ -3,9 +3,10 @@
 use std::collections::BTreeSet;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::apply::{Applier, typed};
+use crate::cloudformation::{cfn, tag_list};
 use crate::errors::{describe, is_already_there, is_not_found};
 use crate::kinds::Properties;
 use crate::observe::{ObserveError, Reader, decode_policy, our_tags, read_error};
@@ -113,5 +114,27 @@ impl Applier<'_> {
             self.put_role_policy(r).await?;
         }
         Ok(())
+    }
+}
+
+// --- CloudFormation ---------------------------------------------------------------------------
+
+impl Role {
+    pub(crate) fn cloudformation(&self, name: &str, description: &str) -> Value {
+        let Role {
+            assume_role_policy,
+            inline_policy,
+            tags,
+        } = self;
+        cfn(
+            "AWS::IAM::Role",
+            json!({
+                "RoleName": name,
+                "Description": description,
+                "AssumeRolePolicyDocument": assume_role_policy,
+                "Policies": [{ "PolicyName": INLINE_POLICY, "PolicyDocument": inline_policy }],
+                "Tags": tag_list(tags),
+            }),
+        )
     }
 }

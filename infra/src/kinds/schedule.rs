@@ -3,8 +3,10 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::apply::{Applier, int, text, typed};
+use crate::cloudformation::cfn;
 use crate::errors::{describe, is_conflict, is_not_found, is_scheduler_role_not_ready};
 use crate::kinds::Properties;
 use crate::observe::{ObserveError, Reader, read_error};
@@ -147,5 +149,43 @@ impl Applier<'_> {
                 Err((_, _, why)) => return Err(why),
             }
         }
+    }
+}
+
+// --- CloudFormation ---------------------------------------------------------------------------
+
+impl Schedule {
+    pub(crate) fn cloudformation(&self, name: &str) -> Value {
+        let Schedule {
+            schedule_expression,
+            flexible_time_window,
+            state,
+            target:
+                ScheduleTarget {
+                    arn,
+                    role_arn,
+                    input,
+                    maximum_retry_attempts,
+                    maximum_event_age_s,
+                },
+        } = self;
+        cfn(
+            "AWS::Scheduler::Schedule",
+            json!({
+                "Name": name,
+                "ScheduleExpression": schedule_expression,
+                "FlexibleTimeWindow": { "Mode": flexible_time_window },
+                "State": state,
+                "Target": {
+                    "Arn": arn,
+                    "RoleArn": role_arn,
+                    "Input": input,
+                    "RetryPolicy": {
+                        "MaximumRetryAttempts": maximum_retry_attempts,
+                        "MaximumEventAgeInSeconds": maximum_event_age_s,
+                    },
+                },
+            }),
+        )
     }
 }

@@ -3,12 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::apply::Applier;
+use crate::cloudformation::{ExportError, cfn, tag_list};
 use crate::errors::{describe, is_in_use, is_not_found};
 use crate::observe::{ObserveError, Reader, our_tags, read_error};
 use crate::plan::FieldChange;
+use crate::stack::Kind;
 use crate::stack::Resource;
 
 use super::Tags;
@@ -375,5 +377,77 @@ impl Applier<'_> {
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+}
+
+// --- CloudFormation ---------------------------------------------------------------------------
+
+impl Table {
+    /// `AWS::DynamoDB::Table`. Every field is bound by name, so one added to the kind and not
+    /// rendered does not compile.
+    pub(crate) fn cloudformation(&self, name: &str) -> Result<Value, ExportError> {
+        let Table {
+            keys,
+            billing,
+            indexes,
+            ttl_attribute,
+            tags,
+        } = self;
+        let shape = |key: &str, expected| ExportError::Shape {
+            kind: Kind::Table.label(),
+            name: name.to_owned(),
+            key: key.to_owned(),
+            expected,
+        };
+        let [pk, sk] = keys.as_slice() else {
+            return Err(shape("keys", "[partition key, sort key]"));
+        };
+        let key_schema = |pk: &str, sk: &str| {
+            json!([
+                { "AttributeName": pk, "KeyType": "HASH" },
+                { "AttributeName": sk, "KeyType": "RANGE" },
+            ])
+        };
+        let mut attributes: BTreeSet<&str> = [pk.as_str(), sk.as_str()].into();
+        let mut gsis = Vec::new();
+        for index in indexes {
+            let Index {
+                name: Some(n),
+                partition_key: Some(ipk),
+                sort_key: Some(isk),
+                projection: Some(projection),
+            } = index
+            else {
+                return Err(shape(
+                    "indexes",
+                    "indexes with a name, both keys and a projection",
+                ));
+            };
+            attributes.insert(ipk);
+            attributes.insert(isk);
+            gsis.push(json!({
+                "IndexName": n,
+                "KeySchema": key_schema(ipk, isk),
+                "Projection": { "ProjectionType": projection },
+            }));
+        }
+        let definitions: Vec<Value> = attributes
+            .iter()
+            .map(|a| json!({ "AttributeName": a, "AttributeType": "S" }))
+            .collect();
+        let mut props = json!({
+            "TableName": name,
+            "AttributeDefinitions": definitions,
+            "KeySchema": key_schema(pk, sk),
+            "BillingMode": billing,
+            "Tags": tag_list(tags),
+        });
+        if !gsis.is_empty() {
+            props["GlobalSecondaryIndexes"] = json!(gsis);
+        }
+        if let Some(a) = ttl_attribute {
+            props["TimeToLiveSpecification"] = json!({ "AttributeName": a, "Enabled": true });
+        }
+        Ok(cfn("AWS::DynamoDB::Table", props))
     }
 }

@@ -3,9 +3,10 @@
 use std::collections::BTreeSet;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::apply::{Applier, text, typed};
+use crate::cloudformation::{cfn, tag_list};
 use crate::errors::{describe, is_not_found};
 use crate::kinds::Properties;
 use crate::observe::{ObserveError, Reader, our_tags, read_error};
@@ -209,4 +210,38 @@ pub(crate) fn subscription_attributes(s: &Subscription) -> [String; 2] {
         v => v.to_string(),
     };
     [filter, s.raw_message_delivery.to_string()]
+}
+
+// --- CloudFormation ---------------------------------------------------------------------------
+
+impl Topic {
+    pub(crate) fn cloudformation(&self, name: &str) -> Value {
+        let Topic { tags } = self;
+        cfn(
+            "AWS::SNS::Topic",
+            json!({ "TopicName": name, "Tags": tag_list(tags) }),
+        )
+    }
+}
+
+impl Subscription {
+    /// `topic_id`: the topic's logical id.
+    pub(crate) fn cloudformation(&self, topic_id: &str) -> Value {
+        let Subscription {
+            protocol,
+            endpoint,
+            filter_policy,
+            raw_message_delivery,
+        } = self;
+        cfn(
+            "AWS::SNS::Subscription",
+            json!({
+                "TopicArn": { "Ref": topic_id },
+                "Protocol": protocol,
+                "Endpoint": endpoint,
+                "FilterPolicy": filter_policy,
+                "RawMessageDelivery": raw_message_delivery,
+            }),
+        )
+    }
 }
