@@ -9,8 +9,9 @@ use chatctl_infra::apply::Artifacts;
 use chatctl_infra::build::{self, Arch, HANDLERS};
 use chatctl_infra::config::{ProjectFile, StageConfig, StageTable};
 use chatctl_infra::observe::Clients;
+use chatctl_infra::outputs::{self, Outputs};
 use chatctl_infra::plan::{Plan, Summary};
-use chatctl_infra::stack::Code;
+use chatctl_infra::stack::{Code, Environment};
 
 use serde::Serialize;
 
@@ -59,6 +60,22 @@ pub async fn clients(stage: &StageConfig) -> Clients {
 }
 
 /// Where `chatctl build` leaves the zips by default.
+/// The deployed stage's outputs, or the error that it is not deployed (`local_too`: the command
+/// could use the local `chatctl dev` instead).
+pub fn deployed_outputs(
+    stage: &StageConfig,
+    environment: &Environment,
+    local_too: bool,
+) -> Result<Outputs, CliError> {
+    outputs::outputs(&stage.name, environment).ok_or_else(|| CliError::NotDeployed {
+        name: stage.name.to_string(),
+        stage: stage.name.stage.clone(),
+        region: environment.region.to_string(),
+        api: stage.name.names().api(),
+        local_too,
+    })
+}
+
 pub fn default_artifacts() -> PathBuf {
     PathBuf::from("target/lambda-zips")
 }

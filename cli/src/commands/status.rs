@@ -163,14 +163,7 @@ pub fn outputs(args: OutputsArgs, format: OutputFormat) -> Result<u8, CliError> 
         let clients = stage::clients(&stage).await;
         Ok::<_, CliError>(observe::environment(&clients, &stage.name).await?)
     })?;
-    let outputs =
-        outputs::outputs(&stage.name, &environment).ok_or_else(|| CliError::NotDeployed {
-            name: stage.name.to_string(),
-            stage: stage.name.stage.clone(),
-            region: environment.region.to_string(),
-            api: stage.name.names().api(),
-            local_too: false,
-        })?;
+    let outputs = stage::deployed_outputs(&stage, &environment, false)?;
     output::emit(format, &outputs);
     Ok(0)
 }

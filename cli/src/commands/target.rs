@@ -8,7 +8,7 @@ use chat_core::policy::ChatConfig;
 use chat_core::token::TokenKey;
 use chat_local::server::ServerFile;
 use chatctl_infra::observe;
-use chatctl_infra::outputs::{self, Outputs};
+use chatctl_infra::outputs::Outputs;
 use chatctl_ops::operator::Operator;
 use chatctl_ops::target::{self, AwsTarget};
 
@@ -47,14 +47,7 @@ pub async fn resolve(args: &TargetArgs) -> Result<Target, CliError> {
     })?;
     let clients = stage::clients(&stage).await;
     let environment = observe::environment(&clients, &stage.name).await?;
-    let outputs =
-        outputs::outputs(&stage.name, &environment).ok_or_else(|| CliError::NotDeployed {
-            name: stage.name.to_string(),
-            stage: stage.name.stage.clone(),
-            region: environment.region.to_string(),
-            api: stage.name.names().api(),
-            local_too: true,
-        })?;
+    let outputs = stage::deployed_outputs(&stage, &environment, true)?;
     Ok(Target::Stage {
         clients: Box::new(clients),
         outputs: Box::new(outputs),
