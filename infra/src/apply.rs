@@ -848,61 +848,12 @@ mod tests {
     //! (throttling) is checked here against recorded responses instead; everything else apply does
     //! runs against moto in cli/tests/deploy.rs.
 
-    use aws_sdk_apigatewayv2::config::{
-        BehaviorVersion, Credentials, Region, SharedCredentialsProvider,
-    };
     use aws_sdk_apigatewayv2::operation::update_stage::UpdateStageOutput;
-    use aws_smithy_mocks::{
-        MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock,
-    };
+    use aws_smithy_mocks::mock;
 
     use super::*;
     use crate::plan::plan;
-
-    fn mocked_config() -> aws_config::SdkConfig {
-        aws_config::SdkConfig::builder()
-            .region(Region::new("eu-west-1"))
-            .behavior_version(BehaviorVersion::latest())
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                "AKID", "secret", None, None, "test",
-            )))
-            .http_client(create_mock_http_client())
-            .build()
-    }
-
-    /// Clients whose calls are answered from `rules` only: a call no rule matches fails the
-    /// test. Every service the tests mock gets the same rules; a rule matches its own operation.
-    fn mocked_clients(rules: &[&Rule]) -> Clients {
-        let config = mocked_config();
-        let interceptor = || {
-            rules.iter().fold(
-                MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny),
-                |interceptor, rule| interceptor.with_rule(rule),
-            )
-        };
-        let mut clients = Clients::new(&config);
-        clients.dynamodb = aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::config::Builder::from(&config)
-                .interceptor(interceptor())
-                .build(),
-        );
-        clients.sqs = aws_sdk_sqs::Client::from_conf(
-            aws_sdk_sqs::config::Builder::from(&config)
-                .interceptor(interceptor())
-                .build(),
-        );
-        clients.lambda = aws_sdk_lambda::Client::from_conf(
-            aws_sdk_lambda::config::Builder::from(&config)
-                .interceptor(interceptor())
-                .build(),
-        );
-        clients.apigw = aws_sdk_apigatewayv2::Client::from_conf(
-            aws_sdk_apigatewayv2::config::Builder::from(&config)
-                .interceptor(interceptor())
-                .build(),
-        );
-        clients
-    }
+    use crate::testing::mocked_clients;
 
     #[tokio::test]
     async fn a_table_still_deleting_is_waited_for_before_it_is_created_again() {

@@ -23,4 +23,6 @@ pub mod plan;
 pub mod process;
 pub mod schedule;
 pub mod stack;
+#[cfg(test)]
+mod testing;
 pub mod workflow;
