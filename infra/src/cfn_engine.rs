@@ -21,7 +21,7 @@ use crate::cloudformation::{self, CODE_BUCKET_PARAMETER, code_key_parameter};
 use crate::errors::{describe, is_not_found};
 use crate::observe::Clients;
 use crate::plan::Summary;
-use crate::stack::{Code, StackName, StageSettings};
+use crate::stack::{Code, Environment, StackName, StageSettings};
 
 /// CloudFormation takes a template body of at most this many bytes; a larger one goes by URL.
 const MAX_TEMPLATE_BODY: usize = 51_200;
@@ -194,17 +194,17 @@ fn next_pause(pause: Duration) -> Duration {
 }
 
 impl Engine<'_> {
-    /// Make sure the artifact bucket exists and holds both zips; returns the bucket and keys.
+    /// Make sure the artifact bucket of `env` exists and holds both zips; returns their keys.
     pub async fn upload(
         &self,
-        account: &str,
-        region: &str,
+        env: &Environment,
         code: &Code,
         artifacts: &Artifacts,
         say: &(dyn Fn(&str) + Sync),
-    ) -> Result<(String, [String; 2]), CfnError> {
+    ) -> Result<[String; 2], CfnError> {
         let s3 = &self.clients.s3;
-        let bucket = artifact_bucket(account, region);
+        let region = env.region.as_str();
+        let bucket = artifact_bucket(&env.account_id, region);
         match s3.head_bucket().bucket(&bucket).send().await {
             Ok(_) => {}
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
@@ -252,7 +252,7 @@ impl Engine<'_> {
                 .map_err(|e| aws(format!("upload s3://{bucket}/{key}"))(describe(e)))?;
             say(&format!("uploaded s3://{bucket}/{key}"));
         }
-        Ok((bucket, keys))
+        Ok(keys)
     }
 
     /// The stack's status, or `None` when there is no stack.
@@ -286,10 +286,12 @@ impl Engine<'_> {
     /// `None`: it holds no changes (and was deleted).
     pub async fn change_set(
         &self,
-        bucket: &str,
+        env: &Environment,
         keys: &[String; 2],
     ) -> Result<Option<ChangeSet>, CfnError> {
         let cfn = &self.clients.cloudformation;
+        let bucket = artifact_bucket(&env.account_id, &env.region);
+        let bucket = bucket.as_str();
         let stack = stack_name(self.name);
         let kind = match self.status().await? {
             None | Some(StackStatus::ReviewInProgress) => ChangeSetType::Create,
@@ -362,7 +364,7 @@ impl Engine<'_> {
                 .map_err(|e| {
                     aws(format!("upload the template to s3://{bucket}/{key}"))(describe(e))
                 })?;
-            create.template_url(format!("https://{bucket}.s3.amazonaws.com/{key}"))
+            create.template_url(env.arns().s3_object_url(bucket, &key))
         };
         match create.send().await {
             Ok(_) => {}
@@ -439,8 +441,18 @@ impl Engine<'_> {
         }
     }
 
-    /// Every event of the stack, oldest first (DescribeStackEvents pages newest first).
-    async fn events(&self) -> Result<Vec<aws_sdk_cloudformation::types::StackEvent>, CfnError> {
+    /// The stack's events not in `seen`, oldest first; with no `seen`, the newest page only
+    /// (what "before" means). DescribeStackEvents pages newest first, so paging stops at the
+    /// first page that reaches a seen event: a stack's whole history (thousands of events on an
+    /// old stack) is not read again on every poll.
+    async fn events(
+        &self,
+        seen: Option<&BTreeSet<String>>,
+    ) -> Result<Vec<aws_sdk_cloudformation::types::StackEvent>, CfnError> {
+        let is_seen = |e: &aws_sdk_cloudformation::types::StackEvent| {
+            e.event_id()
+                .is_some_and(|id| seen.is_some_and(|s| s.contains(id)))
+        };
         let stack = stack_name(self.name);
         let mut all = Vec::new();
         let mut token = None;
@@ -454,9 +466,11 @@ impl Engine<'_> {
                 .send()
                 .await
                 .map_err(|e| aws(format!("read the events of {stack}"))(describe(e)))?;
-            all.extend(page.stack_events.unwrap_or_default());
+            let events = page.stack_events.unwrap_or_default();
+            let enough = seen.is_none() || events.iter().any(is_seen);
+            all.extend(events.into_iter().filter(|e| !is_seen(e)));
             token = page.next_token;
-            if token.is_none() {
+            if token.is_none() || enough {
                 all.reverse();
                 return Ok(all);
             }
@@ -472,7 +486,7 @@ impl Engine<'_> {
         let cfn = &self.clients.cloudformation;
         let stack = &change_set.stack;
         let before: BTreeSet<String> = self
-            .events()
+            .events(None)
             .await?
             .into_iter()
             .filter_map(|e| e.event_id)
@@ -490,7 +504,7 @@ impl Engine<'_> {
         let mut first_failure: Option<StackEvent> = None;
         let mut pause = Duration::from_millis(250);
         loop {
-            for e in self.events().await? {
+            for e in self.events(Some(&seen)).await? {
                 let Some(id) = e.event_id.clone() else {
                     continue;
                 };
@@ -614,9 +628,6 @@ impl Engine<'_> {
 
 #[cfg(test)]
 mod tests {
-    use aws_sdk_cloudformation::config::{
-        BehaviorVersion, Credentials, Region, SharedCredentialsProvider,
-    };
     use aws_sdk_cloudformation::operation::create_change_set::CreateChangeSetOutput;
     use aws_sdk_cloudformation::operation::delete_change_set::DeleteChangeSetOutput;
     use aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput;
@@ -624,34 +635,22 @@ mod tests {
     use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
     use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput;
     use aws_sdk_cloudformation::types::{ExecutionStatus, Stack};
-    use aws_smithy_mocks::{
-        MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock,
-    };
+    use aws_smithy_mocks::mock;
 
     use super::*;
+    use crate::testing::mocked_clients as mocked;
 
-    /// Clients whose CloudFormation calls are answered from `rules` only (a call no rule
-    /// matches fails the test).
-    fn mocked(rules: &[&Rule]) -> Clients {
-        let config = aws_config::SdkConfig::builder()
-            .region(Region::new("eu-west-1"))
-            .behavior_version(BehaviorVersion::latest())
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                "AKID", "secret", None, None, "test",
-            )))
-            .http_client(create_mock_http_client())
-            .build();
-        let interceptor = rules.iter().fold(
-            MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny),
-            |interceptor, rule| interceptor.with_rule(rule),
-        );
-        let mut clients = Clients::new(&config);
-        clients.cloudformation = aws_sdk_cloudformation::Client::from_conf(
-            aws_sdk_cloudformation::config::Builder::from(&config)
-                .interceptor(interceptor)
-                .build(),
-        );
-        clients
+    fn engine<'a>(
+        clients: &'a Clients,
+        name: &'a StackName,
+        settings: &'a StageSettings,
+    ) -> Engine<'a> {
+        Engine {
+            clients,
+            name,
+            settings,
+            patience: Duration::from_secs(5),
+        }
     }
 
     fn stack_in(status: StackStatus) -> DescribeStacksOutput {
@@ -772,12 +771,7 @@ mod tests {
         let clients = mocked(&[&events, &execute, &stacks]);
         let name = StackName::new("chat", "prod").unwrap();
         let settings = StageSettings::default();
-        let engine = Engine {
-            clients: &clients,
-            name: &name,
-            settings: &settings,
-            patience: Duration::from_secs(5),
-        };
+        let engine = engine(&clients, &name, &settings);
         let change_set = ChangeSet {
             stack: "chat-prod".into(),
             name: "chatctl-1".into(),
@@ -818,6 +812,69 @@ mod tests {
         assert_eq!(execute.num_calls(), 1);
     }
 
+    /// DescribeStackEvents pages newest first: a poll reads pages only until it reaches an
+    /// event already seen, never a long stack's whole history again (the second page of each
+    /// answer below is never asked for; an unexpected call would fail the test).
+    #[tokio::test]
+    async fn following_a_stack_reads_only_the_new_events() {
+        let page = |events: Vec<aws_sdk_cloudformation::types::StackEvent>| {
+            DescribeStackEventsOutput::builder()
+                .set_stack_events(Some(events))
+                .next_token("older")
+                .build()
+        };
+        let stack = "AWS::CloudFormation::Stack";
+        let old = event(
+            "1",
+            "chat-prod",
+            stack,
+            ResourceStatus::UpdateComplete,
+            None,
+        );
+        let started = event(
+            "2",
+            "chat-prod",
+            stack,
+            ResourceStatus::UpdateInProgress,
+            None,
+        );
+        let done = event(
+            "3",
+            "chat-prod",
+            stack,
+            ResourceStatus::UpdateComplete,
+            None,
+        );
+        let events = mock!(aws_sdk_cloudformation::Client::describe_stack_events)
+            .sequence()
+            .output({
+                let old = old.clone();
+                move || page(vec![old.clone()])
+            })
+            .output(move || page(vec![done.clone(), started.clone(), old.clone()]))
+            .build();
+        let execute = mock!(aws_sdk_cloudformation::Client::execute_change_set)
+            .then_output(|| ExecuteChangeSetOutput::builder().build());
+        let stacks = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+            .then_output(|| stack_in(StackStatus::UpdateComplete));
+        let clients = mocked(&[&events, &execute, &stacks]);
+        let name = StackName::new("chat", "prod").unwrap();
+        let settings = StageSettings::default();
+        let engine = engine(&clients, &name, &settings);
+        let change_set = ChangeSet {
+            stack: "chat-prod".into(),
+            name: "chatctl-1".into(),
+            changes: Vec::new(),
+        };
+        let mut streamed = Vec::new();
+        engine
+            .execute(&change_set, &mut |e| streamed.push(e.status.clone()))
+            .await
+            .unwrap();
+        assert_eq!(streamed, ["UPDATE_IN_PROGRESS", "UPDATE_COMPLETE"]);
+        assert_eq!(events.num_calls(), 2, "one page before, one page after");
+    }
+
     /// AWS creates a change set for an unchanged stack and then fails it with "didn't contain
     /// changes"; that is "no changes", and the failed change set is deleted, not left behind.
     #[tokio::test]
@@ -851,18 +908,13 @@ mod tests {
         let clients = mocked(&[&stacks, &create, &describe, &delete]);
         let name = StackName::new("chat", "prod").unwrap();
         let settings = StageSettings::default();
-        let engine = Engine {
-            clients: &clients,
-            name: &name,
-            settings: &settings,
-            patience: Duration::from_secs(5),
-        };
+        let engine = engine(&clients, &name, &settings);
         let keys = [
             code_key(&name, "ws", "d3M="),
             code_key(&name, "fanout", "ZmFub3V0"),
         ];
         let change_set = engine
-            .change_set("chatctl-artifacts-123456789012-eu-west-1", &keys)
+            .change_set(&Environment::new("123456789012", "eu-west-1"), &keys)
             .await
             .unwrap();
         assert!(change_set.is_none());
@@ -891,17 +943,15 @@ mod tests {
         let clients = mocked(&[&stacks, &create, &describe]);
         let name = StackName::new("chat", "prod").unwrap();
         let settings = StageSettings::default();
-        let engine = Engine {
-            clients: &clients,
-            name: &name,
-            settings: &settings,
-            patience: Duration::from_secs(5),
-        };
+        let engine = engine(&clients, &name, &settings);
         let keys = [
             code_key(&name, "ws", "d3M="),
             code_key(&name, "fanout", "ZmFub3V0"),
         ];
-        let err = engine.change_set("bucket", &keys).await.unwrap_err();
+        let err = engine
+            .change_set(&Environment::new("123456789012", "eu-west-1"), &keys)
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, CfnError::ChangeSetFailed { reason, .. } if reason.contains("CAPABILITY_NAMED_IAM")),
             "{err:?}"

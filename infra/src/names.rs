@@ -211,6 +211,15 @@ impl Arns<'_> {
             self.region, self.partition.dns_suffix
         )
     }
+
+    /// The virtual-hosted URL of an object in a bucket of this region (CloudFormation's
+    /// `TemplateURL` takes one in the stack's region).
+    pub fn s3_object_url(&self, bucket: &str, key: &str) -> String {
+        format!(
+            "https://{bucket}.s3.{}.{}/{key}",
+            self.region, self.partition.dns_suffix
+        )
+    }
 }
 
 #[cfg(test)]
@@ -261,6 +270,10 @@ mod tests {
         assert_eq!(
             arns.api_host("abc"),
             "abc.execute-api.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(
+            arns.s3_object_url("b", "k.json"),
+            "https://b.s3.cn-north-1.amazonaws.com.cn/k.json"
         );
     }
 }

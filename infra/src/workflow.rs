@@ -178,20 +178,29 @@ pub async fn destroy(
     reporter: &dyn Reporter,
 ) -> Result<Outcome, WorkflowError> {
     locked(stage, "destroy", options, reporter, async |stage| {
-        let (env, observed) = observe_stage(stage, reporter).await?;
-        // Nothing is wanted: every resource found plans as a deletion, dependents first.
-        let nothing = DesiredStack {
-            name: stage.name.clone(),
-            resources: Vec::new(),
-        };
-        let plan = crate::plan::plan(&nothing, &observed);
-        // Deletes need no code; the model is only consulted for names and dependencies.
-        let code = with_deployed_code(stage.name, &observed);
-        run(
-            stage, &plan, &env, &observed, &code, None, options, reporter, "destroy",
-        )
-        .await
+        delete_everything(stage, options, reporter).await
     })
+    .await
+}
+
+/// Read the stage and delete whatever of it exists, dependents first (asking `reporter` first).
+async fn delete_everything(
+    stage: &Stage<'_>,
+    options: Options,
+    reporter: &dyn Reporter,
+) -> Result<Outcome, WorkflowError> {
+    let (env, observed) = observe_stage(stage, reporter).await?;
+    // Nothing is wanted: every resource found plans as a deletion, dependents first.
+    let nothing = DesiredStack {
+        name: stage.name.clone(),
+        resources: Vec::new(),
+    };
+    let plan = crate::plan::plan(&nothing, &observed);
+    // Deletes need no code; the model is only consulted for names and dependencies.
+    let code = with_deployed_code(stage.name, &observed);
+    run(
+        stage, &plan, &env, &observed, &code, None, options, reporter, "destroy",
+    )
     .await
 }
 
@@ -278,6 +287,15 @@ async fn run(
 /// How long the CloudFormation engine waits for a change set or the stack.
 const STACK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3600);
 
+fn cloudformation_engine<'a>(stage: &Stage<'a>) -> Engine<'a> {
+    Engine {
+        clients: stage.clients,
+        name: stage.name,
+        settings: stage.settings,
+        patience: STACK_PATIENCE,
+    }
+}
+
 /// Deploy through CloudFormation (`deploy --engine cloudformation`): under the same lock, make
 /// sure the token secret exists (CloudFormation cannot create a SecureString), upload the zips,
 /// create the change set, confirm, execute it following the stack's events.
@@ -291,17 +309,10 @@ pub async fn deploy_cloudformation(
     locked(stage, "deploy", options, reporter, async |stage| {
         let (env, observed) = observe_stage(stage, reporter).await?;
         ensure_secret(stage, &env, &observed, code, reporter).await?;
-        let engine = Engine {
-            clients: stage.clients,
-            name: stage.name,
-            settings: stage.settings,
-            patience: STACK_PATIENCE,
-        };
+        let engine = cloudformation_engine(stage);
         let say = |message: &str| reporter.event(Event::Waiting(message));
-        let (bucket, keys) = engine
-            .upload(&env.account_id, &env.region, code, artifacts, &say)
-            .await?;
-        let Some(change_set) = engine.change_set(&bucket, &keys).await? else {
+        let keys = engine.upload(&env, code, artifacts, &say).await?;
+        let Some(change_set) = engine.change_set(&env, &keys).await? else {
             return Ok(Outcome {
                 applied: 0,
                 summary: Summary::default(),
@@ -375,12 +386,7 @@ pub async fn destroy_cloudformation(
     reporter: &dyn Reporter,
 ) -> Result<Outcome, WorkflowError> {
     // The question first: deleting the stack is the irreversible part.
-    let engine = Engine {
-        clients: stage.clients,
-        name: stage.name,
-        settings: stage.settings,
-        patience: STACK_PATIENCE,
-    };
+    let engine = cloudformation_engine(stage);
     let mut deleted_stack = false;
     let mut outcome = locked(stage, "destroy", options, reporter, async |stage| {
         if !reporter.confirm() {
@@ -389,18 +395,7 @@ pub async fn destroy_cloudformation(
         deleted_stack = engine
             .delete(&mut |e| reporter.event(Event::Stack(e)))
             .await?;
-        let (env, observed) = observe_stage(stage, reporter).await?;
-        let nothing = DesiredStack {
-            name: stage.name.clone(),
-            resources: Vec::new(),
-        };
-        let plan = crate::plan::plan(&nothing, &observed);
-        let code = with_deployed_code(stage.name, &observed);
-        let quiet = NoQuestion(reporter);
-        run(
-            stage, &plan, &env, &observed, &code, None, options, &quiet, "destroy",
-        )
-        .await
+        delete_everything(stage, options, &NoQuestion(reporter)).await
     })
     .await?;
     outcome.applied += usize::from(deleted_stack);
