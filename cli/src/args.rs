@@ -64,6 +64,58 @@ pub enum Command {
     /// Render a stage for another deploy tool (no AWS call, no build).
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Start a project here (or in DIR): chatctl.toml, a CI workflow, .gitignore lines.
+    Init(InitArgs),
+    /// Print a shell completion script, e.g. `chatctl completions bash > ~/.local/share/bash-completion/completions/chatctl`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The project directory; created if missing.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    /// The app name, part of every resource name ({app}-{stage}-…) [default: the directory's
+    /// name if it is a valid app name, else "chat"].
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<String>,
+
+    /// Also copy the Lambda handlers' sources into DIR/handlers, so your team can change them;
+    /// `chatctl build` then builds that copy. Existing project files are kept.
+    #[arg(long)]
+    pub eject: bool,
+
+    /// Replace files that already exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The shells `completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+    Elvish,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write chatctl.1 and a page per command (chatctl-deploy.1 …) into DIR instead of printing
+    /// chatctl.1; e.g. `--out ~/.local/share/man/man1`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +170,16 @@ pub struct ProjectArgs {
         env = "CHATCTL_CONFIG"
     )]
     pub config: PathBuf,
+}
+
+impl ProjectArgs {
+    /// The project's directory: the one holding the project file.
+    pub fn dir(&self) -> &std::path::Path {
+        self.config
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+    }
 }
 
 /// How to reach a stage's AWS account, and the project file with its settings.

@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use chat_core::domain::InvalidValue;
 use chat_core::handler::RecallError;
+use chatctl_infra::bundle::BundleError;
 use chatctl_infra::config::{ConfigError, Layer};
 use chatctl_infra::lock::LockError;
+use chatctl_infra::scaffold::InitError;
 use chatctl_ops::operator::OpsError;
 
 /// Any error of a source type, kept as a cause.
@@ -35,6 +37,8 @@ pub enum CliError {
     Build(#[from] chatctl_infra::build::BuildError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Init(#[from] InitError),
     #[error(transparent)]
     Observe(#[from] chatctl_infra::observe::ObserveError),
     /// The deploy lock. `Held` is shown without the advice its own message carries (that is the
@@ -271,6 +275,7 @@ impl CliError {
             CliError::Secret(_) => "secret",
             CliError::Build(_) => "build",
             CliError::Config(_) => "config",
+            CliError::Init(_) => "init",
             CliError::Observe(_) => "observe",
             CliError::Artifacts { .. } | CliError::ArtifactRead { .. } => "artifacts",
             CliError::Lock(LockError::Held { .. }) => "locked",
@@ -302,6 +307,16 @@ impl CliError {
         match self {
             CliError::Usage(e) => e.hint(),
             CliError::Config(e) => config_hint(e),
+            CliError::Init(InitError::Exists(_) | InitError::Eject(BundleError::Exists(_))) => {
+                Some(
+                    "pass --force to replace it, or run `chatctl init` in another directory".into(),
+                )
+            }
+            CliError::Init(InitError::App(_)) => Some(
+                "pass --app NAME with lowercase letters, digits and dashes, e.g. --app acme-chat"
+                    .into(),
+            ),
+            CliError::Init(_) => None,
             CliError::Lock(LockError::Held { .. }) => Some(
                 "wait for that run to finish, or pass --break-lock if it is dead (a crashed \
                  run, a cancelled CI job)"
@@ -322,7 +337,9 @@ impl CliError {
                 ..
             }) => Some(
                 format!(
-                    "CloudFormation rolled the stack back; fix the cause and deploy again                      (`aws cloudformation describe-stack-events --stack-name {stack}` has the                      whole story)"
+                    "CloudFormation rolled the stack back; fix the cause and deploy again \
+                     (`aws cloudformation describe-stack-events --stack-name {stack}` has \
+                     the whole story)"
                 )
                 .into(),
             ),

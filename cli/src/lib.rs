@@ -38,6 +38,9 @@ pub fn run() -> ExitCode {
         Command::Export(ExportCommand::Cloudformation(args)) => {
             commands::export::cloudformation(args, output)
         }
+        Command::Init(args) => commands::init::run(args, output).map(|()| 0),
+        Command::Completions(args) => commands::reference::completions(args).map(|()| 0),
+        Command::Man(args) => commands::reference::man(args, output).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

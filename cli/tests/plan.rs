@@ -212,7 +212,11 @@ fn plan_without_a_build_takes_the_code_as_deployed() {
         .unwrap();
     assert_eq!(ws["change"], "create");
     let (_, text, _) = run(&["plan"]);
-    assert!(text.contains("no build at target/lambda-zips"), "{text}");
+    // The repository's build directory, where `chatctl build` would have put the zips.
+    assert!(
+        text.contains("no build at ") && text.contains("target/lambda-zips, so"),
+        "{text}"
+    );
 
     let artifacts = tempfile::tempdir().unwrap();
     fake_artifacts(artifacts.path(), "v1");

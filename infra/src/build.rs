@@ -14,7 +14,19 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::bundle::{self, BundleError};
 use crate::process::{self, ProcessError};
+
+/// The release profile of the handlers, over the workspace's own `[profile.release]` (which the
+/// chatctl binary keeps, for build time): whole-program LTO in one codegen unit, optimised for
+/// size. cargo-lambda adds `panic = "abort"` and arm64's `target-cpu` itself. Measured by
+/// `scripts/zip-sizes.sh` (arm64, ws handler): 5.38 MB zip (13.7 MB bootstrap) with the
+/// workspace profile, 4.68 MB with fat LTO, 2.98 MB adding `opt-level = "z"`.
+pub const PROFILE_OVERRIDES: [&str; 3] = [
+    "profile.release.lto=\"fat\"",
+    "profile.release.codegen-units=1",
+    "profile.release.opt-level=\"z\"",
+];
 
 /// The handler packages, as the Lambda functions are named after them.
 pub const HANDLERS: [&str; 2] = ["chat-ws", "chat-fanout"];
@@ -57,10 +69,18 @@ impl Arch {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(
-        "no chatctl workspace found at or above {0} (looked for a Cargo.toml beside lambdas/ws); \
-         run chatctl inside the chatctl repository or pass --manifest-path path/to/Cargo.toml"
+        "--manifest-path: {0} holds no handler workspace (a Cargo.toml beside lambdas/ws); point \
+         it at a chatctl repository's or an ejected copy's Cargo.toml, or leave it out to build \
+         the sources bundled with chatctl"
     )]
     NoWorkspace(PathBuf),
+    #[error(
+        "cargo is not installed (looked on PATH); install Rust with rustup \
+         (https://rustup.rs), then run the build again"
+    )]
+    NoCargo,
+    #[error("cannot unpack the bundled handler sources")]
+    Bundle(#[from] BundleError),
     #[error(
         "cargo-lambda is not installed (looked in $CARGO_LAMBDA, {looked}); install it with \
          `pip install {CARGO_LAMBDA_PIN}` (or run scripts/setup.sh), or set CARGO_LAMBDA to its path"
@@ -80,6 +100,12 @@ pub enum BuildError {
     Process(#[from] ProcessError),
     #[error("the build produced no {0}")]
     Missing(PathBuf),
+    #[error("cannot write {path}")]
+    Zip {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read {path}: {why}")]
     Artifact { path: PathBuf, why: String },
 }
@@ -146,6 +172,15 @@ impl Toolchain {
         if zig.is_none() && on_path("zig").is_none() {
             return Err(BuildError::NoZig);
         }
+        // cargo-lambda drives cargo; rustup's proxies put it on PATH (or in ~/.cargo/bin).
+        let cargo_home_bin = env
+            .get("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| env.get("HOME").map(|h| Path::new(h).join(".cargo")))
+            .map(|c| c.join("bin/cargo"));
+        if on_path("cargo").is_none() && !cargo_home_bin.is_some_and(|c| c.is_file()) {
+            return Err(BuildError::NoCargo);
+        }
         Ok(Self {
             cargo_lambda,
             path_prefix: venv_bin.into_iter().collect(),
@@ -154,25 +189,108 @@ impl Toolchain {
     }
 }
 
-/// The workspace holding the handler sources: `manifest_path`'s directory, or the nearest
-/// directory at or above `start` whose Cargo.toml sits beside `lambdas/ws`.
-pub fn find_workspace(start: &Path, manifest_path: Option<&Path>) -> Result<PathBuf, BuildError> {
-    if let Some(manifest) = manifest_path {
-        let dir = match manifest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        return if is_workspace(&dir) {
-            Ok(dir)
-        } else {
-            Err(BuildError::NoWorkspace(dir))
-        };
+/// Where `chatctl init --eject` puts the handler sources in a project, and where `build` looks
+/// for them.
+pub const EJECTED_DIR: &str = "handlers";
+
+/// Which handler sources a build uses, in the order they are looked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Sources {
+    /// A chatctl repository's working tree: `--manifest-path`, or the nearest directory at or
+    /// above the current one whose Cargo.toml sits beside `lambdas/ws`.
+    Workspace { dir: PathBuf },
+    /// The project's own copy, from `chatctl init --eject` (`<project>/handlers`).
+    Ejected { dir: PathBuf },
+    /// The sources this chatctl carries, unpacked into `dir` in the cache on first use.
+    Bundled { dir: PathBuf, digest: String },
+}
+
+impl Sources {
+    /// Choose the sources without touching the disk beyond looking: `manifest_path`, then an
+    /// ejected copy in `project`, then a chatctl repository at or above `cwd`, then the bundle.
+    pub fn locate(
+        cwd: &Path,
+        project: &Path,
+        manifest_path: Option<&Path>,
+        cache: &Path,
+    ) -> Result<Self, BuildError> {
+        if let Some(manifest) = manifest_path {
+            let dir = match manifest.parent() {
+                Some(p) if !p.as_os_str().is_empty() => cwd.join(p),
+                _ => cwd.to_path_buf(),
+            };
+            return if is_workspace(&dir) {
+                Ok(Sources::Workspace { dir })
+            } else {
+                Err(BuildError::NoWorkspace(dir))
+            };
+        }
+        let ejected = project.join(EJECTED_DIR);
+        if is_workspace(&ejected) {
+            return Ok(Sources::Ejected { dir: ejected });
+        }
+        if let Some(dir) = cwd.ancestors().find(|d| is_workspace(d)) {
+            return Ok(Sources::Workspace {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Ok(Sources::Bundled {
+            dir: bundle::unpack_dir(cache)?,
+            digest: bundle::digest()?,
+        })
     }
-    start
-        .ancestors()
-        .find(|d| is_workspace(d))
-        .map(Path::to_path_buf)
-        .ok_or_else(|| BuildError::NoWorkspace(start.to_path_buf()))
+
+    /// The workspace to build in; unpacks the bundle if it is not yet.
+    pub fn prepare(&self, cache: &Path) -> Result<PathBuf, BuildError> {
+        match self {
+            Sources::Workspace { dir } | Sources::Ejected { dir } => Ok(dir.clone()),
+            Sources::Bundled { .. } => Ok(bundle::unpack(cache)?),
+        }
+    }
+
+    /// Where the zips go unless told: the repository's `target/lambda-zips`, else the project's.
+    pub fn default_out(&self, project: &Path) -> PathBuf {
+        match self {
+            Sources::Workspace { dir } => dir.join("target/lambda-zips"),
+            Sources::Ejected { .. } | Sources::Bundled { .. } => project.join("target/lambda-zips"),
+        }
+    }
+
+    /// Cargo's target directory for the build: the bundle's is shared by every version in the
+    /// cache, so a new chatctl recompiles only what changed. `CARGO_TARGET_DIR` wins, as for any
+    /// cargo build; the repository and an ejected copy use their own `target/`.
+    pub fn target_dir(&self, cache: &Path, env: &HashMap<String, String>) -> Option<PathBuf> {
+        match self {
+            Sources::Bundled { .. } if !env.contains_key("CARGO_TARGET_DIR") => {
+                Some(cache.join("handlers").join("target"))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sources::Workspace { dir } => write!(f, "the workspace at {}", dir.display()),
+            Sources::Ejected { dir } => write!(f, "the ejected sources in {}", dir.display()),
+            Sources::Bundled { digest, .. } => write!(
+                f,
+                "the sources bundled with chatctl {} ({digest})",
+                env!("CARGO_PKG_VERSION")
+            ),
+        }
+    }
+}
+
+/// chatctl's cache: `$CHATCTL_CACHE`, else `$XDG_CACHE_HOME/chatctl`, else `~/.cache/chatctl`.
+pub fn cache_root(env: &HashMap<String, String>) -> PathBuf {
+    let nonempty = |k: &str| env.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    nonempty("CHATCTL_CACHE")
+        .or_else(|| nonempty("XDG_CACHE_HOME").map(|c| c.join("chatctl")))
+        .or_else(|| nonempty("HOME").map(|h| h.join(".cache/chatctl")))
+        .unwrap_or_else(|| PathBuf::from(".chatctl/cache"))
 }
 
 fn is_workspace(dir: &Path) -> bool {
@@ -185,15 +303,21 @@ pub struct BuildRequest {
     pub workspace: PathBuf,
     pub arch: Arch,
     pub out_dir: PathBuf,
+    /// `CARGO_TARGET_DIR` for cargo-lambda (which refuses `--target-dir`), when not cargo's own.
+    pub target_dir: Option<PathBuf>,
 }
 
-/// The cargo-lambda invocation for a request: data, printable and testable.
+/// The cargo-lambda invocation for a request: data, printable and testable. It leaves the
+/// bootstrap binaries; `build` zips them itself so the zip depends on the binary's bytes only.
 pub fn command(request: &BuildRequest, tools: &Toolchain, path: Option<&str>) -> Command {
     let mut cmd = Command::new(&tools.cargo_lambda);
     cmd.current_dir(&request.workspace)
         .args(["lambda", "build", "--release", request.arch.flag()])
-        .args(["--output-format", "zip", "--lambda-dir"])
+        .args(["--output-format", "binary", "--lambda-dir"])
         .arg(&request.out_dir);
+    for setting in PROFILE_OVERRIDES {
+        cmd.args(["--config", setting]);
+    }
     for handler in HANDLERS {
         cmd.args(["-p", handler]);
     }
@@ -205,6 +329,9 @@ pub fn command(request: &BuildRequest, tools: &Toolchain, path: Option<&str>) ->
     }
     if let Some(zig) = &tools.zig {
         cmd.env("CARGO_ZIGBUILD_ZIG_PATH", zig);
+    }
+    if let Some(target) = &request.target_dir {
+        cmd.env("CARGO_TARGET_DIR", target);
     }
     cmd
 }
@@ -226,6 +353,7 @@ pub struct Artifact {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BuildReport {
+    pub sources: Sources,
     pub artifacts: Vec<Artifact>,
     pub elapsed_ms: u128,
     /// Crates cargo compiled in this run: 0 when nothing changed.
@@ -236,8 +364,9 @@ impl fmt::Display for BuildReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "built {} handlers in {:.1}s ({} crates compiled)",
+            "built {} handlers from {} in {:.1}s ({} crates compiled)",
             self.artifacts.len(),
+            self.sources,
             self.elapsed_ms as f64 / 1000.0,
             self.compiled_crates
         )?;
@@ -261,8 +390,9 @@ fn human(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
 
-/// Build every handler and describe the zips.
+/// Build every handler from `sources` and describe the zips.
 pub fn build(
+    sources: Sources,
     request: &BuildRequest,
     tools: &Toolchain,
     path: Option<&str>,
@@ -281,18 +411,56 @@ pub fn build(
     let artifacts = HANDLERS
         .iter()
         .map(|h| {
-            inspect(
-                h,
-                &request.out_dir.join(h).join("bootstrap.zip"),
-                request.arch,
-            )
+            let dir = request.out_dir.join(h);
+            let zip = dir.join("bootstrap.zip");
+            package(&dir.join("bootstrap"), &zip)?;
+            inspect(h, &zip, request.arch)
         })
         .collect::<Result<_, _>>()?;
     Ok(BuildReport {
+        sources,
         artifacts,
         elapsed_ms: started.elapsed().as_millis(),
         compiled_crates,
     })
+}
+
+/// Zip `bootstrap` as Lambda wants it (`bootstrap` at the root, executable) from its bytes alone:
+/// a fixed timestamp and the best deflate level, so an unchanged binary keeps its `CodeSha256`
+/// however often it is relinked, and a no-op deploy stays a no-op.
+pub fn package(bootstrap: &Path, zip_path: &Path) -> Result<(), BuildError> {
+    use std::io::Write;
+    let bytes = std::fs::read(bootstrap).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            BuildError::Missing(bootstrap.to_path_buf())
+        } else {
+            BuildError::Artifact {
+                path: bootstrap.to_path_buf(),
+                why: e.to_string(),
+            }
+        }
+    })?;
+    let fail = |source: std::io::Error| BuildError::Zip {
+        path: zip_path.to_path_buf(),
+        source,
+    };
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_level(Some(9))
+        .last_modified_time(zip::DateTime::default())
+        .unix_permissions(0o755);
+    let mut out = std::io::Cursor::new(Vec::with_capacity(bytes.len() / 2));
+    {
+        let mut writer = zip::ZipWriter::new(&mut out);
+        writer
+            .start_file("bootstrap", options)
+            .map_err(|e| fail(std::io::Error::other(e)))?;
+        writer.write_all(&bytes).map_err(fail)?;
+        writer
+            .finish()
+            .map_err(|e| fail(std::io::Error::other(e)))?;
+    }
+    std::fs::write(zip_path, out.into_inner()).map_err(fail)
 }
 
 /// Describe a built zip and check that it holds a `bootstrap` ELF for `arch`.
@@ -412,11 +580,14 @@ mod tests {
             workspace: PathBuf::from("/src"),
             arch: Arch::Arm64,
             out_dir: PathBuf::from("/out"),
+            target_dir: Some(PathBuf::from("/cache/handlers/target")),
         };
         let cmd = command(&request, &tools, Some("/usr/bin"));
         assert_eq!(
             process::display(&cmd),
-            "/tools/bin/cargo-lambda lambda build --release --arm64 --output-format zip --lambda-dir /out -p chat-ws -p chat-fanout"
+            "/tools/bin/cargo-lambda lambda build --release --arm64 --output-format binary --lambda-dir /out \
+             --config profile.release.lto=\"fat\" --config profile.release.codegen-units=1 \
+             --config profile.release.opt-level=\"z\" -p chat-ws -p chat-fanout"
         );
         let envs: HashMap<_, _> = cmd
             .get_envs()
@@ -431,6 +602,10 @@ mod tests {
         assert_eq!(
             envs["CARGO_ZIGBUILD_ZIG_PATH"].as_deref(),
             Some("/tools/bin/python-zig")
+        );
+        assert_eq!(
+            envs["CARGO_TARGET_DIR"].as_deref(),
+            Some("/cache/handlers/target")
         );
     }
 
@@ -448,14 +623,85 @@ mod tests {
     }
 
     #[test]
-    fn the_workspace_is_found_from_inside_it() {
+    fn sources_are_the_flag_then_an_ejected_copy_then_the_repository_then_the_bundle() {
         let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let root = find_workspace(&here.join("src"), None).unwrap();
+        let cache = Path::new("/cache");
+        let project = tempfile::tempdir().unwrap();
+        let root = match Sources::locate(&here.join("src"), project.path(), None, cache).unwrap() {
+            Sources::Workspace { dir } => dir,
+            other => panic!("{other:?}"),
+        };
         assert!(root.join("lambdas/ws").is_dir());
+        assert_eq!(
+            Sources::Workspace { dir: root.clone() }.default_out(project.path()),
+            root.join("target/lambda-zips")
+        );
+        // Outside any repository: the bundle, unpacked under the cache, zips in the project.
+        let outside = Sources::locate(project.path(), project.path(), None, cache).unwrap();
+        let Sources::Bundled { dir, digest } = &outside else {
+            panic!("{outside:?}")
+        };
+        assert_eq!(dir, &bundle::unpack_dir(cache).unwrap());
+        assert_eq!(digest.len(), 16);
+        assert_eq!(
+            outside.default_out(project.path()),
+            project.path().join("target/lambda-zips")
+        );
+        assert_eq!(
+            outside.target_dir(cache, &HashMap::new()),
+            Some(PathBuf::from("/cache/handlers/target"))
+        );
+        let cargo_set = HashMap::from([("CARGO_TARGET_DIR".to_owned(), "/t".to_owned())]);
+        assert_eq!(outside.target_dir(cache, &cargo_set), None);
+        // An ejected copy wins over the repository around it.
+        bundle::write_tree(&project.path().join(EJECTED_DIR), false).unwrap();
+        assert_eq!(
+            Sources::locate(&here.join("src"), project.path(), None, cache).unwrap(),
+            Sources::Ejected {
+                dir: project.path().join(EJECTED_DIR)
+            }
+        );
+        // --manifest-path wins over everything, and must name a handler workspace.
+        let flagged = Sources::locate(
+            project.path(),
+            project.path(),
+            Some(&root.join("Cargo.toml")),
+            cache,
+        );
+        assert_eq!(flagged.unwrap(), Sources::Workspace { dir: root });
+        let err = Sources::locate(
+            project.path(),
+            project.path(),
+            Some(Path::new("elsewhere/Cargo.toml")),
+            cache,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--manifest-path") && err.contains("elsewhere"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_zip_depends_on_the_binary_bytes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let bootstrap = dir.path().join("bootstrap");
+        std::fs::write(&bootstrap, elf(0xB7)).unwrap();
+        let (a, b) = (dir.path().join("a.zip"), dir.path().join("b.zip"));
+        package(&bootstrap, &a).unwrap();
+        // Relinking writes the same bytes with a new mtime: the zip must not change.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        std::fs::write(&bootstrap, elf(0xB7)).unwrap();
+        package(&bootstrap, &b).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        let artifact = inspect("chat-ws", &a, Arch::Arm64).unwrap();
+        assert_eq!(artifact.bootstrap_bytes, elf(0xB7).len() as u64);
+        let mut archive = zip::ZipArchive::new(std::fs::File::open(&a).unwrap()).unwrap();
+        assert_eq!(archive.by_index(0).unwrap().unix_mode(), Some(0o100755));
         assert!(matches!(
-            find_workspace(Path::new("/"), None),
-            Err(BuildError::NoWorkspace(_))
+            package(&dir.path().join("none"), &a),
+            Err(BuildError::Missing(_))
         ));
-        assert!(find_workspace(here, Some(&root.join("Cargo.toml"))).is_ok());
     }
 }

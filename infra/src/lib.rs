@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod bundle;
 pub mod calls;
 pub mod cfn_engine;
 pub mod cloudformation;
@@ -21,6 +22,7 @@ pub mod outputs;
 pub mod pace;
 pub mod plan;
 pub mod process;
+pub mod scaffold;
 pub mod schedule;
 pub mod stack;
 #[cfg(test)]

@@ -1,40 +1,81 @@
 //! `chatctl build`: package the Lambda handlers into deployable zips. `deploy` builds through
-//! the same function when it is not given `--artifacts`.
+//! the same function when it is not given `--artifacts`. Which sources are built (a repository,
+//! an ejected copy, the bundle) is `chatctl_infra::build::Sources`' choice.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use chatctl_infra::build::{self, Arch, BuildReport, BuildRequest, Toolchain};
+use chatctl_infra::build::{self, Arch, BuildReport, BuildRequest, Sources, Toolchain};
 
 use crate::args::{BuildArch, BuildArgs, OutputFormat};
 use crate::error::CliError;
 use crate::output;
 use crate::progress::Step;
 
+/// The sources a build in `project` would use, and chatctl's cache; looks, changes nothing.
+pub fn sources(
+    project: &Path,
+    manifest_path: Option<&Path>,
+) -> Result<(Sources, PathBuf), CliError> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let cwd = std::env::current_dir()
+        .map_err(|e| CliError::system("cannot read the current directory", e))?;
+    let cache = build::cache_root(&env);
+    let sources = Sources::locate(&cwd, &absolute(&cwd, project), manifest_path, &cache)?;
+    Ok((sources, cache))
+}
+
+/// Where the zips of a build in `project` are unless `--out`/`--artifacts` say otherwise.
+pub fn default_out(project: &Path) -> Result<PathBuf, CliError> {
+    let (sources, _) = sources(project, None)?;
+    Ok(sources.default_out(project))
+}
+
 /// Build both handlers for `arch` into `out` (relative to the current directory; default
-/// `<workspace>/target/lambda-zips`), showing `label` as the step. Returns where the zips are.
+/// `Sources::default_out`), showing `label` as the step. Returns where the zips are, absolute.
 pub fn build_handlers(
     format: OutputFormat,
     arch: Arch,
     out: Option<&Path>,
+    project: &Path,
     manifest_path: Option<&Path>,
     label: String,
 ) -> Result<(PathBuf, BuildReport), CliError> {
     let env: HashMap<String, String> = std::env::vars().collect();
+    let (sources, cache) = sources(project, manifest_path)?;
+    let tools = Toolchain::locate(&env)?;
+    // Absolute: cargo-lambda runs in the sources' workspace, not here.
     let cwd = std::env::current_dir()
         .map_err(|e| CliError::system("cannot read the current directory", e))?;
-    let workspace = build::find_workspace(&cwd, manifest_path)?;
-    let tools = Toolchain::locate(&env)?;
-    let out_dir = out.map_or_else(|| workspace.join("target/lambda-zips"), |o| cwd.join(o));
-    let request = BuildRequest {
+    let out_dir = match out {
+        Some(dir) => absolute(&cwd, dir),
+        None => sources.default_out(&absolute(&cwd, project)),
+    };
+    let step = Step::start(format, format!("{label} from {sources}"));
+    let request = sources.prepare(&cache).map(|workspace| BuildRequest {
         workspace,
         arch,
-        out_dir,
-    };
-    let step = Step::start(format, label);
-    let report = build::build(&request, &tools, env.get("PATH").map(String::as_str));
+        out_dir: out_dir.clone(),
+        target_dir: sources.target_dir(&cache, &env),
+    });
+    let report = request.and_then(|request| {
+        build::build(
+            sources,
+            &request,
+            &tools,
+            env.get("PATH").map(String::as_str),
+        )
+    });
     step.finish(if report.is_ok() { "done" } else { "failed" });
-    Ok((request.out_dir, report?))
+    Ok((out_dir, report?))
+}
+
+/// `path` from `cwd`, without `.` components (`./target` → `/project/target`).
+fn absolute(cwd: &Path, path: &Path) -> PathBuf {
+    cwd.join(path)
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
 }
 
 pub fn run(args: BuildArgs, format: OutputFormat) -> Result<(), CliError> {
@@ -51,6 +92,7 @@ pub fn run(args: BuildArgs, format: OutputFormat) -> Result<(), CliError> {
         format,
         arch,
         args.out.as_deref(),
+        Path::new("."),
         args.manifest_path.as_deref(),
         label,
     )?;

@@ -83,6 +83,7 @@ fn build_artifacts(
         format,
         arch,
         None,
+        args.target.aws.project.dir(),
         args.manifest_path.as_deref(),
         label,
     )?;

@@ -27,6 +27,9 @@ pub struct PlanReport {
     pub plan: Plan,
     /// The build the functions' code was compared with; `None`: compared as deployed (no build).
     pub code_from: Option<PathBuf>,
+    /// Where a build would have been looked for.
+    #[serde(skip)]
+    pub looked_in: PathBuf,
 }
 
 impl fmt::Display for PlanReport {
@@ -36,7 +39,7 @@ impl fmt::Display for PlanReport {
             write!(
                 f,
                 "\nnote: no build at {}, so the functions' code is taken as deployed; run `chatctl build` (or pass --artifacts DIR) to plan code changes too",
-                stage::default_artifacts().display()
+                self.looked_in.display()
             )?;
         }
         Ok(())
@@ -46,9 +49,10 @@ impl fmt::Display for PlanReport {
 pub fn run(args: PlanArgs, format: OutputFormat) -> Result<u8, CliError> {
     let stage = stage::resolve(&args.target)?;
     // Zips named with --artifacts must be there; the default place may simply have none yet.
+    let looked_in = stage::default_artifacts(&args.target.aws.project)?;
     let code_from = match args.artifacts.clone() {
         Some(dir) => Some(dir),
-        None => Some(stage::default_artifacts()).filter(|d| d.is_dir()),
+        None => Some(looked_in.clone()).filter(|d| d.is_dir()),
     };
     let code = code_from
         .as_deref()
@@ -65,7 +69,14 @@ pub fn run(args: PlanArgs, format: OutputFormat) -> Result<u8, CliError> {
         workflow::plan(&target, code.as_ref(), &Terminal::new(format, None)).await
     })?;
     let changes = plan.has_changes();
-    output::emit(format, &PlanReport { plan, code_from });
+    output::emit(
+        format,
+        &PlanReport {
+            plan,
+            code_from,
+            looked_in,
+        },
+    );
     Ok(if args.detailed_exitcode && changes {
         CHANGES
     } else {

@@ -59,7 +59,6 @@ pub async fn clients(stage: &StageConfig) -> Clients {
     Clients::new(&loader.load().await)
 }
 
-/// Where `chatctl build` leaves the zips by default.
 /// The deployed stage's outputs, or the error that it is not deployed (`local_too`: the command
 /// could use the local `chatctl dev` instead).
 pub fn deployed_outputs(
@@ -76,8 +75,16 @@ pub fn deployed_outputs(
     })
 }
 
-pub fn default_artifacts() -> PathBuf {
-    PathBuf::from("target/lambda-zips")
+/// Where `chatctl build` leaves the zips by default for the project, relative to the current
+/// directory when it is below it (as people type it).
+pub fn default_artifacts(project: &ProjectArgs) -> Result<PathBuf, CliError> {
+    let dir = crate::commands::build::default_out(project.dir())?;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let dir = dir.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(dir);
+    Ok(dir
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect())
 }
 
 /// The code hashes of the zips in `dir`, checked for `arch`.

@@ -97,10 +97,10 @@ impl fmt::Display for StatusReport {
 
 pub fn run(args: StatusArgs, format: OutputFormat) -> Result<u8, CliError> {
     let stage = stage::resolve(&args.target)?;
-    let dir = args
-        .artifacts
-        .clone()
-        .unwrap_or_else(stage::default_artifacts);
+    let dir = match args.artifacts.clone() {
+        Some(dir) => dir,
+        None => stage::default_artifacts(&args.target.aws.project)?,
+    };
     // Without artifacts the code cannot be compared; an explicit --artifacts must be usable.
     let code = match stage::code(&dir, stage.settings.arch) {
         Ok(code) => Some(code),

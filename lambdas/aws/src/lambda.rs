@@ -197,27 +197,62 @@ pub async fn service_from_env(needs_tokens: bool) -> Result<ChatService, Setting
         // The fan-out never checks tokens: it must not need (or be allowed) to read the secret.
         settings.token_secret = None;
     }
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    // The SDK's HTTPS client for the handlers: rustls with ring as its crypto. The SDK's
+    // default (rustls with aws-lc) adds megabytes to every zip, and a cold start reads it all.
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let https = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https)
+        .load()
+        .await;
     service(&settings, &config).await
 }
 
-/// One JSON object per log line (CloudWatch Logs Insights parses them), filtered by `RUST_LOG`.
+/// One JSON object per log line (CloudWatch Logs Insights parses them), filtered by `RUST_LOG`
+/// as `LEVEL` or `target=LEVEL,…` directives (`Targets`: no span filters, no regex engine in the
+/// binary); unset or unreadable, `info`.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(false)
-        .with_target(false)
-        .without_time() // Lambda stamps every line itself
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(false)
+                .with_target(false)
+                .without_time(), // Lambda stamps every line itself
+        )
+        .with(filter)
         .try_init();
+}
+
+fn log_filter(directives: Option<&str>) -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    directives
+        .and_then(|d| d.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn log_directives_are_read_and_a_bad_one_means_info() {
+        use tracing::Level;
+        let debug_core = log_filter(Some("warn,chat_core=debug"));
+        assert!(debug_core.would_enable("chat_core::handler", &Level::DEBUG));
+        assert!(!debug_core.would_enable("aws_smithy_runtime", &Level::INFO));
+        let default = log_filter(None);
+        assert!(default.would_enable("chat_aws", &Level::INFO));
+        assert!(!default.would_enable("chat_aws", &Level::DEBUG));
+        let bad = log_filter(Some("chat_core=loud"));
+        assert!(bad.would_enable("chat_aws", &Level::INFO));
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
