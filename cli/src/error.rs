@@ -366,6 +366,7 @@ impl CliError {
             CliError::Artifacts { .. } | CliError::ArtifactRead { .. } => {
                 Some("run `chatctl build` first, or pass --artifacts DIR".into())
             }
+            CliError::Build(e) => e.hint().map(Cow::Owned),
             CliError::DevTables { emulator, .. } => Some(
                 if *emulator {
                     "emulators accept any credentials: export AWS_ACCESS_KEY_ID=test \
@@ -383,7 +384,6 @@ impl CliError {
             }
             CliError::Start(_)
             | CliError::Secret(_)
-            | CliError::Build(_)
             | CliError::CloudFormation(_)
             | CliError::Observe(_)
             | CliError::Declined(_)

@@ -68,32 +68,20 @@ impl Arch {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error(
-        "--manifest-path: {0} holds no handler workspace (a Cargo.toml beside lambdas/ws); point \
-         it at a chatctl repository's or an ejected copy's Cargo.toml, or leave it out to build \
-         the sources bundled with chatctl"
-    )]
+    #[error("--manifest-path: {0} holds no handler workspace (a Cargo.toml beside lambdas/ws)")]
     NoWorkspace(PathBuf),
-    #[error(
-        "cargo is not installed (looked on PATH); install Rust with rustup \
-         (https://rustup.rs), then run the build again"
-    )]
+    #[error("cargo is not installed (looked on PATH and in ~/.cargo/bin)")]
     NoCargo,
     #[error("cannot unpack the bundled handler sources")]
     Bundle(#[from] BundleError),
-    #[error(
-        "cargo-lambda is not installed (looked in $CARGO_LAMBDA, {looked}); install it with \
-         `pip install {CARGO_LAMBDA_PIN}` (or run scripts/setup.sh), or set CARGO_LAMBDA to its path"
-    )]
+    #[error("cargo-lambda is not installed (looked in $CARGO_LAMBDA, {looked})")]
     NoCargoLambda { looked: String },
-    #[error(
-        "zig is not available to cargo-lambda; install it with `pip install {CARGO_LAMBDA_PIN}` \
-         (or run scripts/setup.sh), or set CARGO_ZIGBUILD_ZIG_PATH"
-    )]
+    #[error("zig is not available to cargo-lambda")]
     NoZig,
-    #[error("cannot create the output directory {path}: {source}; pass a writable --out")]
+    #[error("cannot create the output directory {}", path.display())]
     OutDir {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
     #[error(transparent)]
@@ -108,6 +96,36 @@ pub enum BuildError {
     },
     #[error("cannot read {path}: {why}")]
     Artifact { path: PathBuf, why: String },
+}
+
+impl BuildError {
+    /// What to do about it: the install command, the flag.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            BuildError::NoWorkspace(_) => Some(
+                "point --manifest-path at a chatctl repository's or an ejected copy's \
+                 Cargo.toml, or leave it out to build the sources bundled with chatctl"
+                    .into(),
+            ),
+            BuildError::NoCargo => Some(
+                "install Rust with rustup (https://rustup.rs), then run the build again".into(),
+            ),
+            BuildError::NoCargoLambda { .. } => Some(format!(
+                "install it with `pip install {CARGO_LAMBDA_PIN}` (in a chatctl clone \
+                 scripts/setup.sh does it), or set CARGO_LAMBDA to its path"
+            )),
+            BuildError::NoZig => Some(format!(
+                "install it with `pip install {CARGO_LAMBDA_PIN}` (in a chatctl clone \
+                 scripts/setup.sh does it), or set CARGO_ZIGBUILD_ZIG_PATH"
+            )),
+            BuildError::OutDir { .. } => Some("pass a writable --out DIR".into()),
+            BuildError::Process(_)
+            | BuildError::Bundle(_)
+            | BuildError::Missing(_)
+            | BuildError::Zip { .. }
+            | BuildError::Artifact { .. } => None,
+        }
+    }
 }
 
 /// Where the tools are: found once, passed in, so tests and callers can point elsewhere.
@@ -615,10 +633,12 @@ mod tests {
             ("HOME".to_owned(), "/nonexistent".to_owned()),
             ("PATH".to_owned(), "/nonexistent/bin".to_owned()),
         ]);
-        let err = Toolchain::locate(&env).unwrap_err().to_string();
+        let err = Toolchain::locate(&env).unwrap_err();
+        assert!(matches!(err, BuildError::NoCargoLambda { .. }), "{err}");
+        let hint = err.hint().unwrap();
         assert!(
-            err.contains("pip install cargo-lambda==1.9.2 ziglang==0.17.1"),
-            "{err}"
+            hint.contains("pip install cargo-lambda==1.9.2 ziglang==0.17.1"),
+            "{hint}"
         );
     }
 
