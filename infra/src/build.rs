@@ -253,17 +253,18 @@ impl Sources {
                 dir: dir.to_path_buf(),
             });
         }
+        let digest = bundle::digest()?;
         Ok(Sources::Bundled {
-            dir: bundle::unpack_dir(cache)?,
-            digest: bundle::digest()?,
+            dir: bundle::unpack_dir(cache, &digest),
+            digest,
         })
     }
 
     /// The workspace to build in; unpacks the bundle if it is not yet.
-    pub fn prepare(&self, cache: &Path) -> Result<PathBuf, BuildError> {
+    pub fn prepare(&self) -> Result<PathBuf, BuildError> {
         match self {
             Sources::Workspace { dir } | Sources::Ejected { dir } => Ok(dir.clone()),
-            Sources::Bundled { .. } => Ok(bundle::unpack(cache)?),
+            Sources::Bundled { dir, .. } => Ok(bundle::unpack(dir)?),
         }
     }
 
@@ -661,7 +662,7 @@ mod tests {
         let Sources::Bundled { dir, digest } = &outside else {
             panic!("{outside:?}")
         };
-        assert_eq!(dir, &bundle::unpack_dir(cache).unwrap());
+        assert_eq!(dir, &bundle::unpack_dir(cache, digest));
         assert_eq!(digest.len(), 16);
         assert_eq!(
             outside.default_out(project.path()),

@@ -128,21 +128,21 @@ pub fn digest() -> Result<String, BundleError> {
         .collect())
 }
 
-/// Where the bundle of this chatctl is unpacked under `cache`.
-pub fn unpack_dir(cache: &Path) -> Result<PathBuf, BundleError> {
-    Ok(cache
+/// Where the bundle with `digest` (this chatctl's: [`digest`]) is unpacked under `cache`.
+pub fn unpack_dir(cache: &Path, digest: &str) -> PathBuf {
+    cache
         .join("handlers")
-        .join(format!("{}-{}", env!("CARGO_PKG_VERSION"), digest()?)))
+        .join(format!("{}-{digest}", env!("CARGO_PKG_VERSION")))
 }
 
-/// Unpack the bundle under `cache` unless it already is; returns the workspace directory. Files
-/// go into a fresh directory renamed into place, so a killed run never leaves half a workspace.
-pub fn unpack(cache: &Path) -> Result<PathBuf, BundleError> {
-    let dir = unpack_dir(cache)?;
+/// Unpack the bundle into `dir` (its [`unpack_dir`]) unless it already is. Files go into a
+/// fresh directory renamed into place, so a killed run never leaves half a workspace.
+pub fn unpack(dir: &Path) -> Result<PathBuf, BundleError> {
+    let dir = dir.to_path_buf();
     if dir.join(COMPLETE).is_file() {
         return Ok(dir);
     }
-    let parent = dir.parent().unwrap_or(cache);
+    let parent = dir.parent().unwrap_or(&dir);
     let staging = parent.join(format!(
         ".unpacking-{}-{}",
         std::process::id(),
@@ -253,7 +253,7 @@ mod tests {
     #[test]
     fn unpacking_is_complete_once_and_then_reused() {
         let cache = tempfile::tempdir().unwrap();
-        let dir = unpack(cache.path()).unwrap();
+        let dir = unpack(&unpack_dir(cache.path(), &digest().unwrap())).unwrap();
         assert!(dir.join("lambdas/ws/Cargo.toml").is_file());
         assert!(dir.join(COMPLETE).is_file());
         assert_eq!(
@@ -262,7 +262,7 @@ mod tests {
         );
         // A file changed in the cache is not rewritten: the marker says the unpack finished.
         std::fs::write(dir.join("lambdas/ws/src/main.rs"), "edited").unwrap();
-        assert_eq!(unpack(cache.path()).unwrap(), dir);
+        assert_eq!(unpack(&dir).unwrap(), dir);
         assert_eq!(
             std::fs::read_to_string(dir.join("lambdas/ws/src/main.rs")).unwrap(),
             "edited"

@@ -12,23 +12,40 @@ use crate::error::CliError;
 use crate::output;
 use crate::progress::Step;
 
-/// The sources a build in `project` would use, and chatctl's cache; looks, changes nothing.
-pub fn sources(
-    project: &Path,
-    manifest_path: Option<&Path>,
-) -> Result<(Sources, PathBuf), CliError> {
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let cwd = std::env::current_dir()
-        .map_err(|e| CliError::system("cannot read the current directory", e))?;
-    let cache = build::cache_root(&env);
-    let sources = Sources::locate(&cwd, &absolute(&cwd, project), manifest_path, &cache)?;
-    Ok((sources, cache))
+/// What a build looks at: the environment, the current directory, chatctl's cache.
+struct Here {
+    env: HashMap<String, String>,
+    cwd: PathBuf,
+    cache: PathBuf,
 }
 
-/// Where the zips of a build in `project` are unless `--out`/`--artifacts` say otherwise.
+impl Here {
+    fn read() -> Result<Self, CliError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let cwd = std::env::current_dir()
+            .map_err(|e| CliError::system("cannot read the current directory", e))?;
+        let cache = build::cache_root(&env);
+        Ok(Here { env, cwd, cache })
+    }
+
+    /// The sources a build in `project` would use; looks, changes nothing.
+    fn sources(&self, project: &Path, manifest_path: Option<&Path>) -> Result<Sources, CliError> {
+        let project = absolute(&self.cwd, project);
+        Ok(Sources::locate(
+            &self.cwd,
+            &project,
+            manifest_path,
+            &self.cache,
+        )?)
+    }
+}
+
+/// Where the zips of a build in `project` are unless `--out`/`--artifacts` say otherwise,
+/// absolute.
 pub fn default_out(project: &Path) -> Result<PathBuf, CliError> {
-    let (sources, _) = sources(project, None)?;
-    Ok(sources.default_out(project))
+    let here = Here::read()?;
+    let sources = here.sources(project, None)?;
+    Ok(sources.default_out(&absolute(&here.cwd, project)))
 }
 
 /// Build both handlers for `arch` into `out` (relative to the current directory; default
@@ -41,29 +58,27 @@ pub fn build_handlers(
     manifest_path: Option<&Path>,
     label: String,
 ) -> Result<(PathBuf, BuildReport), CliError> {
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let (sources, cache) = sources(project, manifest_path)?;
-    let tools = Toolchain::locate(&env)?;
+    let here = Here::read()?;
+    let sources = here.sources(project, manifest_path)?;
+    let tools = Toolchain::locate(&here.env)?;
     // Absolute: cargo-lambda runs in the sources' workspace, not here.
-    let cwd = std::env::current_dir()
-        .map_err(|e| CliError::system("cannot read the current directory", e))?;
     let out_dir = match out {
-        Some(dir) => absolute(&cwd, dir),
-        None => sources.default_out(&absolute(&cwd, project)),
+        Some(dir) => absolute(&here.cwd, dir),
+        None => sources.default_out(&absolute(&here.cwd, project)),
     };
     let step = Step::start(format, format!("{label} from {sources}"));
-    let request = sources.prepare(&cache).map(|workspace| BuildRequest {
+    let request = sources.prepare().map(|workspace| BuildRequest {
         workspace,
         arch,
         out_dir: out_dir.clone(),
-        target_dir: sources.target_dir(&cache, &env),
+        target_dir: sources.target_dir(&here.cache, &here.env),
     });
     let report = request.and_then(|request| {
         build::build(
             sources,
             &request,
             &tools,
-            env.get("PATH").map(String::as_str),
+            here.env.get("PATH").map(String::as_str),
         )
     });
     step.finish(if report.is_ok() { "done" } else { "failed" });

@@ -80,11 +80,7 @@ pub fn deployed_outputs(
 pub fn default_artifacts(project: &ProjectArgs) -> Result<PathBuf, CliError> {
     let dir = crate::commands::build::default_out(project.dir())?;
     let cwd = std::env::current_dir().unwrap_or_default();
-    let dir = dir.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(dir);
-    Ok(dir
-        .components()
-        .filter(|c| !matches!(c, std::path::Component::CurDir))
-        .collect())
+    Ok(dir.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(dir))
 }
 
 /// The code hashes of the zips in `dir`, checked for `arch`.
