@@ -34,8 +34,14 @@ mod cross_check;
 /// presence queue), the secret, 2 log groups, the API, 3 roles (the functions' and the
 /// scheduler's), 2 functions, the fan-out's event-invoke config, its event source mapping from the
 /// presence queue, the presence-sweep schedule, the integration, 10 routes, the stage, 2
-/// permissions, 2 subscriptions (chat events to the function, presence to the queue).
-const RESOURCES: u64 = 33;
+/// permissions, 2 subscriptions (chat events to the function, presence to the queue), and the
+/// 2 functions' `live` aliases (each a published version).
+const RESOURCES: u64 = 35;
+
+/// A function's `live` alias, which every trigger invokes (and moto lists mappings by).
+fn live_arn(function: &str) -> String {
+    format!("arn:aws:lambda:us-east-1:123456789012:function:{function}:live")
+}
 
 /// One test's stage, behind its own proxy.
 struct Stage {
@@ -411,7 +417,7 @@ async fn check_deployed(config: &SdkConfig, stage: &str, api_id: &str) {
         integration
             .integration_uri()
             .unwrap()
-            .ends_with(&format!("function:{prefix}-ws/invocations")),
+            .ends_with(&format!("function:{prefix}-ws:live/invocations")),
         "{integration:?}"
     );
     let target = format!("integrations/{}", integration.integration_id().unwrap());
@@ -556,7 +562,8 @@ async fn check_deployed(config: &SdkConfig, stage: &str, api_id: &str) {
     // only; chat events go straight to the function. Each subscription filters on eventType.
     let presence_arn = format!("arn:aws:sqs:us-east-1:123456789012:{prefix}-presence");
     let topic_arn = format!("arn:aws:sns:us-east-1:123456789012:{prefix}-events");
-    let fanout_arn = format!("arn:aws:lambda:us-east-1:123456789012:function:{prefix}-fanout");
+    // Every trigger of the fan-out invokes its `live` alias.
+    let fanout_arn = live_arn(&format!("{prefix}-fanout"));
     let presence_url = sqs
         .get_queue_url()
         .queue_name(format!("{prefix}-presence"))
@@ -623,7 +630,7 @@ async fn check_deployed(config: &SdkConfig, stage: &str, api_id: &str) {
     );
     let mappings = aws_sdk_lambda::Client::new(config)
         .list_event_source_mappings()
-        .function_name(format!("{prefix}-fanout"))
+        .function_name(live_arn(&format!("{prefix}-fanout")))
         .send()
         .await
         .unwrap();
@@ -737,9 +744,19 @@ async fn check_deployed(config: &SdkConfig, stage: &str, api_id: &str) {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         );
+        // The first deploy publishes version 1 and points `live` at it.
+        let alias = lambda
+            .get_alias()
+            .function_name(&name)
+            .name("live")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(alias.function_version(), Some("1"), "{alias:?}");
         let policy = lambda
             .get_policy()
             .function_name(&name)
+            .qualifier("live")
             .send()
             .await
             .unwrap()
@@ -875,12 +892,21 @@ async fn deploy_from_nothing_then_no_op_then_code_and_setting_changes_then_destr
     );
     assert_eq!(s.changes(), vec![]);
 
-    // New code for one handler: exactly one UpdateFunctionCode, for that function.
+    // New code for one handler: exactly one UpdateFunctionCode, for that function, then its
+    // new version behind its alias.
     fake_artifacts(s.artifacts.path(), "v2");
     ok(&s.deploy(&[]));
     let changes = s.changes();
-    assert_eq!(ops(&changes), ["UpdateFunctionCode"]);
-    assert!(changes[0].path.contains(&format!("{}-ws/", s.prefix())));
+    assert_eq!(
+        ops(&changes),
+        ["UpdateFunctionCode", "PublishVersion", "UpdateAlias"]
+    );
+    for change in &changes {
+        assert!(
+            change.path.contains(&format!("{}-ws/", s.prefix())),
+            "{change:?}"
+        );
+    }
 
     // A setting in chatctl.toml for this stage: only the log groups' retention.
     std::fs::write(
@@ -1192,10 +1218,15 @@ async fn under_aws_latencies_a_deploy_waits_for_each_resource_and_paces_api_gate
     }
 
     // Both functions' code changes: each update waits out the other's InProgress state only
-    // for its own function, and the stage converges in one run.
+    // for its own function, each version is published once the update is done (Lambda refuses
+    // PublishVersion during one), and the stage converges in one run.
     fake_artifacts_of(s.artifacts.path(), "v2", "v2");
     let report = last(&ok(&s.deploy(&[]))).clone();
-    assert_eq!(report["summary"]["update"], 2, "{report}");
+    assert_eq!(report["summary"]["update"], 4, "{report}");
+    assert_eq!(
+        report["awsCalls"]["byOperation"]["Lambda:PublishVersion"], 2,
+        "{report}"
+    );
     s.proxy.take_calls();
     assert_eq!(last(&ok(&s.deploy(&[])))["applied"], 0);
     assert_eq!(s.changes(), vec![]);
@@ -1342,7 +1373,7 @@ async fn drift_in_the_fanout_delivery_is_seen_and_put_back_in_place() {
     let lambda = aws_sdk_lambda::Client::new(&s.moto);
     let mapping = lambda
         .list_event_source_mappings()
-        .function_name(&fanout)
+        .function_name(live_arn(&fanout))
         .send()
         .await
         .unwrap()
@@ -1440,7 +1471,7 @@ async fn drift_in_the_fanout_delivery_is_seen_and_put_back_in_place() {
     assert_eq!(changed[2], "SetSubscriptionAttributes");
     let mapping = lambda
         .list_event_source_mappings()
-        .function_name(&fanout)
+        .function_name(live_arn(&fanout))
         .event_source_arn(&presence_arn)
         .send()
         .await

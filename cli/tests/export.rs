@@ -67,7 +67,7 @@ fn the_exported_template_passes_cfn_lint_in_json_and_yaml_and_both_say_the_same(
         let said = text(&out.stdout);
         assert!(said.contains(&format!("to {file}")), "{said}");
         assert!(
-            said.contains("CodeBucket, WsCodeKey, FanoutCodeKey"),
+            said.contains("CodeBucket, WsCodeKey, WsCodeSha256, FanoutCodeKey, FanoutCodeSha256"),
             "{said}"
         );
         assert!(
@@ -79,7 +79,20 @@ fn the_exported_template_passes_cfn_lint_in_json_and_yaml_and_both_say_the_same(
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("stack.json")).unwrap())
             .unwrap();
     let resources = json["Resources"].as_object().unwrap();
-    assert_eq!(resources.len(), 33, "{:?}", resources.keys());
+    // The stage's 35 resources but the secret, and each alias's published version.
+    assert_eq!(resources.len(), 37, "{:?}", resources.keys());
+    for role in ["Ws", "Fanout"] {
+        let version = &resources[&format!("{role}LiveAliasVersion")];
+        assert_eq!(version["Type"], "AWS::Lambda::Version");
+        assert_eq!(
+            version["UpdateReplacePolicy"], "Retain",
+            "a rollback needs the old one"
+        );
+        assert_eq!(
+            resources[&format!("{role}LiveAlias")]["Properties"]["Name"],
+            "live"
+        );
+    }
     let ws = &resources["WsFunction"]["Properties"];
     assert_eq!(ws["FunctionName"], "acme-prod-ws");
     assert_eq!(ws["MemorySize"], 1024);

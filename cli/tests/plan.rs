@@ -78,7 +78,7 @@ async fn plan_reads_the_stage_and_plans_only_what_differs() {
     let (code, first) = plan(&stage, artifacts.path(), &moto.endpoint);
     assert_eq!(code, 2, "changes → exit 2 with --detailed-exitcode");
     let changes = changes_of(&first);
-    assert_eq!(changes.len(), 33);
+    assert_eq!(changes.len(), 35);
     assert!(changes.iter().all(|(_, c, _)| c == "create"), "{changes:?}");
 
     // Create some of the stage independently: tables (untagged), topic, secret, one log group.
@@ -234,11 +234,19 @@ fn plan_without_a_build_takes_the_code_as_deployed() {
             .into_iter()
             .filter(|(_, change, _)| change != "keep")
             .collect::<Vec<_>>(),
-        vec![(
-            format!("chat-{stage}-ws"),
-            "update".to_owned(),
-            "codeSha256".to_owned()
-        )]
+        // The function's code, then the release the `live` alias serves.
+        vec![
+            (
+                format!("chat-{stage}-ws"),
+                "update".to_owned(),
+                "codeSha256".to_owned()
+            ),
+            (
+                format!("chat-{stage}-ws:live"),
+                "update".to_owned(),
+                "codeSha256".to_owned()
+            )
+        ]
     );
     let (code, _, stderr) = run(&["destroy", "--yes", "--output", "json"]);
     assert_eq!(code, 0, "{stderr}");

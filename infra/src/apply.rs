@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::errors::{describe, is_not_found, is_queue_missing};
 use crate::kinds::Properties;
+use crate::names::LIVE_ALIAS;
 use crate::observe::Clients;
 use crate::plan::{Action, Change, FieldChange, Observed, Plan};
 use crate::stack::{
@@ -391,6 +392,7 @@ impl<'a> Applier<'a> {
             Kind::Api => self.create_api(&r).await,
             Kind::Role => self.create_role(&r).await,
             Kind::Function => self.create_function(&r).await,
+            Kind::Alias => self.put_alias(&r).await,
             Kind::Integration => self.create_integration(&r).await,
             Kind::Route => self.create_route(&r).await,
             Kind::Stage => self.create_stage(&r).await,
@@ -426,6 +428,8 @@ impl<'a> Applier<'a> {
             }
             Kind::Role => self.update_role(&r, &changed).await?,
             Kind::Function => self.update_function(&r, &changed).await?,
+            // A new release: publish the function as it now is and move the alias.
+            Kind::Alias => self.put_alias(&r).await?,
             Kind::Queue if changed.iter().any(|f| *f != "tags") => {
                 self.set_queue_attributes(&r).await?;
             }
@@ -527,6 +531,7 @@ impl<'a> Applier<'a> {
                 c.lambda
                     .delete_function_event_invoke_config()
                     .function_name(name)
+                    .qualifier(LIVE_ALIAS)
                     .send()
             ),
             Kind::EventSourceMapping => {
@@ -568,6 +573,16 @@ impl<'a> Applier<'a> {
                 gone_ok!(c.iam.delete_role().role_name(name).send())
             }
             Kind::Function => gone_ok!(c.lambda.delete_function().function_name(name).send()),
+            Kind::Alias => {
+                let function = name.split(':').next().unwrap_or_default();
+                gone_ok!(
+                    c.lambda
+                        .delete_alias()
+                        .function_name(function)
+                        .name(LIVE_ALIAS)
+                        .send()
+                )
+            }
             Kind::Integration | Kind::Route | Kind::Stage => {
                 let parent = name.split('/').next().unwrap_or_default();
                 if self
@@ -619,6 +634,7 @@ impl<'a> Applier<'a> {
                     c.lambda
                         .remove_permission()
                         .function_name(function)
+                        .qualifier(LIVE_ALIAS)
                         .statement_id(permission_sid(source))
                         .send()
                 )
@@ -762,6 +778,7 @@ impl<'a> Applier<'a> {
             | Kind::Route
             | Kind::Permission
             | Kind::Subscription
+            | Kind::Alias
             | Kind::EventInvokeConfig
             | Kind::EventSourceMapping
             | Kind::Schedule => {}
@@ -831,7 +848,8 @@ pub(crate) fn tag_map(r: &Resource) -> std::collections::HashMap<String, String>
         Properties::Role(p) => &p.tags,
         Properties::Function(p) => &p.tags,
         Properties::Stage(p) => &p.tags,
-        Properties::EventInvokeConfig(_)
+        Properties::Alias(_)
+        | Properties::EventInvokeConfig(_)
         | Properties::EventSourceMapping(_)
         | Properties::Schedule(_)
         | Properties::Integration(_)

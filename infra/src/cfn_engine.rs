@@ -17,7 +17,9 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use crate::apply::Artifacts;
-use crate::cloudformation::{self, CODE_BUCKET_PARAMETER, code_key_parameter};
+use crate::cloudformation::{
+    self, CODE_BUCKET_PARAMETER, code_key_parameter, code_sha256_parameter,
+};
 use crate::errors::{describe, is_not_found};
 use crate::observe::Clients;
 use crate::plan::Summary;
@@ -282,11 +284,13 @@ impl Engine<'_> {
         }
     }
 
-    /// Create a change set for the template with these code keys and wait until it is ready.
+    /// Create a change set for the template with these code keys (and the code's hashes, which
+    /// the versions the aliases serve are published for) and wait until it is ready.
     /// `None`: it holds no changes (and was deleted).
     pub async fn change_set(
         &self,
         env: &Environment,
+        code: &Code,
         keys: &[String; 2],
     ) -> Result<Option<ChangeSet>, CfnError> {
         let cfn = &self.clients.cloudformation;
@@ -333,6 +337,11 @@ impl Engine<'_> {
             .parameters(parameter(CODE_BUCKET_PARAMETER, bucket))
             .parameters(parameter(&code_key_parameter("ws"), &keys[0]))
             .parameters(parameter(&code_key_parameter("fanout"), &keys[1]))
+            .parameters(parameter(&code_sha256_parameter("ws"), &code.ws_sha256))
+            .parameters(parameter(
+                &code_sha256_parameter("fanout"),
+                &code.fanout_sha256,
+            ))
             .tags(
                 Tag::builder()
                     .key("chatctl:app")
@@ -914,7 +923,14 @@ mod tests {
             code_key(&name, "fanout", "ZmFub3V0"),
         ];
         let change_set = engine
-            .change_set(&Environment::new("123456789012", "eu-west-1"), &keys)
+            .change_set(
+                &Environment::new("123456789012", "eu-west-1"),
+                &Code {
+                    ws_sha256: "d3M=".into(),
+                    fanout_sha256: "ZmFub3V0".into(),
+                },
+                &keys,
+            )
             .await
             .unwrap();
         assert!(change_set.is_none());
@@ -949,7 +965,14 @@ mod tests {
             code_key(&name, "fanout", "ZmFub3V0"),
         ];
         let err = engine
-            .change_set(&Environment::new("123456789012", "eu-west-1"), &keys)
+            .change_set(
+                &Environment::new("123456789012", "eu-west-1"),
+                &Code {
+                    ws_sha256: "d3M=".into(),
+                    fanout_sha256: "ZmFub3V0".into(),
+                },
+                &keys,
+            )
             .await
             .unwrap_err();
         assert!(

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::kinds::{Properties, Tags};
-use crate::names::{FUNCTION_ROLES, Partition};
+use crate::names::{FUNCTION_ROLES, Partition, live};
 use crate::outputs::outputs;
 use crate::stack::{
     Code, DesiredStack, Environment, Kind, Resource, StackName, StageSettings, desired,
@@ -28,6 +28,12 @@ pub const CODE_BUCKET_PARAMETER: &str = "CodeBucket";
 /// The template parameter naming the S3 key of `role`'s zip (`WsCodeKey`, `FanoutCodeKey`).
 pub fn code_key_parameter(role: &str) -> String {
     format!("{}CodeKey", camel(role))
+}
+
+/// The template parameter holding the `CodeSha256` of `role`'s zip (`WsCodeSha256` …): a new
+/// value publishes a new version for the `live` alias.
+pub fn code_sha256_parameter(role: &str) -> String {
+    format!("{}CodeSha256", camel(role))
 }
 
 /// How to write the template.
@@ -218,6 +224,15 @@ pub fn render_stack(stack: &DesiredStack, env: &Environment) -> Result<Template,
                 "Description": format!("The S3 key of the {role} handler's zip (`chatctl build` writes {role}/bootstrap.zip)."),
             }),
         );
+        parameters.insert(
+            code_sha256_parameter(role),
+            json!({
+                "Type": "String",
+                "MinLength": 44,
+                "MaxLength": 44,
+                "Description": format!("The CodeSha256 of the {role} handler's zip (base64 SHA-256, as `chatctl build` prints it): the version the live alias serves is published only for this code."),
+            }),
+        );
     }
     let names = name.names();
     let secret = names.secret_parameter();
@@ -331,8 +346,24 @@ impl Context<'_> {
                     .unwrap_or(&r.name);
                 one(f.cloudformation(&r.name, &code_key_parameter(role)))
             }
+            Properties::Alias(a) => {
+                let function = r.name.split(':').next().unwrap_or_default();
+                let role = function
+                    .strip_prefix(&format!("{}-", self.name.prefix()))
+                    .unwrap_or(function);
+                Ok(a.cloudformation(
+                    function,
+                    &code_sha256_parameter(role),
+                    &format!("{}Version", self.id_of(r.kind, &r.name)),
+                ))
+            }
             Properties::EventInvokeConfig(c) => one(c.cloudformation(&r.name)),
-            Properties::EventSourceMapping(m) => one(m.cloudformation(owner)),
+            // Triggers invoke the `live` alias.
+            Properties::EventSourceMapping(m) => one(m.cloudformation(
+                &placeholder_environment(self.name)
+                    .arns()
+                    .function(&live(owner)),
+            )),
             Properties::Schedule(s) => one(s.cloudformation(&r.name)),
             Properties::Integration(i) => one(i.cloudformation(&api)),
             Properties::Route(route) => {
@@ -350,7 +381,7 @@ impl Context<'_> {
                 ))
             }
             Properties::Stage(s) => one(s.cloudformation(&api, &self.name.stage)),
-            Properties::Permission(p) => one(p.cloudformation(owner)),
+            Properties::Permission(p) => one(p.cloudformation(&live(owner))),
             Properties::Subscription(s) => one(s.cloudformation(&self.id_of(Kind::Topic, owner))),
         }
     }
@@ -379,7 +410,9 @@ impl Context<'_> {
                 && other.kind == Kind::LogGroup
                 && other.name == format!("/aws/lambda/{}", r.name);
             let route = r.kind == Kind::Stage && other.kind == Kind::Route;
-            if mentioned || log_group || route {
+            // A permission or mapping names its function, not the alias it is attached to.
+            let needed = r.needs.contains(&(other.kind, other.name.clone()));
+            if mentioned || log_group || route || needed {
                 deps.insert(j);
             }
         }

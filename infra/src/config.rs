@@ -95,6 +95,7 @@ pub struct StageTable {
     pub log_retention_days: Option<u32>,
     pub throttle_rate: Option<f64>,
     pub throttle_burst: Option<u32>,
+    pub keep_releases: Option<u32>,
 }
 
 impl StageTable {
@@ -141,7 +142,8 @@ impl StageTable {
             recall_window,
             log_retention_days,
             throttle_rate,
-            throttle_burst
+            throttle_burst,
+            keep_releases
         )
     }
 }
@@ -283,6 +285,17 @@ impl ProjectFile {
                 format!("CloudWatch Logs allows {RETENTION_DAYS:?}"),
             ));
         }
+        // Lambda keeps at most 75 GB of code per region: ten 3 MB releases per function is
+        // nothing, but a release must survive its own deploy.
+        let keep_releases = table.keep_releases.unwrap_or(d.keep_releases);
+        if !(1..=100).contains(&keep_releases) {
+            return Err(invalid(
+                "keep_releases",
+                keep_releases.to_string(),
+                |t| t.keep_releases.is_some(),
+                "keep 1 to 100 versions per function (rollback reaches back that far)".into(),
+            ));
+        }
         Ok(StageConfig {
             name,
             region: table.region,
@@ -296,6 +309,7 @@ impl ProjectFile {
                 log_retention_days,
                 throttle_rate: table.throttle_rate.unwrap_or(d.throttle_rate),
                 throttle_burst: table.throttle_burst.unwrap_or(d.throttle_burst),
+                keep_releases,
             },
         })
     }

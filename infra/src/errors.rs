@@ -44,6 +44,12 @@ pub fn is_update_in_progress<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -
     err.code() == Some("ResourceConflictException")
 }
 
+/// Lambda: a condition of the request no longer holds (PublishVersion's `CodeSha256` is not the
+/// function's code any more).
+pub fn is_precondition_failed<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.code() == Some("PreconditionFailedException")
+}
+
 /// SQS: the queue does not exist. SQS speaks JSON now but keeps its older query-protocol codes
 /// for compatibility; either spelling may arrive, depending on the endpoint and SDK.
 pub fn is_queue_missing<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {

@@ -52,6 +52,15 @@ impl Partition {
 /// The roles of the stage's two functions.
 pub const FUNCTION_ROLES: [&str; 2] = ["ws", "fanout"];
 
+/// The alias every trigger invokes: the function's current release. A deploy that changes a
+/// function publishes a version and moves this alias to it; a rollback moves it back.
+pub const LIVE_ALIAS: &str = "live";
+
+/// `function` qualified by its `live` alias (`{function}:live`, Lambda's shorthand for it).
+pub fn live(function: &str) -> String {
+    format!("{function}:{LIVE_ALIAS}")
+}
+
 /// The names of a stage's resources: `{app}-{stage}-…`, as AWS knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
@@ -59,6 +68,7 @@ pub struct Names {
     stage: String,
     tables: TableNames,
     secret: String,
+    releases: String,
 }
 
 impl Names {
@@ -68,6 +78,7 @@ impl Names {
             stage: name.stage.clone(),
             tables: name.tables(),
             secret: chat_aws::secret::parameter_name(&name.app, &name.stage),
+            releases: format!("/chatctl/{}/{}/releases", name.app, name.stage),
         }
     }
 
@@ -108,6 +119,11 @@ impl Names {
         &self.secret
     }
 
+    /// The SSM parameter whose history is the stage's release log (one version per release).
+    pub fn releases_parameter(&self) -> &str {
+        &self.releases
+    }
+
     pub fn api(&self) -> String {
         format!("{}-api", self.prefix)
     }
@@ -115,6 +131,12 @@ impl Names {
     /// A function by role (`ws`, `fanout`).
     pub fn function(&self, role: &str) -> String {
         format!("{}-{role}", self.prefix)
+    }
+
+    /// The `live` alias of the function `role`, as the stack model names it (`{function}:live`,
+    /// Lambda's own shorthand for a qualified name).
+    pub fn alias(&self, role: &str) -> String {
+        live(&self.function(role))
     }
 
     /// The execution role of the function `role`.

@@ -10,7 +10,7 @@ use crate::calls::CallCounter;
 pub use crate::kinds::api::duplicate_name;
 use crate::kinds::api::{primary_api, read_api};
 use crate::kinds::function::{
-    read_event_invoke_config, read_event_source_mapping, read_function, read_permission,
+    read_alias, read_event_invoke_config, read_event_source_mapping, read_function, read_permission,
 };
 use crate::kinds::log_group::read_log_group;
 use crate::kinds::parameter::read_parameter;
@@ -212,7 +212,7 @@ pub async fn observe(
     let tables = names.tables();
     let topic = names.topic();
     let topic_arn = arns.topic(&topic);
-    let fanout_arn = arns.function(&names.function("fanout"));
+    let fanout_arn = arns.function(&names.alias("fanout"));
     let secret = names.secret_parameter();
     let (ws, fanout) = (names.function("ws"), names.function("fanout"));
     let (ws_role, fanout_role) = (names.function_role("ws"), names.function_role("fanout"));
@@ -237,10 +237,12 @@ pub async fn observe(
         read_role(&r, &scheduler_role),
         read_function(&r, &ws),
         read_function(&r, &fanout),
+        read_alias(&r, &ws),
+        read_alias(&r, &fanout),
         read_queue(&r, &dlq),
         read_queue(&r, &presence),
         read_event_invoke_config(&r, &fanout),
-        read_event_source_mapping(&r, &fanout, &presence_arn, &presence),
+        read_event_source_mapping(&r, &fanout, &fanout_arn, &presence_arn, &presence),
         read_schedule(&r, &schedule),
         read_permission(&r, &ws, "apigateway"),
         read_permission(&r, &fanout, "sns"),

@@ -354,7 +354,7 @@ mod tests {
         assert!(!plan.has_changes());
         assert_eq!(
             plan.to_string(),
-            "stack chat/prod: no changes (33 resources up to date)"
+            "stack chat/prod: no changes (35 resources up to date)"
         );
     }
 
@@ -374,8 +374,13 @@ mod tests {
             .iter()
             .filter(|a| a.change != Change::Keep)
             .collect();
-        assert_eq!(changed.len(), 1);
+        // The code, then the release: a new version behind the `live` alias.
+        assert_eq!(changed.len(), 2);
         assert_eq!(changed[0].name, "chat-prod-ws");
+        assert_eq!(
+            (changed[1].kind, changed[1].name.as_str()),
+            (Kind::Alias, "chat-prod-ws:live")
+        );
         insta::assert_snapshot!(plan.to_string());
         insta::assert_json_snapshot!(changed[0]);
     }
@@ -502,6 +507,6 @@ mod tests {
             json["actions"][0],
             serde_json::json!({"kind":"table","name":"chat-prod-messages","change":"create"})
         );
-        assert_eq!(serde_json::to_value(plan.summary()).unwrap()["create"], 33);
+        assert_eq!(serde_json::to_value(plan.summary()).unwrap()["create"], 35);
     }
 }

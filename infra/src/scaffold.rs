@@ -237,6 +237,8 @@ log_retention_days = {retention}
 # The WebSocket API stage's throttle: steady requests per second, and the burst.
 throttle_rate = {rate:?}
 throttle_burst = {burst}
+# Published versions kept per function: how far back `chatctl rollback` can go.
+keep_releases = {keep}
 
 [stages.dev]
 # A stage for trying changes: `chatctl deploy --stage dev`.
@@ -254,6 +256,7 @@ throttle_burst = {burst}
         retention = d.log_retention_days,
         rate = d.throttle_rate,
         burst = d.throttle_burst,
+        keep = d.keep_releases,
         workflow = WORKFLOW_FILE,
     )
 }
@@ -369,6 +372,7 @@ mod tests {
             "log_retention_days",
             "throttle_rate",
             "throttle_burst",
+            "keep_releases",
         ] {
             assert!(text.contains(&format!("{key} = ")), "{key} missing");
         }

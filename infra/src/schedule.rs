@@ -229,19 +229,28 @@ mod tests {
             first.contains(&Kind::Table) && first.contains(&Kind::Api),
             "{first:?}"
         );
-        assert!(waves.len() <= 6, "{}", render(&plan, &schedule));
+        // One wave more than before releases: the aliases wait for their function's first
+        // version, and everything that invokes a function waits for its alias.
+        assert!(waves.len() <= 7, "{}", render(&plan, &schedule));
         insta::assert_snapshot!(render(&plan, &schedule));
     }
 
     #[test]
-    fn a_code_change_updates_both_functions_at_once() {
+    fn a_code_change_updates_both_functions_then_both_aliases_at_once() {
         let old = model("v1");
         let new = model("v2");
         let plan = plan(&new, &observed_as(&old));
         let schedule = schedule(&plan, &new);
         let waves = schedule.waves(&plan);
-        assert_eq!(waves.len(), 1, "{}", render(&plan, &schedule));
+        assert_eq!(waves.len(), 2, "{}", render(&plan, &schedule));
+        let kinds = |w: &Vec<usize>| -> BTreeSet<Kind> {
+            w.iter().map(|i| plan.actions[*i].kind).collect()
+        };
         assert_eq!(waves[0].len(), 2);
+        assert_eq!(kinds(&waves[0]), BTreeSet::from([Kind::Function]));
+        // A version can only be published once its function's code update has finished.
+        assert_eq!(waves[1].len(), 2);
+        assert_eq!(kinds(&waves[1]), BTreeSet::from([Kind::Alias]));
     }
 
     #[test]
@@ -297,7 +306,8 @@ mod tests {
             .filter(|(_, a)| matches!(a.change, Change::Update { .. }))
             .map(|(i, _)| i)
             .collect();
-        assert_eq!(updates.len(), 2);
+        // Both functions' code and both aliases.
+        assert_eq!(updates.len(), 4);
         assert!(updates.is_subset(&schedule.waits[delete]));
     }
 }

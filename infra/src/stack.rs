@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::build::Arch;
 use crate::kinds::table::Index;
 use crate::kinds::{
-    Api, EventInvokeConfig, EventSourceMapping, Function, Integration, LogGroup, Parameter,
+    Alias, Api, EventInvokeConfig, EventSourceMapping, Function, Integration, LogGroup, Parameter,
     Permission, Properties, Queue, Role, Route, Schedule, ScheduleTarget, Stage, Subscription,
     Table, Tags, Topic,
 };
@@ -184,6 +184,9 @@ pub struct StageSettings {
     /// Stage-wide request rate (steady state) and burst.
     pub throttle_rate: f64,
     pub throttle_burst: u32,
+    /// Published versions kept per function (older ones are pruned): how far back
+    /// `chatctl rollback` can go.
+    pub keep_releases: u32,
 }
 
 impl Default for StageSettings {
@@ -196,6 +199,7 @@ impl Default for StageSettings {
             log_retention_days: 14,
             throttle_rate: 500.0,
             throttle_burst: 1000,
+            keep_releases: 10,
         }
     }
 }
@@ -272,6 +276,8 @@ pub enum Kind {
     Api,
     Role,
     Function,
+    /// The function's `live` release: after the function, before everything that invokes it.
+    Alias,
     /// After the function it configures and the queue it names.
     EventInvokeConfig,
     /// After the function and the queue it connects.
@@ -296,6 +302,7 @@ impl Kind {
             Kind::Api => "websocket api",
             Kind::Role => "iam role",
             Kind::Function => "lambda function",
+            Kind::Alias => "lambda alias",
             Kind::EventInvokeConfig => "lambda event-invoke config",
             Kind::EventSourceMapping => "lambda event source mapping",
             Kind::Schedule => "scheduler schedule",
@@ -399,7 +406,10 @@ pub fn desired(
     let api = names.api();
     let api_id = env.api_id.as_deref().unwrap_or(KNOWN_AFTER_APPLY);
     let function = |role: &str| names.function(role);
-    let function_arn = |role: &str| arns.function(&names.function(role));
+    // Every trigger invokes the function's `live` alias, never $LATEST: a deploy uploads code
+    // without serving it until the alias moves, and a rollback moves only the alias.
+    let alias = |role: &str| names.alias(role);
+    let alias_arn = |role: &str| arns.function(&names.alias(role));
     let log_group = |role: &str| names.log_group(role);
     let log_group_arn = |role: &str| arns.log_group(&names.log_group(role));
     let secret = names.secret_parameter().to_owned();
@@ -544,7 +554,7 @@ pub fn desired(
             assume_role_policy: render(SCHEDULER_TRUST, &[("AccountId", account)]),
             inline_policy: render(
                 SCHEDULER_POLICY,
-                &[("FanoutFunctionArn", &function_arn("fanout"))],
+                &[("FanoutFunctionArn", &alias_arn("fanout"))],
             ),
             tags: tags.clone(),
         }
@@ -605,6 +615,26 @@ pub fn desired(
             ],
         });
     }
+    // Each function's release: the version its live alias serves has its code and configuration.
+    for role in FUNCTION_ROLES {
+        let release = resources
+            .iter()
+            .rev()
+            .find(|r| r.kind == Kind::Function && r.name == function(role))
+            .and_then(|r| r.properties.function())
+            .map(Function::release)
+            .unwrap_or(Alias {
+                code_sha256: None,
+                configuration: None,
+            });
+        resources.push(Resource {
+            kind: Kind::Alias,
+            name: alias(role),
+            properties: release.into(),
+            replace_on: &[],
+            needs: vec![(Kind::Function, function(role))],
+        });
+    }
     // SNS invokes the fan-out asynchronously: Lambda queues the event and retries it on failure.
     // This bounds both, so a frame is delivered within a minute or dead-lettered, never late.
     resources.push(Resource {
@@ -619,10 +649,7 @@ pub fn desired(
         }
         .into(),
         replace_on: &[],
-        needs: vec![
-            (Kind::Function, function("fanout")),
-            (Kind::Queue, dlq.clone()),
-        ],
+        needs: vec![(Kind::Alias, alias("fanout")), (Kind::Queue, dlq.clone())],
     });
     // Presence events reach the fan-out in batches (one invocation per second at most per
     // poller), so a join storm's presence is coalesced per room instead of one frame per join.
@@ -638,7 +665,7 @@ pub fn desired(
         .into(),
         replace_on: &["eventSourceArn"],
         needs: vec![
-            (Kind::Function, function("fanout")),
+            (Kind::Alias, alias("fanout")),
             (Kind::Queue, presence.clone()),
         ],
     });
@@ -652,7 +679,7 @@ pub fn desired(
             flexible_time_window: Some("OFF".into()),
             state: Some("ENABLED".into()),
             target: ScheduleTarget {
-                arn: Some(function_arn("fanout")),
+                arn: Some(alias_arn("fanout")),
                 role_arn: Some(arns.role(&names.scheduler_role())),
                 input: Some(SWEEP_INPUT.into()),
                 maximum_retry_attempts: Some(0),
@@ -662,7 +689,7 @@ pub fn desired(
         .into(),
         replace_on: &[],
         needs: vec![
-            (Kind::Function, function("fanout")),
+            (Kind::Alias, alias("fanout")),
             (Kind::Role, names.scheduler_role()),
         ],
     });
@@ -671,11 +698,13 @@ pub fn desired(
         name: format!("{api}/ws"),
         properties: Integration {
             r#type: Some("AWS_PROXY".into()),
-            uri: Some(arns.lambda_invocation_uri(&function_arn("ws"))),
+            uri: Some(arns.lambda_invocation_uri(&alias_arn("ws"))),
         }
         .into(),
         replace_on: &[],
-        needs: vec![(Kind::Api, api.clone())],
+        // API Gateway checks nothing at creation, but a route must not invoke an alias that is
+        // not there yet.
+        needs: vec![(Kind::Api, api.clone()), (Kind::Alias, alias("ws"))],
     });
     for route in ROUTES {
         resources.push(Resource {
@@ -720,7 +749,7 @@ pub fn desired(
         }
         .into(),
         replace_on: &["principal", "sourceArn"],
-        needs: vec![(Kind::Function, function("ws")), (Kind::Api, api.clone())],
+        needs: vec![(Kind::Alias, alias("ws")), (Kind::Api, api.clone())],
     });
     resources.push(Resource {
         kind: Kind::Permission,
@@ -732,10 +761,7 @@ pub fn desired(
         }
         .into(),
         replace_on: &["principal", "sourceArn"],
-        needs: vec![
-            (Kind::Function, function("fanout")),
-            (Kind::Topic, topic.clone()),
-        ],
+        needs: vec![(Kind::Alias, alias("fanout")), (Kind::Topic, topic.clone())],
     });
     // Chat events go straight to the fan-out (asynchronous invocation, bounded above) …
     resources.push(Resource {
@@ -743,7 +769,7 @@ pub fn desired(
         name: format!("{topic}/{}", function("fanout")),
         properties: Subscription {
             protocol: Some("lambda".into()),
-            endpoint: Some(function_arn("fanout")),
+            endpoint: Some(alias_arn("fanout")),
             filter_policy: json!({ (chat_handlers::events::ATTR_EVENT_TYPE): CHAT_EVENT_TYPES }),
             raw_message_delivery: false,
         }
@@ -752,7 +778,7 @@ pub fn desired(
         // After the permission, so SNS may invoke the function from its first event.
         needs: vec![
             (Kind::Topic, topic.clone()),
-            (Kind::Function, function("fanout")),
+            (Kind::Alias, alias("fanout")),
             (Kind::Permission, format!("{}/sns", function("fanout"))),
         ],
     });
@@ -927,7 +953,9 @@ mod tests {
                 assert!(
                     matches!(
                         r.kind,
-                        Kind::Integration
+                        // Aliases take no tags of their own (the function's apply).
+                        Kind::Alias
+                            | Kind::Integration
                             | Kind::Route
                             | Kind::Permission
                             | Kind::Subscription
@@ -1023,7 +1051,8 @@ mod tests {
         };
         let queue_arn = "arn:aws:sqs:eu-west-1:123456789012:chat-prod-presence";
         let topic_arn = "arn:aws:sns:eu-west-1:123456789012:chat-prod-events";
-        let fanout_arn = "arn:aws:lambda:eu-west-1:123456789012:function:chat-prod-fanout";
+        // Every invoker targets the `live` alias, never $LATEST, so a rollback moves them all.
+        let fanout_arn = "arn:aws:lambda:eu-west-1:123456789012:function:chat-prod-fanout:live";
 
         // Each event type reaches the fan-out by exactly one path.
         let chat = get(Kind::Subscription, "chat-prod-events/chat-prod-fanout");

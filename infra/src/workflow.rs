@@ -312,7 +312,7 @@ pub async fn deploy_cloudformation(
         let engine = cloudformation_engine(stage);
         let say = |message: &str| reporter.event(Event::Waiting(message));
         let keys = engine.upload(&env, code, artifacts, &say).await?;
-        let Some(change_set) = engine.change_set(&env, &keys).await? else {
+        let Some(change_set) = engine.change_set(&env, code, &keys).await? else {
             return Ok(Outcome {
                 applied: 0,
                 summary: Summary::default(),

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -47,6 +47,22 @@ fn moto_binary() -> PathBuf {
     tool("moto_server", "MOTO_SERVER")
 }
 
+/// moto's server started from its own Python, with what the tests add to it first
+/// (`tests/moto/chatctl_moto.py`: CloudFormation's `AWS::Lambda::Alias`).
+const START_MOTO: &str = "import sys; sys.path.insert(0, sys.argv[1]); import chatctl_moto; \
+     from moto.server import main; main(sys.argv[2:])";
+
+/// The Python that runs `moto_server` (its shebang), so the additions load into the same moto.
+fn moto_python(server: &Path) -> PathBuf {
+    std::fs::read_to_string(server)
+        .ok()
+        .and_then(|text| {
+            let first = text.lines().next()?.strip_prefix("#!")?.trim().to_owned();
+            (!first.contains(' ')).then(|| PathBuf::from(first))
+        })
+        .unwrap_or_else(|| tool("python3", "MOTO_PYTHON"))
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -76,17 +92,21 @@ impl Moto {
     #[allow(clippy::zombie_processes)]
     fn start(lambdas: Lambdas) -> Moto {
         let bin = moto_binary();
+        let python = moto_python(&bin);
+        let additions = Path::new(env!("CARGO_MANIFEST_DIR")).join("moto");
         let port = free_port();
         // The watchdog shell stops moto when this test process ends, however it ends.
         let script = format!(
-            "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & moto=$!; \
+            "\"$0\" -c \"$1\" \"$2\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & moto=$!; \
              while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $moto",
             parent = std::process::id()
         );
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(script)
-            .arg(&bin)
+            .arg(&python)
+            .arg(START_MOTO)
+            .arg(&additions)
             .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
             .env("DOCKER_HOST", "unix:///nonexistent")
             .stdin(Stdio::null())

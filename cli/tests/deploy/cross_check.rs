@@ -436,7 +436,7 @@ pub async fn check(config: &SdkConfig, template: &Value, prefix: &str, vars: &Va
         let mappings = of_type(template, vars, "AWS::Lambda::EventSourceMapping");
         let expected: Vec<Value> = mappings
             .values()
-            .filter(|m| m["FunctionName"] == name)
+            .filter(|m| m["FunctionName"] == super::live_arn(name))
             .map(|m| {
                 pick(
                     m,
@@ -451,7 +451,7 @@ pub async fn check(config: &SdkConfig, template: &Value, prefix: &str, vars: &Va
             .collect();
         let observed: Vec<Value> = lambda
             .list_event_source_mappings()
-            .function_name(name)
+            .function_name(super::live_arn(name))
             .send()
             .await
             .unwrap()
@@ -471,13 +471,15 @@ pub async fn check(config: &SdkConfig, template: &Value, prefix: &str, vars: &Va
         let permissions = of_type(template, vars, "AWS::Lambda::Permission");
         let mut expected: Vec<Value> = permissions
             .values()
-            .filter(|p| p["FunctionName"] == name)
+            // Permissions are granted to the `live` alias the triggers invoke.
+            .filter(|p| p["FunctionName"] == format!("{name}:live"))
             .map(|p| pick(p, &["Principal", "Action", "SourceArn"]))
             .collect();
         let policy: Value = serde_json::from_str(
             lambda
                 .get_policy()
                 .function_name(name)
+                .qualifier("live")
                 .send()
                 .await
                 .unwrap()
@@ -500,6 +502,32 @@ pub async fn check(config: &SdkConfig, template: &Value, prefix: &str, vars: &Va
         expected.sort_by_key(Value::to_string);
         observed.sort_by_key(Value::to_string);
         assert_eq!(observed, expected, "invoke permissions of {name}");
+
+        // One `live` alias per function, serving a published version (never $LATEST).
+        let aliases = of_type(template, vars, "AWS::Lambda::Alias");
+        let expected: Vec<Value> = aliases
+            .values()
+            .filter(|a| a["FunctionName"] == name)
+            .map(|a| pick(a, &["Name"]))
+            .collect();
+        let observed: Vec<Value> = lambda
+            .list_aliases()
+            .function_name(name)
+            .send()
+            .await
+            .unwrap()
+            .aliases()
+            .iter()
+            .map(|a| {
+                assert!(
+                    a.function_version()
+                        .is_some_and(|v| v.parse::<u64>().is_ok()),
+                    "{a:?}"
+                );
+                json!({"Name": a.name()})
+            })
+            .collect();
+        assert_eq!(observed, expected, "aliases of {name}");
     }
 
     let scheduler = aws_sdk_scheduler::Client::new(config);

@@ -1,5 +1,6 @@
-//! A Lambda function and what hangs off it: its event-invoke configuration, the presence queue's
-//! event source mapping, and the permissions that let API Gateway and SNS invoke it.
+//! A Lambda function and what hangs off it: its `live` alias (the release every trigger
+//! invokes), its event-invoke configuration, the presence queue's event source mapping, and the
+//! permissions that let API Gateway and SNS invoke it.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -9,13 +10,14 @@ use aws_sdk_lambda::primitives::Blob;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::apply::{Applier, int, tag_map, text, typed};
+use crate::apply::{Applier, Progress, int, tag_map, text, typed};
 use crate::cloudformation::{CODE_BUCKET_PARAMETER, cfn, tag_list};
 use crate::errors::{
-    describe, is_in_use, is_not_found, is_role_not_ready, is_source_access_not_ready,
-    is_update_in_progress,
+    describe, is_in_use, is_not_found, is_precondition_failed, is_role_not_ready,
+    is_source_access_not_ready, is_update_in_progress,
 };
 use crate::kinds::Properties;
+use crate::names::{LIVE_ALIAS, live};
 use crate::observe::{ObserveError, Reader, our_tags, read_error};
 use crate::stack::{Kind, Resource, permission_sid};
 
@@ -36,6 +38,44 @@ pub struct Function {
     pub code_sha256: Option<String>,
     pub environment: BTreeMap<String, String>,
     pub tags: Tags,
+}
+
+impl Function {
+    /// A digest of what a published version freezes besides the code (runtime, handler,
+    /// architecture, memory, timeout, role, environment): a change to any of them needs a new
+    /// version for the `live` alias to serve it. Tags are not part of a version.
+    pub fn configuration_digest(&self) -> String {
+        use sha2::Digest;
+        let frozen = json!([
+            self.runtime,
+            self.handler,
+            self.architecture,
+            self.memory_mb,
+            self.timeout_s,
+            self.role,
+            self.environment,
+        ]);
+        let hash = sha2::Sha256::digest(frozen.to_string().as_bytes());
+        hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The release a `live` alias should serve for this function.
+    pub fn release(&self) -> Alias {
+        Alias {
+            code_sha256: self.code_sha256.clone(),
+            configuration: Some(self.configuration_digest()),
+        }
+    }
+}
+
+/// The function's `live` alias, as the version it points at: that version's code and a digest
+/// of its configuration ([`Function::configuration_digest`]). Wanted: the function's own, so a
+/// deploy that changes either publishes a version and moves the alias to it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alias {
+    pub code_sha256: Option<String>,
+    pub configuration: Option<String>,
 }
 
 /// How Lambda handles the function's asynchronous invocations.
@@ -75,10 +115,12 @@ pub struct Permission {
 
 // --- observe ------------------------------------------------------------------------------
 
-/// The mapping from `queue_arn` to `function`, found by both (there is no name to read it by).
+/// The mapping from `queue_arn` to `function`'s `live` alias (`alias_arn`), found by both (there
+/// is no name to read it by).
 pub(crate) async fn read_event_source_mapping(
     r: &Reader<'_>,
     function: &str,
+    alias_arn: &str,
     queue_arn: &str,
     queue: &str,
 ) -> Result<(), ObserveError> {
@@ -86,7 +128,7 @@ pub(crate) async fn read_event_source_mapping(
         .clients
         .lambda
         .list_event_source_mappings()
-        .function_name(function)
+        .function_name(alias_arn)
         .event_source_arn(queue_arn)
         .send()
         .await
@@ -140,6 +182,7 @@ pub(crate) async fn read_event_invoke_config(
         .lambda
         .get_function_event_invoke_config()
         .function_name(function)
+        .qualifier(LIVE_ALIAS)
         .send()
         .await
     {
@@ -171,6 +214,27 @@ pub(crate) async fn read_event_invoke_config(
     Ok(())
 }
 
+/// The properties of one function configuration ($LATEST, or a published version).
+fn function_properties(c: &aws_sdk_lambda::types::FunctionConfiguration, tags: Tags) -> Function {
+    let environment: BTreeMap<String, String> = c
+        .environment()
+        .and_then(|e| e.variables())
+        .cloned()
+        .map(|v| v.into_iter().collect())
+        .unwrap_or_default();
+    Function {
+        runtime: c.runtime().map(|r| r.as_str().to_owned()),
+        handler: c.handler().map(str::to_owned),
+        architecture: c.architectures().first().map(|a| a.as_str().to_owned()),
+        memory_mb: c.memory_size().map(i64::from),
+        timeout_s: c.timeout().map(i64::from),
+        role: c.role().map(str::to_owned),
+        code_sha256: c.code_sha256().map(str::to_owned),
+        environment,
+        tags,
+    }
+}
+
 pub(crate) async fn read_function(r: &Reader<'_>, name: &str) -> Result<(), ObserveError> {
     let out = match r
         .clients
@@ -189,26 +253,83 @@ pub(crate) async fn read_function(r: &Reader<'_>, name: &str) -> Result<(), Obse
     let Some(c) = out.configuration() else {
         return Ok(());
     };
-    let environment: BTreeMap<String, String> = c
-        .environment()
-        .and_then(|e| e.variables())
-        .cloned()
-        .map(|v| v.into_iter().collect())
-        .unwrap_or_default();
     let tags = out.tags().cloned().unwrap_or_default();
+    let tags = our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    r.put(name, function_properties(c, tags));
+    Ok(())
+}
+
+/// The numbers of `function`'s published versions (every page; `$LATEST` is not one).
+pub(crate) async fn published_versions(
+    lambda: &aws_sdk_lambda::Client,
+    function: &str,
+) -> Result<
+    Vec<u64>,
+    aws_sdk_lambda::error::SdkError<
+        aws_sdk_lambda::operation::list_versions_by_function::ListVersionsByFunctionError,
+    >,
+> {
+    let mut versions = Vec::new();
+    let mut marker = None;
+    loop {
+        let out = lambda
+            .list_versions_by_function()
+            .function_name(function)
+            .set_marker(marker)
+            .send()
+            .await?;
+        versions.extend(
+            out.versions()
+                .iter()
+                .filter_map(|v| v.version()?.parse::<u64>().ok()),
+        );
+        marker = out.next_marker;
+        if marker.is_none() {
+            return Ok(versions);
+        }
+    }
+}
+
+/// The `live` alias of `function`: the version it points at (kept as the alias's id, for
+/// releases and status) and that version's code and configuration.
+pub(crate) async fn read_alias(r: &Reader<'_>, function: &str) -> Result<(), ObserveError> {
+    let lambda = &r.clients.lambda;
+    let name = live(function);
+    let alias = match lambda
+        .get_alias()
+        .function_name(function)
+        .name(LIVE_ALIAS)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) if is_not_found(&e) => return Ok(()),
+        Err(e) => return Err(read_error(format!("alias {name}"), e)),
+    };
+    let Some(version) = alias.function_version() else {
+        return Ok(());
+    };
+    r.id(Kind::Alias, &name, version);
+    let release = match lambda
+        .get_function()
+        .function_name(function)
+        .qualifier(version)
+        .send()
+        .await
+    {
+        Ok(out) => out
+            .configuration()
+            .map(|c| function_properties(c, Tags::new()).release()),
+        // An alias always points at an existing version; gone means the function is going.
+        Err(e) if is_not_found(&e) => None,
+        Err(e) => return Err(read_error(format!("version {version} of {function}"), e)),
+    };
     r.put(
-        name,
-        Function {
-            runtime: c.runtime().map(|r| r.as_str().to_owned()),
-            handler: c.handler().map(str::to_owned),
-            architecture: c.architectures().first().map(|a| a.as_str().to_owned()),
-            memory_mb: c.memory_size().map(i64::from),
-            timeout_s: c.timeout().map(i64::from),
-            role: c.role().map(str::to_owned),
-            code_sha256: c.code_sha256().map(str::to_owned),
-            environment,
-            tags: our_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-        },
+        &name,
+        release.unwrap_or(Alias {
+            code_sha256: None,
+            configuration: None,
+        }),
     );
     Ok(())
 }
@@ -223,6 +344,7 @@ pub(crate) async fn read_permission(
         .lambda
         .get_policy()
         .function_name(function)
+        .qualifier(LIVE_ALIAS)
         .send()
         .await
     {
@@ -275,6 +397,7 @@ impl Applier<'_> {
                 .lambda
                 .put_function_event_invoke_config()
                 .function_name(&r.name)
+                .qualifier(LIVE_ALIAS)
                 .maximum_event_age_in_seconds(int(config.maximum_event_age_s))
                 .maximum_retry_attempts(int(config.maximum_retry_attempts))
                 .destination_config(destinations.clone().build())
@@ -311,7 +434,7 @@ impl Applier<'_> {
                 .clients
                 .lambda
                 .create_event_source_mapping()
-                .function_name(&function)
+                .function_name(self.alias_arn(&function))
                 .event_source_arn(text(&m.event_source_arn))
                 .batch_size(int(m.batch_size))
                 .maximum_batching_window_in_seconds(int(m.maximum_batching_window_s))
@@ -354,7 +477,7 @@ impl Applier<'_> {
         self.clients
             .lambda
             .list_event_source_mappings()
-            .function_name(function)
+            .function_name(self.alias_arn(function))
             .event_source_arn(&source)
             .send()
             .await
@@ -524,6 +647,135 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// The ARN of `function`'s `live` alias, which every trigger invokes.
+    pub(crate) fn alias_arn(&self, function: &str) -> String {
+        self.arn("lambda", &format!("function:{}", live(function)))
+    }
+
+    /// Make the `live` alias serve the function as it now is: publish a version of $LATEST (Lambda
+    /// returns the newest version instead when nothing changed since it was published, so a
+    /// re-run publishes nothing twice) and point the alias at it, then prune old versions.
+    pub(crate) async fn put_alias(&self, r: &Resource) -> Result<(), String> {
+        let function = r.name.split(':').next().unwrap_or_default();
+        let release = typed(r, Properties::alias)?;
+        // PublishVersion during an update is refused (ResourceConflictException).
+        self.wait_function(function).await?;
+        let version = self.publish_version(function, release).await?;
+        self.point_alias(function, &version).await?;
+        self.known()
+            .ids
+            .insert((Kind::Alias, r.name.clone()), version.clone());
+        self.prune_versions(function, &version).await
+    }
+
+    async fn publish_version(&self, function: &str, release: &Alias) -> Result<String, String> {
+        let code = release
+            .code_sha256
+            .as_deref()
+            .filter(|sha| !sha.starts_with('('));
+        let description = format!(
+            "chatctl {}: code {}, configuration {}",
+            self.name,
+            code.unwrap_or("as uploaded"),
+            release.configuration.as_deref().unwrap_or("-")
+        );
+        let started = Instant::now();
+        loop {
+            match self
+                .clients
+                .lambda
+                .publish_version()
+                .function_name(function)
+                // Publish only the code this deploy uploaded: if another run changed it since,
+                // Lambda refuses (PreconditionFailedException) instead of releasing that.
+                .set_code_sha256(code.map(str::to_owned))
+                .description(&description)
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    return out
+                        .version
+                        .ok_or_else(|| format!("Lambda published {function} without a version"));
+                }
+                Err(e) if is_update_in_progress(&e) && started.elapsed() < self.patience => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) if is_precondition_failed(&e) => {
+                    return Err(format!(
+                        "{}; the code of {function} changed while this deploy ran (another deploy?): run deploy again",
+                        describe(e)
+                    ));
+                }
+                Err(e) => return Err(describe(e)),
+            }
+        }
+    }
+
+    /// Point `function`'s `live` alias at `version`, creating the alias if it is missing.
+    pub(crate) async fn point_alias(&self, function: &str, version: &str) -> Result<(), String> {
+        let lambda = &self.clients.lambda;
+        match lambda
+            .update_alias()
+            .function_name(function)
+            .name(LIVE_ALIAS)
+            .function_version(version)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => lambda
+                .create_alias()
+                .function_name(function)
+                .name(LIVE_ALIAS)
+                .function_version(version)
+                .description("the release every trigger of this stage invokes (chatctl)")
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(describe),
+            Err(e) => Err(describe(e)),
+        }
+    }
+
+    /// Delete all but the newest `keep_releases` versions of `function` (never `live`, the one
+    /// the alias now serves). A version something else still references is left alone.
+    async fn prune_versions(&self, function: &str, live: &str) -> Result<(), String> {
+        let mut versions: Vec<u64> = published_versions(&self.clients.lambda, function)
+            .await
+            .map_err(describe)?;
+        versions.sort_unstable_by(|a, b| b.cmp(a));
+        let keep = usize::try_from(self.settings.keep_releases.max(1)).unwrap_or(usize::MAX);
+        let mut pruned = Vec::new();
+        for version in versions.into_iter().skip(keep) {
+            let version = version.to_string();
+            if version == live {
+                continue;
+            }
+            match self
+                .clients
+                .lambda
+                .delete_function()
+                .function_name(function)
+                .qualifier(&version)
+                .send()
+                .await
+            {
+                Ok(_) => pruned.push(version),
+                Err(e) if is_not_found(&e) || is_update_in_progress(&e) => {}
+                Err(e) => return Err(describe(e)),
+            }
+        }
+        if let (Some(Progress(say)), false) = (self.progress, pruned.is_empty()) {
+            say(&format!(
+                "pruned {function} versions {} (keep_releases = {})",
+                pruned.join(", "),
+                self.settings.keep_releases
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) async fn create_permission(&self, r: &Resource) -> Result<(), String> {
         let (function, source) = r.name.rsplit_once('/').ok_or("permission without source")?;
         let permission = typed(r, Properties::permission)?;
@@ -532,6 +784,7 @@ impl Applier<'_> {
             .lambda
             .add_permission()
             .function_name(function)
+            .qualifier(LIVE_ALIAS)
             .statement_id(permission_sid(source))
             .action(text(&permission.action))
             .principal(text(&permission.principal))
@@ -588,6 +841,50 @@ impl Function {
     }
 }
 
+impl Alias {
+    /// A version of `function` (logical id `version_id`) and the `live` alias serving it.
+    /// AWS::Lambda::Version is immutable: CloudFormation publishes a new one when its
+    /// `CodeSha256` (the template parameter `code_parameter`, the zip's hash) or its description
+    /// (naming the configuration digest) changes, and the alias follows it.
+    pub(crate) fn cloudformation(
+        &self,
+        function: &str,
+        code_parameter: &str,
+        version_id: &str,
+    ) -> Vec<(&'static str, Value)> {
+        let Alias {
+            // Not a template value: the parameter holds it.
+            code_sha256: _,
+            configuration,
+        } = self;
+        let mut version = cfn(
+            "AWS::Lambda::Version",
+            json!({
+                "FunctionName": function,
+                "CodeSha256": { "Ref": code_parameter },
+                "Description": format!("chatctl release: configuration {}", configuration.as_deref().unwrap_or("-")),
+            }),
+        );
+        // A replaced version stays published, so the alias can be pointed back at it
+        // (`aws lambda update-alias`); deleting the function deletes its versions anyway.
+        version["UpdateReplacePolicy"] = json!("Retain");
+        vec![
+            ("Version", version),
+            (
+                "",
+                cfn(
+                    "AWS::Lambda::Alias",
+                    json!({
+                        "FunctionName": function,
+                        "Name": LIVE_ALIAS,
+                        "FunctionVersion": { "Fn::GetAtt": [version_id, "Version"] },
+                    }),
+                ),
+            ),
+        ]
+    }
+}
+
 impl EventInvokeConfig {
     pub(crate) fn cloudformation(&self, function: &str) -> Value {
         let EventInvokeConfig {
@@ -604,8 +901,8 @@ impl EventInvokeConfig {
             "AWS::Lambda::EventInvokeConfig",
             json!({
                 "FunctionName": function,
-                // SNS invokes the unqualified function, which is $LATEST.
-                "Qualifier": "$LATEST",
+                // SNS invokes the `live` alias.
+                "Qualifier": LIVE_ALIAS,
                 "MaximumEventAgeInSeconds": maximum_event_age_s,
                 "MaximumRetryAttempts": maximum_retry_attempts,
                 "DestinationConfig": destinations,

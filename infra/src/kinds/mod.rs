@@ -22,7 +22,7 @@ pub mod table;
 pub mod topic;
 
 pub use api::{Api, Integration, Route, Stage};
-pub use function::{EventInvokeConfig, EventSourceMapping, Function, Permission};
+pub use function::{Alias, EventInvokeConfig, EventSourceMapping, Function, Permission};
 pub use log_group::LogGroup;
 pub use parameter::Parameter;
 pub use queue::Queue;
@@ -46,6 +46,7 @@ pub enum Properties {
     Api(Api),
     Role(Role),
     Function(Function),
+    Alias(Alias),
     EventInvokeConfig(EventInvokeConfig),
     EventSourceMapping(EventSourceMapping),
     Schedule(Schedule),
@@ -99,6 +100,7 @@ accessors! {
     Api => api, api_mut;
     Role => role, role_mut;
     Function => function, function_mut;
+    Alias => alias, alias_mut;
     EventInvokeConfig => event_invoke_config, event_invoke_config_mut;
     EventSourceMapping => event_source_mapping, event_source_mapping_mut;
     Schedule => schedule, schedule_mut;

@@ -92,8 +92,15 @@ pub(crate) async fn read_subscription(
         .iter()
         .find(|s| s.endpoint() == Some(endpoint))
     {
-        // The function's or the queue's name: the last part of the endpoint's ARN.
-        let target = endpoint.rsplit(':').next().unwrap_or_default();
+        // The function's or the queue's name, from the endpoint's ARN: a function's ARN goes on
+        // past its name to the alias invoked (`arn:aws:lambda:…:function:NAME:live`).
+        let parts: Vec<&str> = endpoint.split(':').collect();
+        let target = match parts.get(5) {
+            Some(&"function") => parts.get(6),
+            _ => parts.get(5),
+        }
+        .copied()
+        .unwrap_or_default();
         let key = format!("{topic}/{target}");
         let mut attributes = std::collections::HashMap::new();
         // A subscription still pending confirmation has no ARN yet, and no attributes to read.
