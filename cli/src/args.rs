@@ -46,6 +46,10 @@ pub enum Command {
     Status(StatusArgs),
     /// A deployed stage's WebSocket URL, Management endpoint, table names and topic.
     Outputs(OutputsArgs),
+    /// A stage's releases: which versions each deploy or rollback put live, when, by whom.
+    Releases(ReleasesArgs),
+    /// Move a stage's live aliases back to an earlier release (no build, nothing else).
+    Rollback(RollbackArgs),
     /// Show a room's last messages, then new ones and recalls as they happen (Ctrl-C stops).
     Tail(TailArgs),
     /// Who is in a room: members merged per user, their connections, last seen, state.
@@ -261,6 +265,12 @@ pub struct DeployArgs {
     #[arg(long, value_name = "PATH")]
     pub outputs_file: Option<PathBuf>,
 
+    /// Put new versions live even though the stage was rolled back. Without it, a deploy after
+    /// `chatctl rollback` that would change what runs stops, so a re-run CI job cannot undo an
+    /// incident's rollback by accident.
+    #[arg(long)]
+    pub roll_forward: bool,
+
     #[command(flatten)]
     pub apply: ApplyArgs,
 }
@@ -316,6 +326,31 @@ pub struct StatusArgs {
     /// Exit 0 when the stage matches the desired state, 2 when it drifted, 1 on errors.
     #[arg(long)]
     pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleasesArgs {
+    #[command(flatten)]
+    pub target: StageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub target: StageArgs,
+
+    /// Go back to this release (a number from `chatctl releases`) [default: the release before
+    /// the one live; after a rollback, the one before that].
+    #[arg(long, value_name = "N")]
+    pub to: Option<i64>,
+
+    /// Move the aliases without asking. Required when not running from a terminal (CI).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Take the stage's deploy lock even if another run holds it. Only when that run is dead.
+    #[arg(long)]
+    pub break_lock: bool,
 }
 
 #[derive(Debug, Args)]

@@ -51,6 +51,18 @@ pub enum CliError {
     /// `--engine cloudformation`: the change set or the stack failed.
     #[error(transparent)]
     CloudFormation(chatctl_infra::cfn_engine::CfnError),
+    #[error(transparent)]
+    Release(#[from] chatctl_infra::releases::ReleaseError),
+    /// A deploy over a rollback without `--roll-forward`.
+    #[error(
+        "stage {stack} was rolled back (release {release} restored release {to}); this deploy would put new versions live"
+    )]
+    RolledBack {
+        stack: String,
+        stage: String,
+        release: i64,
+        to: i64,
+    },
     /// The person at the terminal said no.
     #[error("{0}: nothing was changed")]
     Declined(String),
@@ -282,6 +294,8 @@ impl CliError {
             CliError::Lock(_) => "lock",
             CliError::Apply(_) => "apply",
             CliError::CloudFormation(_) => "cloudformation",
+            CliError::Release(_) => "release",
+            CliError::RolledBack { .. } => "rolled-back",
             CliError::Declined(_) => "declined",
             CliError::ReplacesTables { .. } | CliError::Unsafe(_) => "unsafe",
             CliError::NotDeployed { .. } | CliError::DevNotRunning { .. } => "not-deployed",
@@ -340,6 +354,15 @@ impl CliError {
                     "CloudFormation rolled the stack back; fix the cause and deploy again \
                      (`aws cloudformation describe-stack-events --stack-name {stack}` has \
                      the whole story)"
+                )
+                .into(),
+            ),
+            CliError::Release(e) => e.hint().map(Cow::Owned),
+            CliError::RolledBack { stage, .. } => Some(
+                format!(
+                    "pass --roll-forward to deploy over the rollback (`chatctl releases --stage \
+                     {stage}` shows what runs now); fix the cause first if the rolled-back \
+                     release was bad"
                 )
                 .into(),
             ),

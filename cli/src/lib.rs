@@ -28,6 +28,8 @@ pub fn run() -> ExitCode {
         Command::Destroy(args) => commands::destroy::run(args, output),
         Command::Status(args) => commands::status::run(args, output),
         Command::Outputs(args) => commands::status::outputs(args, output),
+        Command::Releases(args) => commands::releases::list(args, output),
+        Command::Rollback(args) => commands::releases::rollback(args, output),
         Command::Tail(args) => commands::tail::run(args, output),
         Command::Presence(args) => commands::ops::presence(args, output),
         Command::Recall(args) => commands::ops::recall(args, output),

@@ -29,6 +29,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_chatctl");
 
 #[path = "deploy/cross_check.rs"]
 mod cross_check;
+#[path = "deploy/releases.rs"]
+mod releases;
 
 /// Resources of a stage: 2 tables, the topic, 2 queues (the fan-out's dead-letter queue and the
 /// presence queue), the secret, 2 log groups, the API, 3 roles (the functions' and the
@@ -893,20 +895,32 @@ async fn deploy_from_nothing_then_no_op_then_code_and_setting_changes_then_destr
     assert_eq!(s.changes(), vec![]);
 
     // New code for one handler: exactly one UpdateFunctionCode, for that function, then its
-    // new version behind its alias.
+    // new version behind its alias, and the release recorded.
     fake_artifacts(s.artifacts.path(), "v2");
     ok(&s.deploy(&[]));
     let changes = s.changes();
     assert_eq!(
         ops(&changes),
-        ["UpdateFunctionCode", "PublishVersion", "UpdateAlias"]
+        [
+            "UpdateFunctionCode",
+            "PublishVersion",
+            "UpdateAlias",
+            "PutParameter"
+        ]
     );
-    for change in &changes {
+    for change in &changes[..3] {
         assert!(
             change.path.contains(&format!("{}-ws/", s.prefix())),
             "{change:?}"
         );
     }
+    assert!(
+        changes[3]
+            .body
+            .contains(&format!("/chatctl/chat/{}/releases", s.name)),
+        "{:?}",
+        changes[3]
+    );
 
     // A setting in chatctl.toml for this stage: only the log groups' retention.
     std::fs::write(

@@ -22,6 +22,7 @@ pub mod outputs;
 pub mod pace;
 pub mod plan;
 pub mod process;
+pub mod releases;
 pub mod scaffold;
 pub mod schedule;
 pub mod stack;

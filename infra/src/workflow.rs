@@ -12,6 +12,7 @@ use crate::lock::{self, Holder, LockError};
 use crate::observe::{self, Clients, ObserveError};
 use crate::outputs::{self, Outputs};
 use crate::plan::{Action, Change, Observed, Plan, Summary, plan_stage, with_deployed_code};
+use crate::releases::{self, Live, Record, Release, ReleaseError, ReleaseKind};
 use crate::stack::{Code, DesiredStack, Environment, Kind, StackName, StageSettings};
 
 /// What a workflow is doing, in the order it happens.
@@ -45,6 +46,8 @@ pub enum Event<'a> {
     ChangeSet(&'a ChangeSet),
     /// A stack event while the change set executes or the stack is deleted.
     Stack(&'a StackEvent),
+    /// What a rollback will move, before it is confirmed.
+    RollingBack(&'a RollbackPlan),
 }
 
 /// Receives a workflow's events and answers its question. Shared with the actions apply runs at
@@ -74,6 +77,18 @@ pub enum WorkflowError {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     CloudFormation(#[from] CfnError),
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    /// The stage was rolled back, and this deploy would publish new versions over it without
+    /// `--roll-forward` (a CI job re-running would otherwise undo an incident's rollback).
+    #[error(
+        "stage {stack} was rolled back (release {release} restored release {to}); this deploy would put new versions live"
+    )]
+    RolledBack {
+        stack: String,
+        release: i64,
+        to: i64,
+    },
 }
 
 /// What is deployed and how.
@@ -84,23 +99,29 @@ pub struct Stage<'a> {
     pub settings: &'a StageSettings,
 }
 
-/// How a deploy or destroy runs.
+/// How a deploy, destroy or rollback runs.
 #[derive(Debug, Clone, Copy)]
-pub struct Options {
+pub struct Options<'a> {
     /// Take the lock even if a live run holds it.
     pub break_lock: bool,
     /// Allow replacing a table whose keys changed (its data is lost).
     pub replace_tables: bool,
     /// Actions applied at once.
     pub concurrency: u16,
+    /// Deploy new versions over a rollback.
+    pub roll_forward: bool,
+    /// The commit being deployed, for the release log.
+    pub commit: Option<&'a str>,
 }
 
-impl Default for Options {
+impl Default for Options<'_> {
     fn default() -> Self {
         Self {
             break_lock: false,
             replace_tables: false,
             concurrency: DEFAULT_CONCURRENCY,
+            roll_forward: false,
+            commit: None,
         }
     }
 }
@@ -115,6 +136,8 @@ pub struct Outcome {
     pub outputs: Option<Outputs>,
     pub lock_taken_over_from: Option<Holder>,
     pub aws_calls: CallCount,
+    /// The release this deploy recorded (it published new versions), if any.
+    pub release: Option<i64>,
 }
 
 /// Read the stage and plan it. Without `code` (no build), the functions' code is taken as what
@@ -144,18 +167,23 @@ async fn observe_stage(
     Ok(observed?)
 }
 
-/// Deploy `code` (whose zips are `artifacts`) to the stage.
+/// Deploy `code` (whose zips are `artifacts`) to the stage. A deploy that puts new versions
+/// live records a release; over a rollback it needs [`Options::roll_forward`].
 pub async fn deploy(
     stage: &Stage<'_>,
     code: &Code,
     artifacts: &Artifacts,
-    options: Options,
+    options: Options<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Outcome, WorkflowError> {
     locked(stage, "deploy", options, reporter, async |stage| {
         let (env, observed) = observe_stage(stage, reporter).await?;
         let plan = plan_stage(stage.name, stage.settings, &env, code, &observed);
-        run(
+        let releases = releases_something(&plan);
+        if releases && !options.roll_forward {
+            refuse_over_a_rollback(stage).await?;
+        }
+        let mut outcome = run(
             stage,
             &plan,
             &env,
@@ -166,19 +194,87 @@ pub async fn deploy(
             reporter,
             "deploy",
         )
-        .await
+        .await?;
+        if releases {
+            outcome.release = Some(record_deploy(stage, code, options.commit).await?);
+        }
+        Ok(outcome)
     })
     .await
+}
+
+/// Whether applying `plan` moves a `live` alias (publishes a version).
+fn releases_something(plan: &Plan) -> bool {
+    plan.actions
+        .iter()
+        .any(|a| a.kind == Kind::Alias && !matches!(a.change, Change::Keep | Change::Delete))
+}
+
+/// The deploy guard: after a rollback, new versions go live only when asked for.
+async fn refuse_over_a_rollback(stage: &Stage<'_>) -> Result<(), WorkflowError> {
+    match releases::latest(&stage.clients.ssm, stage.name).await? {
+        Some(Release {
+            number,
+            record:
+                Record {
+                    kind: ReleaseKind::Rollback { to },
+                    ..
+                },
+            ..
+        }) => Err(WorkflowError::RolledBack {
+            stack: stage.name.to_string(),
+            release: number,
+            to,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Record what a successful deploy put live: the aliases' versions (read back from Lambda),
+/// each running `code` (the deploy converged, so every function runs this build).
+async fn record_deploy(
+    stage: &Stage<'_>,
+    code: &Code,
+    commit: Option<&str>,
+) -> Result<i64, WorkflowError> {
+    let names = stage.name.names();
+    let live = releases::live_versions(&stage.clients.lambda, stage.name).await?;
+    let functions = live
+        .into_iter()
+        .map(|(function, version)| {
+            let code_sha256 = if function == names.function("ws") {
+                code.ws_sha256.clone()
+            } else {
+                code.fanout_sha256.clone()
+            };
+            (
+                function,
+                Live {
+                    version,
+                    code_sha256,
+                },
+            )
+        })
+        .collect();
+    let record = Record {
+        kind: ReleaseKind::Deploy,
+        functions,
+        commit: commit.map(str::to_owned),
+    };
+    Ok(releases::record(&stage.clients.ssm, stage.name, &record).await?)
 }
 
 /// Delete every resource of the stage.
 pub async fn destroy(
     stage: &Stage<'_>,
-    options: Options,
+    options: Options<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Outcome, WorkflowError> {
     locked(stage, "destroy", options, reporter, async |stage| {
-        delete_everything(stage, options, reporter).await
+        let outcome = delete_everything(stage, options, reporter).await?;
+        // The releases name versions that are gone with their functions.
+        releases::forget(&stage.clients.ssm, stage.name).await?;
+        Ok(outcome)
     })
     .await
 }
@@ -186,7 +282,7 @@ pub async fn destroy(
 /// Read the stage and delete whatever of it exists, dependents first (asking `reporter` first).
 async fn delete_everything(
     stage: &Stage<'_>,
-    options: Options,
+    options: Options<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Outcome, WorkflowError> {
     let (env, observed) = observe_stage(stage, reporter).await?;
@@ -204,14 +300,33 @@ async fn delete_everything(
     .await
 }
 
+/// What a workflow run under the lock reports about the lock and its AWS calls.
+trait LockedOutcome {
+    fn finish(&mut self, lock_taken_over_from: Option<Holder>, aws_calls: CallCount);
+}
+
+impl LockedOutcome for Outcome {
+    fn finish(&mut self, lock_taken_over_from: Option<Holder>, aws_calls: CallCount) {
+        self.lock_taken_over_from = lock_taken_over_from;
+        self.aws_calls = aws_calls;
+    }
+}
+
+impl LockedOutcome for RollbackOutcome {
+    fn finish(&mut self, lock_taken_over_from: Option<Holder>, aws_calls: CallCount) {
+        self.lock_taken_over_from = lock_taken_over_from;
+        self.aws_calls = aws_calls;
+    }
+}
+
 /// `body` under the stage's lock, released afterwards whatever happened.
-async fn locked(
+async fn locked<T: LockedOutcome>(
     stage: &Stage<'_>,
     command: &'static str,
-    options: Options,
+    options: Options<'_>,
     reporter: &dyn Reporter,
-    body: impl AsyncFnOnce(&Stage<'_>) -> Result<Outcome, WorkflowError>,
-) -> Result<Outcome, WorkflowError> {
+    body: impl AsyncFnOnce(&Stage<'_>) -> Result<T, WorkflowError>,
+) -> Result<T, WorkflowError> {
     reporter.event(Event::Locking { stack: stage.name });
     let lock = lock::acquire(&stage.clients.ssm, stage.name, command, options.break_lock).await;
     reporter.event(Event::Locked {
@@ -225,9 +340,171 @@ async fn locked(
     let released = lock.release().await;
     let mut outcome = result?;
     released?;
-    outcome.lock_taken_over_from = took_over;
-    outcome.aws_calls = stage.clients.calls.snapshot();
+    outcome.finish(took_over, stage.clients.calls.snapshot());
     Ok(outcome)
+}
+
+/// One function's alias move in a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AliasMove {
+    pub function: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// What a rollback does: the release it restores, and the aliases that move (those already
+/// there stay untouched).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackPlan {
+    pub stack: String,
+    /// The release live now.
+    pub from: i64,
+    pub to: Release,
+    pub moves: Vec<AliasMove>,
+}
+
+impl std::fmt::Display for RollbackPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "rollback of {} from release {} to release {}:",
+            self.stack, self.from, self.to.number
+        )?;
+        for m in &self.moves {
+            writeln!(
+                f,
+                "  ~   lambda alias {}:live  version {} -> {}",
+                m.function, m.from, m.to
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone)]
+pub struct RollbackOutcome {
+    pub plan: RollbackPlan,
+    /// The release recording the rollback (`None`: the target was live already, nothing moved).
+    pub release: Option<i64>,
+    pub lock_taken_over_from: Option<Holder>,
+    pub aws_calls: CallCount,
+}
+
+/// Move the `live` aliases back to release `to`'s versions (default: the release before the
+/// one live, see [`releases::target`]), one UpdateAlias per function that differs, and record
+/// it as a release. Nothing is built, planned or otherwise changed: each version carries its
+/// own code and configuration.
+pub async fn rollback(
+    stage: &Stage<'_>,
+    to: Option<i64>,
+    options: Options<'_>,
+    reporter: &dyn Reporter,
+) -> Result<RollbackOutcome, WorkflowError> {
+    locked(stage, "rollback", options, reporter, async |stage| {
+        let clients = stage.clients;
+        let (history, live) = tokio::try_join!(
+            releases::history(&clients.ssm, stage.name),
+            releases::live_versions(&clients.lambda, stage.name),
+        )?;
+        let target = releases::target(stage.name, &history, to)?.clone();
+        let current = history.last().map_or(0, |r| r.number);
+        let moves: Vec<AliasMove> = target
+            .record
+            .functions
+            .iter()
+            .filter_map(|(function, wanted)| {
+                let now = live.get(function).map_or("-", String::as_str);
+                (now != wanted.version).then(|| AliasMove {
+                    function: function.clone(),
+                    from: now.to_owned(),
+                    to: wanted.version.clone(),
+                })
+            })
+            .collect();
+        let plan = RollbackPlan {
+            stack: stage.name.to_string(),
+            from: current,
+            to: target,
+            moves,
+        };
+        let done = |plan: RollbackPlan, release| RollbackOutcome {
+            plan,
+            release,
+            lock_taken_over_from: None,
+            aws_calls: CallCount::default(),
+        };
+        if plan.moves.is_empty() {
+            return Ok(done(plan, None));
+        }
+        // Every version must still be published before any alias moves: a pruned one would
+        // otherwise leave the stage half rolled back.
+        let checks = plan.moves.iter().map(|m| async move {
+            match clients
+                .lambda
+                .get_function_configuration()
+                .function_name(&m.function)
+                .qualifier(&m.to)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if crate::errors::is_not_found(&e) => Err(ReleaseError::Pruned {
+                    number: plan.to.number,
+                    function: m.function.clone(),
+                    version: m.to.clone(),
+                }),
+                Err(e) => Err(ReleaseError::Lambda {
+                    what: "read the version to restore of",
+                    function: m.function.clone(),
+                    why: crate::errors::describe(e),
+                }),
+            }
+        });
+        futures_util::future::try_join_all(checks).await?;
+        reporter.event(Event::RollingBack(&plan));
+        if !reporter.confirm() {
+            return Err(WorkflowError::Declined {
+                command: "rollback",
+            });
+        }
+        // The moves run at once; should one fail (a version pruned since the check), the other
+        // alias stays where it went and `rollback --to N` again finishes the job.
+        let updates = plan.moves.iter().map(|m| async move {
+            match clients
+                .lambda
+                .update_alias()
+                .function_name(&m.function)
+                .name(crate::names::LIVE_ALIAS)
+                .function_version(&m.to)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if crate::errors::is_not_found(&e) => Err(ReleaseError::Pruned {
+                    number: plan.to.number,
+                    function: m.function.clone(),
+                    version: m.to.clone(),
+                }),
+                Err(e) => Err(ReleaseError::Lambda {
+                    what: "move the live alias of",
+                    function: m.function.clone(),
+                    why: crate::errors::describe(e),
+                }),
+            }
+        });
+        futures_util::future::try_join_all(updates).await?;
+        let record = Record {
+            kind: ReleaseKind::Rollback { to: plan.to.number },
+            functions: plan.to.record.functions.clone(),
+            commit: plan.to.record.commit.clone(),
+        };
+        let release = releases::record(&clients.ssm, stage.name, &record).await?;
+        Ok(done(plan, Some(release)))
+    })
+    .await
 }
 
 /// Guard, confirm and apply `plan`.
@@ -239,7 +516,7 @@ async fn run(
     observed: &Observed,
     code: &Code,
     artifacts: Option<&Artifacts>,
-    options: Options,
+    options: Options<'_>,
     reporter: &dyn Reporter,
     command: &'static str,
 ) -> Result<Outcome, WorkflowError> {
@@ -250,6 +527,7 @@ async fn run(
         outputs: outputs::outputs(stage.name, env),
         lock_taken_over_from: None,
         aws_calls: CallCount::default(),
+        release: None,
     };
     if !plan.has_changes() {
         return Ok(done(0, env));
@@ -303,7 +581,7 @@ pub async fn deploy_cloudformation(
     stage: &Stage<'_>,
     code: &Code,
     artifacts: &Artifacts,
-    options: Options,
+    options: Options<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Outcome, WorkflowError> {
     locked(stage, "deploy", options, reporter, async |stage| {
@@ -319,6 +597,7 @@ pub async fn deploy_cloudformation(
                 outputs: crate::outputs::outputs(stage.name, &env),
                 lock_taken_over_from: None,
                 aws_calls: CallCount::default(),
+                release: None,
             });
         };
         reporter.event(Event::ChangeSet(&change_set));
@@ -336,6 +615,7 @@ pub async fn deploy_cloudformation(
             outputs: crate::outputs::outputs(stage.name, &env),
             lock_taken_over_from: None,
             aws_calls: CallCount::default(),
+            release: None,
         })
     })
     .await
@@ -382,7 +662,7 @@ async fn ensure_secret(
 /// (the tables it retains, the token secret) the direct way. Returns the direct deletes.
 pub async fn destroy_cloudformation(
     stage: &Stage<'_>,
-    options: Options,
+    options: Options<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Outcome, WorkflowError> {
     // The question first: deleting the stack is the irreversible part.

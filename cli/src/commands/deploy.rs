@@ -33,6 +33,8 @@ pub struct DeployReport {
     pub aws_calls: CallCount,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lock_taken_over_from: Option<Holder>,
+    /// The release recorded (new versions went live), if any.
+    pub release: Option<i64>,
     pub outputs: Option<Outputs>,
 }
 
@@ -60,6 +62,12 @@ impl fmt::Display for DeployReport {
                 s.delete,
                 self.aws_calls.total,
                 self.aws_calls.changing
+            )?;
+        }
+        if let Some(release) = self.release {
+            writeln!(
+                f,
+                "release {release} is live (`chatctl releases` lists them)"
             )?;
         }
         match &self.outputs {
@@ -100,6 +108,8 @@ pub fn run(args: DeployArgs, format: OutputFormat) -> Result<u8, CliError> {
     };
     let code = stage::code(&dir, stage.settings.arch)?;
     let artifacts = stage::artifacts(&dir)?;
+    // Recorded with the release; a project outside git deploys without one.
+    let commit = chatctl_infra::releases::commit_of(args.target.aws.project.dir());
     let runtime = crate::runtime()?;
     let outcome = runtime.block_on(async {
         let clients = stage::clients(&stage).await;
@@ -111,6 +121,8 @@ pub fn run(args: DeployArgs, format: OutputFormat) -> Result<u8, CliError> {
             break_lock: args.break_lock,
             replace_tables: args.replace_tables,
             concurrency: args.apply.parallel,
+            roll_forward: args.roll_forward,
+            commit: commit.as_deref(),
         };
         let target = workflow::Stage {
             clients: &clients,
@@ -135,6 +147,7 @@ pub fn run(args: DeployArgs, format: OutputFormat) -> Result<u8, CliError> {
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         aws_calls: outcome.aws_calls,
         lock_taken_over_from: outcome.lock_taken_over_from,
+        release: outcome.release,
         outputs: outcome.outputs,
     };
     if let (Some(path), Some(outputs)) = (&args.outputs_file, &report.outputs) {

@@ -92,6 +92,13 @@ impl Reporter for Terminal {
                 OutputFormat::Json => output::json_line(e),
                 OutputFormat::Text => eprintln!("  {e}"),
             },
+            Event::RollingBack(plan) => match self.format {
+                OutputFormat::Json => output::json_line(&serde_json::json!({
+                    "event": "rollbackPlan",
+                    "plan": plan,
+                })),
+                OutputFormat::Text => eprint!("{plan}"),
+            },
         }
     }
 
@@ -114,6 +121,13 @@ impl From<WorkflowError> for CliError {
                 CliError::Declined(format!("{command} cancelled"))
             }
             WorkflowError::CloudFormation(e) => CliError::CloudFormation(e),
+            WorkflowError::Release(e) => CliError::Release(e),
+            WorkflowError::RolledBack { stack, release, to } => CliError::RolledBack {
+                stage: stack.split_once('/').map_or(&*stack, |(_, s)| s).to_owned(),
+                stack,
+                release,
+                to,
+            },
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod init;
 pub mod ops;
 pub mod plan;
 pub mod reference;
+pub mod releases;
 pub mod smoke;
 pub mod stage;
 pub mod status;

@@ -7,6 +7,7 @@ use std::fmt;
 use chatctl_infra::observe;
 use chatctl_infra::outputs::{self, Outputs};
 use chatctl_infra::plan::{self, Action, Change};
+use chatctl_infra::releases::{self, Release};
 use serde::Serialize;
 
 use crate::args::{OutputFormat, OutputsArgs, StatusArgs};
@@ -34,6 +35,8 @@ pub struct StatusReport {
     /// Fan-out events Lambda gave up on (too old, or failed after its retry), when the stage has
     /// its dead-letter queue. Reported, not drift: the stage is as deployed, events were lost.
     pub dead_lettered: Option<DeadLettered>,
+    /// The newest release of the log (what `deploy` or `rollback` last put live).
+    pub release: Option<Release>,
     pub outputs: Option<Outputs>,
 }
 
@@ -85,6 +88,16 @@ impl fmt::Display for StatusReport {
             };
             writeln!(f, "  drift: {} {}: {what}", a.kind.label(), a.name)?;
         }
+        if let Some(r) = &self.release {
+            write!(f, "  live: {r}")?;
+            if let Some(at) = &r.at {
+                write!(f, " at {at}")?;
+            }
+            if let Some(commit) = &r.record.commit {
+                write!(f, ", commit {}", commit.get(..12).unwrap_or(commit))?;
+            }
+            writeln!(f, " (`chatctl releases` lists them)")?;
+        }
         if let Some(d) = &self.dead_lettered {
             writeln!(f, "  dead-lettered events: {} in {}", d.events, d.queue)?;
         }
@@ -114,10 +127,13 @@ pub fn run(args: StatusArgs, format: OutputFormat) -> Result<u8, CliError> {
         let observed = observe::observe(&clients, &stage.name).await;
         step.finish(if observed.is_ok() { "done" } else { "failed" });
         let observed = observed?;
-        let dead_lettered = observe::dead_lettered(&clients, &stage.name).await?;
-        Ok::<_, CliError>((observed, dead_lettered))
+        let (dead_lettered, release) = tokio::join!(
+            observe::dead_lettered(&clients, &stage.name),
+            releases::latest(&clients.ssm, &stage.name),
+        );
+        Ok::<_, CliError>((observed, dead_lettered?, release?))
     })?;
-    let ((environment, observed), dead_lettered) = report;
+    let ((environment, observed), dead_lettered, release) = report;
     let dead_lettered = dead_lettered.map(|events| DeadLettered {
         queue: stage.name.names().dead_letter_queue(),
         events,
@@ -146,6 +162,7 @@ pub fn run(args: StatusArgs, format: OutputFormat) -> Result<u8, CliError> {
         code_compared,
         drift,
         dead_lettered,
+        release,
         outputs: outputs::outputs(&stage.name, &environment),
     };
     output::emit(format, &report);
