@@ -339,6 +339,74 @@ pub async fn published(
         })
 }
 
+/// One function's alias move in a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AliasMove {
+    pub function: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// What a failed Lambda call about release `number`'s version of `m.function` means: that
+/// version is gone (pruned), or the call failed.
+fn version_error<E>(
+    e: aws_sdk_lambda::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
+    what: &'static str,
+    number: i64,
+    m: &AliasMove,
+) -> ReleaseError
+where
+    E: std::error::Error + aws_sdk_lambda::error::ProvideErrorMetadata + 'static,
+{
+    if is_not_found(&e) {
+        ReleaseError::Pruned {
+            number,
+            function: m.function.clone(),
+            version: m.to.clone(),
+        }
+    } else {
+        ReleaseError::Lambda {
+            what,
+            function: m.function.clone(),
+            why: describe(e),
+        }
+    }
+}
+
+/// That the version `m` moves to is still published (one GetFunctionConfiguration).
+pub async fn check_published(
+    lambda: &aws_sdk_lambda::Client,
+    number: i64,
+    m: &AliasMove,
+) -> Result<(), ReleaseError> {
+    lambda
+        .get_function_configuration()
+        .function_name(&m.function)
+        .qualifier(&m.to)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| version_error(e, "read the version to restore of", number, m))
+}
+
+/// Point `m.function`'s `live` alias at `m.to` (one UpdateAlias).
+pub async fn move_alias(
+    lambda: &aws_sdk_lambda::Client,
+    number: i64,
+    m: &AliasMove,
+) -> Result<(), ReleaseError> {
+    lambda
+        .update_alias()
+        .function_name(&m.function)
+        .name(LIVE_ALIAS)
+        .function_version(&m.to)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| version_error(e, "move the live alias of", number, m))
+}
+
 /// One release as listed: whether it is live, and whether it can still be rolled back to.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

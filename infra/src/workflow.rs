@@ -1,6 +1,7 @@
-//! The stage workflows as a library: `deploy` (lock → observe → plan → table-loss guard →
-//! confirm → apply → outputs → release), `destroy` (the same towards nothing) and `plan`
-//! (observe → plan, without a lock or a build). What happens is told to a [`Reporter`] as typed
+//! The stage workflows as a library: `deploy` (lock → observe → plan → table-loss and
+//! rollback guards → confirm → apply → record the release → outputs → unlock), `destroy` (the
+//! same towards nothing, then the release log), `rollback` (lock → release log and aliases →
+//! confirm → move the aliases → record) and `plan` (observe → plan, without a lock or a build). What happens is told to a [`Reporter`] as typed
 //! [`Event`]s, and the reporter answers the one question (apply this plan?); the CLI only renders
 //! and asks. The lock is released whatever happened, and a failure to release never hides the
 //! workflow's own error.
@@ -12,7 +13,7 @@ use crate::lock::{self, Holder, LockError};
 use crate::observe::{self, Clients, ObserveError};
 use crate::outputs::{self, Outputs};
 use crate::plan::{Action, Change, Observed, Plan, Summary, plan_stage, with_deployed_code};
-use crate::releases::{self, Live, Record, Release, ReleaseError, ReleaseKind};
+use crate::releases::{self, AliasMove, Live, Record, Release, ReleaseError, ReleaseKind};
 use crate::stack::{Code, DesiredStack, Environment, Kind, StackName, StageSettings};
 
 /// What a workflow is doing, in the order it happens.
@@ -344,15 +345,6 @@ async fn locked<T: LockedOutcome>(
     Ok(outcome)
 }
 
-/// One function's alias move in a rollback.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AliasMove {
-    pub function: String,
-    pub from: String,
-    pub to: String,
-}
-
 /// What a rollback does: the release it restores, and the aliases that move (those already
 /// there stay untouched).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -441,29 +433,14 @@ pub async fn rollback(
         }
         // Every version must still be published before any alias moves: a pruned one would
         // otherwise leave the stage half rolled back.
-        let checks = plan.moves.iter().map(|m| async move {
-            match clients
-                .lambda
-                .get_function_configuration()
-                .function_name(&m.function)
-                .qualifier(&m.to)
-                .send()
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) if crate::errors::is_not_found(&e) => Err(ReleaseError::Pruned {
-                    number: plan.to.number,
-                    function: m.function.clone(),
-                    version: m.to.clone(),
-                }),
-                Err(e) => Err(ReleaseError::Lambda {
-                    what: "read the version to restore of",
-                    function: m.function.clone(),
-                    why: crate::errors::describe(e),
-                }),
-            }
-        });
-        futures_util::future::try_join_all(checks).await?;
+        let number = plan.to.number;
+        let lambda = &clients.lambda;
+        futures_util::future::try_join_all(
+            plan.moves
+                .iter()
+                .map(|m| releases::check_published(lambda, number, m)),
+        )
+        .await?;
         reporter.event(Event::RollingBack(&plan));
         if !reporter.confirm() {
             return Err(WorkflowError::Declined {
@@ -472,30 +449,12 @@ pub async fn rollback(
         }
         // The moves run at once; should one fail (a version pruned since the check), the other
         // alias stays where it went and `rollback --to N` again finishes the job.
-        let updates = plan.moves.iter().map(|m| async move {
-            match clients
-                .lambda
-                .update_alias()
-                .function_name(&m.function)
-                .name(crate::names::LIVE_ALIAS)
-                .function_version(&m.to)
-                .send()
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) if crate::errors::is_not_found(&e) => Err(ReleaseError::Pruned {
-                    number: plan.to.number,
-                    function: m.function.clone(),
-                    version: m.to.clone(),
-                }),
-                Err(e) => Err(ReleaseError::Lambda {
-                    what: "move the live alias of",
-                    function: m.function.clone(),
-                    why: crate::errors::describe(e),
-                }),
-            }
-        });
-        futures_util::future::try_join_all(updates).await?;
+        futures_util::future::try_join_all(
+            plan.moves
+                .iter()
+                .map(|m| releases::move_alias(lambda, number, m)),
+        )
+        .await?;
         let record = Record {
             kind: ReleaseKind::Rollback { to: plan.to.number },
             functions: plan.to.record.functions.clone(),

@@ -6,8 +6,8 @@ use std::fmt;
 use std::time::Instant;
 
 use chatctl_infra::calls::CallCount;
-use chatctl_infra::releases::{self, Listed, ReleaseKind};
-use chatctl_infra::workflow::{self, AliasMove, Options};
+use chatctl_infra::releases::{self, AliasMove, Listed, ReleaseKind};
+use chatctl_infra::workflow::{self, Options};
 use serde::Serialize;
 
 use crate::args::{OutputFormat, ReleasesArgs, RollbackArgs};
