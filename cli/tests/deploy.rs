@@ -876,7 +876,8 @@ async fn deploy_from_nothing_then_no_op_then_code_and_setting_changes_then_destr
     // By name, one per queue; the mapping is listed by function and queue, the schedule read by
     // name, each subscription's attributes read once.
     assert_eq!(reads["SQS:GetQueueUrl"], 2, "{reads}");
-    assert_eq!(reads["Lambda:ListEventSourceMappings"], 1, "{reads}");
+    // The alias's mapping, and any left on the function itself by a stage from before releases.
+    assert_eq!(reads["Lambda:ListEventSourceMappings"], 2, "{reads}");
     assert_eq!(reads["Scheduler:GetSchedule"], 1, "{reads}");
     assert_eq!(reads["SNS:GetSubscriptionAttributes"], 2, "{reads}");
     assert_eq!(reads["Lambda:GetFunctionEventInvokeConfig"], 1, "{reads}");

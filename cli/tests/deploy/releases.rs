@@ -248,3 +248,77 @@ async fn deploys_are_releases_a_rollback_moves_the_aliases_back_and_a_deploy_ove
     ok(&s.run(&["destroy", "--yes", "--output", "json"]));
     assert_eq!(leftovers(&s.moto, &s.name).await, Vec::<String>::new());
 }
+
+/// A stage deployed before releases had its chat subscription and presence mapping on the
+/// function itself ($LATEST). Made here by hand next to a current stage's: plan shows both as
+/// deletions, one deploy removes them, and what stays invokes the alias only.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_triggers_of_a_stage_from_before_releases_are_moved_onto_the_alias() {
+    let s = Stage::new();
+    ok(&s.deploy(&[]));
+    let prefix = s.prefix();
+    let fanout = format!("{prefix}-fanout");
+    let unqualified = format!("arn:aws:lambda:us-east-1:123456789012:function:{fanout}");
+    let topic_arn = format!("arn:aws:sns:us-east-1:123456789012:{prefix}-events");
+    let queue_arn = format!("arn:aws:sqs:us-east-1:123456789012:{prefix}-presence");
+    let sns = aws_sdk_sns::Client::new(&s.moto);
+    let lambda = aws_sdk_lambda::Client::new(&s.moto);
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("lambda")
+        .endpoint(&unqualified)
+        .send()
+        .await
+        .unwrap();
+    lambda
+        .create_event_source_mapping()
+        .function_name(&fanout)
+        .event_source_arn(&queue_arn)
+        .send()
+        .await
+        .unwrap();
+
+    let plan = s.run(&["plan", "--detailed-exitcode"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "sns subscription {prefix}-events/{fanout} ($LATEST)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "lambda event source mapping {fanout}/{prefix}-presence ($LATEST)"
+        )),
+        "{text}"
+    );
+    s.proxy.take_calls();
+    ok(&s.deploy(&[]));
+    let mut changed = ops(&s.changes());
+    changed.sort();
+    // (The proxy names Lambda's REST calls it has no name for by method and path.)
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert!(
+        changed[0].starts_with("DELETE /2015-03-31/event-source-mappings/"),
+        "{changed:?}"
+    );
+    assert_eq!(changed[1], "Unsubscribe");
+
+    let endpoints: Vec<String> = subscriptions_of(&sns, &topic_arn)
+        .await
+        .into_iter()
+        .filter(|(protocol, ..)| protocol == "lambda")
+        .map(|(_, endpoint, ..)| endpoint)
+        .collect();
+    assert_eq!(endpoints, [live_arn(&fanout)]);
+    let legacy = lambda
+        .list_event_source_mappings()
+        .function_name(&fanout)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(legacy.event_source_mappings().len(), 0, "{legacy:?}");
+    assert_eq!(last(&ok(&s.deploy(&[])))["applied"], 0);
+    ok(&s.run(&["destroy", "--yes", "--output", "json"]));
+}

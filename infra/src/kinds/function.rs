@@ -145,15 +145,53 @@ pub(crate) async fn read_event_source_mapping(
         }
     };
     // One being deleted is as good as gone; a deploy creates a new one.
-    let Some(m) = mappings
+    if let Some(m) = mappings
         .iter()
         .find(|m| m.event_source_arn() == Some(queue_arn) && m.state() != Some("Deleting"))
-    else {
-        return Ok(());
+    {
+        put_mapping(r, &format!("{function}/{queue}"), m);
+    }
+    // A stage deployed before releases mapped the queue to the function itself ($LATEST): an
+    // orphan now, deleted by the deploy that maps the alias (two mappings would split the
+    // queue's batches between the releases).
+    let legacy = match r
+        .clients
+        .lambda
+        .list_event_source_mappings()
+        .function_name(function)
+        .event_source_arn(queue_arn)
+        .send()
+        .await
+    {
+        Ok(out) => out.event_source_mappings.unwrap_or_default(),
+        Err(e) if is_not_found(&e) => Vec::new(),
+        Err(e) => {
+            return Err(read_error(
+                format!("event source mappings of {function}"),
+                e,
+            ));
+        }
     };
-    let key = format!("{function}/{queue}");
+    let unqualified = alias_arn
+        .strip_suffix(&format!(":{LIVE_ALIAS}"))
+        .unwrap_or(alias_arn);
+    if let Some(m) = legacy.iter().find(|m| {
+        m.function_arn() == Some(unqualified)
+            && m.event_source_arn() == Some(queue_arn)
+            && m.state() != Some("Deleting")
+    }) {
+        put_mapping(r, &format!("{function}/{queue} ($LATEST)"), m);
+    }
+    Ok(())
+}
+
+fn put_mapping(
+    r: &Reader<'_>,
+    key: &str,
+    m: &aws_sdk_lambda::types::EventSourceMappingConfiguration,
+) {
     if let Some(uuid) = m.uuid() {
-        r.id(Kind::EventSourceMapping, &key, uuid);
+        r.id(Kind::EventSourceMapping, key, uuid);
     }
     let mut response_types: Vec<String> = m
         .function_response_types()
@@ -162,7 +200,7 @@ pub(crate) async fn read_event_source_mapping(
         .collect();
     response_types.sort_unstable();
     r.put(
-        &key,
+        key,
         EventSourceMapping {
             event_source_arn: m.event_source_arn().map(str::to_owned),
             batch_size: m.batch_size().map(i64::from),
@@ -170,7 +208,6 @@ pub(crate) async fn read_event_source_mapping(
             function_response_types: response_types,
         },
     );
-    Ok(())
 }
 
 pub(crate) async fn read_event_invoke_config(

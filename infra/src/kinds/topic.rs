@@ -9,6 +9,7 @@ use crate::apply::{Applier, text, typed};
 use crate::cloudformation::{cfn, tag_list};
 use crate::errors::{describe, is_not_found};
 use crate::kinds::Properties;
+use crate::names::LIVE_ALIAS;
 use crate::observe::{ObserveError, Reader, our_tags, read_error};
 use crate::stack::{Kind, Resource};
 
@@ -133,6 +134,31 @@ pub(crate) async fn read_subscription(
                     == Some("true"),
             },
         );
+    }
+    // A stage deployed before releases subscribed the function itself ($LATEST): observed as an
+    // orphan, so the deploy that subscribes the alias unsubscribes it (else every chat event
+    // would be delivered twice).
+    if let Some(unqualified) = endpoint.strip_suffix(&format!(":{LIVE_ALIAS}")) {
+        for s in subscriptions
+            .iter()
+            .filter(|s| s.endpoint() == Some(unqualified))
+        {
+            let Some(arn) = s.subscription_arn().filter(|a| a.starts_with("arn:")) else {
+                continue;
+            };
+            let function = unqualified.rsplit(':').next().unwrap_or_default();
+            let key = format!("{topic}/{function} ($LATEST)");
+            r.id(Kind::Subscription, &key, arn);
+            r.put(
+                &key,
+                Subscription {
+                    protocol: s.protocol().map(str::to_owned),
+                    endpoint: Some(unqualified.to_owned()),
+                    filter_policy: Value::Null,
+                    raw_message_delivery: false,
+                },
+            );
+        }
     }
     Ok(())
 }
