@@ -351,18 +351,13 @@ pub async fn http(
     path: &str,
     body: &[u8],
 ) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let head = format!(
+    let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
-        .await
-        .context("HTTP answer timed out")??;
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let text = raw_http(addr, &request).await?;
     let status = text
         .split_whitespace()
         .nth(1)
@@ -373,6 +368,34 @@ pub async fn http(
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// Write `bytes` on a new TCP connection and read until the server closes it: the raw answer.
+/// A server may answer (413, 400) and close before it has read everything: a failed write is
+/// then no error, nor is a reset after the answer arrived. A server that does not close within
+/// [`WAIT`] is an error (every request here asks it to).
+pub async fn raw_http(addr: SocketAddr, bytes: &[u8]) -> Result<String> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let written = stream.write_all(bytes).await;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => bail!("HTTP answer timed out after {WAIT:?}"),
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
+            Ok(Err(_)) if !raw.is_empty() => break,
+            Ok(Err(e)) => {
+                written.context("writing the request")?;
+                return Err(e).context("reading the answer");
+            }
+        }
+    }
+    if raw.is_empty() {
+        written.context("writing the request")?;
+    }
+    Ok(String::from_utf8_lossy(&raw).into_owned())
 }
 
 /// Poll `check` every 20 ms until it holds or [`WAIT`] passes.

@@ -104,15 +104,18 @@ impl TokenKey {
         let sig = URL_SAFE_NO_PAD
             .decode(sig)
             .map_err(|_| TokenError::Malformed("signature is not base64url".into()))?;
+        // Both parts' encoding is checked before the signature, so a mangled token is reported
+        // as malformed (401) whatever its signature; the claims are parsed only once signed.
+        let claims_json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenError::Malformed("claims are not base64url".into()))?;
         let mut mac = self.mac();
         mac.update(version.as_bytes());
         mac.update(b".");
         mac.update(payload.as_bytes());
         mac.verify_slice(&sig)
             .map_err(|_| TokenError::BadSignature)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| TokenError::Malformed("claims are not base64url".into()))?;
+        let payload = claims_json;
         let claims: Claims = serde_json::from_slice(&payload)
             .map_err(|e| TokenError::Malformed(format!("claims: {e}")))?;
         if claims.exp <= now_secs {

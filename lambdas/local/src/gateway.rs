@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use chat_core::ChatService;
@@ -71,6 +73,8 @@ pub mod close {
     pub const ABNORMAL: u16 = 1006;
     /// Policy violation: the client stopped reading and its outbox filled up.
     pub const NOT_READING: u16 = crate::registry::CLOSE_NOT_READING;
+    /// Invalid frame payload data: a text frame that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// Message too big.
     pub const TOO_BIG: u16 = 1009;
 }
@@ -90,12 +94,17 @@ pub struct Gateway {
 }
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
+    // A Management API body is read up to one byte past the message limit and no further: a
+    // multi-megabyte POST is refused with 413 before it is buffered.
+    let body_limit = DefaultBodyLimit::max(gateway.limits.max_message_bytes.saturating_add(1));
     Router::new()
         .route("/", get(root))
         .route("/app.js", get(page::app_js))
         .route("/style.css", get(page::style_css))
         .route("/config.json", get(config_json))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/@connections", any(no_connection_id))
+        .route("/@connections/", any(no_connection_id))
         .route(
             "/@connections/{id}",
             get(describe_connection)
@@ -108,27 +117,84 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             "/{stage}/@connections/{id}",
             get(describe_staged).post(post_staged).delete(delete_staged),
         )
+        .layer(body_limit)
         .with_state(gateway)
 }
 
 async fn root(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(query): Query<Vec<(String, String)>>,
+    RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match ws {
-        Ok(ws) => upgrade(gw, "local".to_owned(), peer, query, headers, ws).await,
+        Ok(ws) => upgrade(gw, "local".to_owned(), peer, raw_query, headers, ws).await,
+        // A request that asks for a WebSocket but is not a valid upgrade (no Sec-WebSocket-Key,
+        // a wrong version …) is refused as API Gateway refuses it, not served the page.
+        Err(rejection) if asks_for_websocket(&headers) => bad_upgrade(&rejection),
         Err(_) => page::index().into_response(),
     }
+}
+
+/// The query string's parameters, percent-decoded (`+` is a space). A value that is not UTF-8
+/// once decoded is refused with 400 rather than patched with U+FFFD: a user name must be what
+/// the client sent. A malformed escape (`%ZZ`) is kept as written, as URL parsers do.
+#[allow(clippy::result_large_err)]
+fn decode_query(raw: Option<&str>) -> Result<Vec<(String, String)>, Response> {
+    let decode = |part: &str| {
+        let spaced = part.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .map(std::borrow::Cow::into_owned)
+    };
+    raw.unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = decode(key).map_err(|_| not_utf8(key))?;
+            let value = decode(value).map_err(|_| not_utf8(&key))?;
+            Ok((key, value))
+        })
+        .collect()
+}
+
+fn not_utf8(parameter: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        format!(
+            "query parameter {parameter:?} is not valid UTF-8 once percent-decoded; \
+             percent-encode the UTF-8 bytes of the value\n"
+        ),
+    )
+        .into_response()
+}
+
+/// The request names `websocket` in its `Upgrade` header: a WebSocket client, however broken.
+fn asks_for_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// The answer to a WebSocket upgrade request that is not valid: 400 and what is wrong with it.
+fn bad_upgrade(rejection: &WebSocketUpgradeRejection) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        format!("not a valid WebSocket upgrade: {rejection}\n"),
+    )
+        .into_response()
 }
 
 async fn stage_root(
     State(gw): State<Arc<Gateway>>,
     Path(stage): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(query): Query<Vec<(String, String)>>,
+    RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -139,7 +205,8 @@ async fn stage_root(
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     match ws {
         _ if !valid_stage => (StatusCode::NOT_FOUND, "not found\n").into_response(),
-        Ok(ws) => upgrade(gw, stage, peer, query, headers, ws).await,
+        Ok(ws) => upgrade(gw, stage, peer, raw_query, headers, ws).await,
+        Err(rejection) if asks_for_websocket(&headers) => bad_upgrade(&rejection),
         Err(rejection) => (
             StatusCode::UPGRADE_REQUIRED,
             format!(
@@ -193,10 +260,14 @@ async fn upgrade(
     gw: Arc<Gateway>,
     stage: String,
     peer: SocketAddr,
-    query: Vec<(String, String)>,
+    raw_query: Option<String>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let query = match decode_query(raw_query.as_deref()) {
+        Ok(query) => query,
+        Err(refusal) => return refusal,
+    };
     let id = new_connection_id();
     let connected_at = gw.clock.now_ms();
     let ctx = context(&gw, &stage);
@@ -359,9 +430,9 @@ async fn serve_socket(
                         route(&gw, &ctx, &id, connected_at, body).await;
                     }
                     Some(Err(e)) => {
-                        if is_too_big(e) {
-                            gw.registry.close(&id, close::TOO_BIG, "message too big");
-                            break (close::TOO_BIG, "message too big".to_owned());
+                        if let Some((code, why)) = protocol_violation(e) {
+                            gw.registry.close(&id, code, why);
+                            break (code, why.to_owned());
                         }
                         break (close::ABNORMAL, "connection error".to_owned());
                     }
@@ -396,12 +467,15 @@ async fn close_requested(rx: &mut watch::Receiver<Option<CloseRequest>>) -> Opti
 /// How long the close frame may take to go out before the socket is simply dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-fn is_too_big(e: axum::Error) -> bool {
-    let inner = e.into_inner();
-    matches!(
-        inner.downcast_ref::<tungstenite::Error>(),
-        Some(tungstenite::Error::Capacity(_))
-    )
+/// A read error the client caused, with the close code and reason that tell it so; `None` for a
+/// broken connection, which gets no close frame (there is nobody to read it).
+fn protocol_violation(e: axum::Error) -> Option<(u16, &'static str)> {
+    match e.into_inner().downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => Some((close::TOO_BIG, "message too big")),
+        // RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection.
+        tungstenite::Error::Utf8(_) => Some((close::INVALID_DATA, "text frame is not valid UTF-8")),
+        _ => None,
+    }
 }
 
 /// A data frame from the client, as API Gateway hands it on: text, or binary (base64 in the event).
@@ -471,21 +545,49 @@ fn iso(ms: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// `/@connections` without an id: API Gateway answers `NotFoundException`, whatever the method.
+async fn no_connection_id() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [("x-amzn-errortype", "NotFoundException")],
+        axum::Json(serde_json::json!({
+            "message": "no connection id: use /@connections/{connectionId}"
+        })),
+    )
+        .into_response()
+}
+
 async fn post_to_connection(
     State(gw): State<Arc<Gateway>>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if body.len() > gw.limits.max_message_bytes {
-        return (
+    let limit = gw.limits.max_message_bytes;
+    let too_large = |size: String| {
+        (
             StatusCode::PAYLOAD_TOO_LARGE,
             [("x-amzn-errortype", "PayloadTooLargeException")],
             axum::Json(serde_json::json!({
-                "message": format!("{} bytes; the limit is {}", body.len(), gw.limits.max_message_bytes)
+                "message": format!("{size} bytes; the limit is {limit}")
             })),
         )
-            .into_response();
-    }
+            .into_response()
+    };
+    let body = match body {
+        Ok(body) if body.len() > limit => return too_large(body.len().to_string()),
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return too_large(format!("over {limit}"));
+        }
+        Err(rejection) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                [("x-amzn-errortype", "BadRequestException")],
+                axum::Json(serde_json::json!({ "message": rejection.body_text() })),
+            )
+                .into_response();
+        }
+    };
     let out = match String::from_utf8(body.to_vec()) {
         Ok(text) => Outbound::Text(text.into()),
         Err(e) => Outbound::Binary(e.into_bytes()),
@@ -529,7 +631,7 @@ async fn delete_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String
 async fn post_staged(
     gw: State<Arc<Gateway>>,
     Path((_stage, id)): Path<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     post_to_connection(gw, Path(id), body).await
 }
