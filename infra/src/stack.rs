@@ -854,29 +854,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_policy_statement_is_scoped_to_this_stage() {
-        for r in sample().resources.iter().filter(|r| r.kind == Kind::Role) {
-            for statement in r.fields()["inlinePolicy"]["Statement"].as_array().unwrap() {
-                let resources = match &statement["Resource"] {
-                    Value::Array(a) => a.clone(),
-                    one => vec![one.clone()],
-                };
-                for arn in resources {
-                    let arn = arn.as_str().unwrap();
-                    assert!(
-                        arn.contains("chat-prod")
-                            || arn.contains("a1b2c3d4e5/prod/")
-                            || arn.ends_with(":parameter/chatctl/chat/prod/token-secret"),
-                        "{}: {arn} is not scoped to the stage",
-                        r.name
-                    );
-                    assert!(!arn.ends_with(":*:*") && arn != "*", "{arn}");
-                }
-            }
-        }
-    }
-
     /// What each role may do to the tables is what its handlers call: the ws function reads
     /// no index and neither uses a ConditionCheck; only the fan-out's sweep lists connections
     /// through `by-shard`.
