@@ -185,6 +185,16 @@ pub async fn acquire(
             Err(e) if is_not_found(&e) => continue,
             Err(e) => return Err(aws("read", describe(e))),
         };
+        // Our own: an earlier attempt of this very put took the lock, and its answer was lost
+        // (the SDK retried it into ParameterAlreadyExists).
+        if current.as_ref() == Some(&me) {
+            return Ok(Lock {
+                client: client.clone(),
+                parameter,
+                holder: me,
+                took_over,
+            });
+        }
         let holder = current.unwrap_or(Holder {
             user: "unknown".into(),
             host: "unknown".into(),

@@ -45,6 +45,30 @@ pub(crate) fn read_error(what: impl Into<String>, err: impl std::error::Error) -
     }
 }
 
+/// How many times chatctl tries a call by default. A deploy makes a hundred control-plane
+/// calls; with the SDK's three attempts, AWS throttling a tenth of them (IAM, Lambda and API
+/// Gateway all do under load) fails one call of a deploy in most runs. Eight attempts with the
+/// SDK's jittered exponential backoff (capped at 20 s) ride that out; the deploy fault matrix
+/// (20 % of calls throttled or failed) converges with them.
+pub const ATTEMPTS: u32 = 8;
+
+/// `config` with [`ATTEMPTS`] when it has the SDK's default of three; a count the user chose
+/// (`AWS_MAX_ATTEMPTS`, `max_attempts` in the profile) other than three is kept.
+pub fn with_patient_retries(config: &SdkConfig) -> SdkConfig {
+    use aws_config::retry::RetryConfig;
+    let retry = config
+        .retry_config()
+        .cloned()
+        .unwrap_or_else(RetryConfig::standard);
+    if retry.max_attempts() != RetryConfig::standard().max_attempts() {
+        return config.clone();
+    }
+    config
+        .to_builder()
+        .retry_config(retry.with_max_attempts(ATTEMPTS))
+        .build()
+}
+
 /// The clients observe needs, built once from one configuration.
 #[derive(Debug, Clone)]
 pub struct Clients {
@@ -76,6 +100,7 @@ impl Clients {
     }
 
     pub fn new(config: &SdkConfig) -> Self {
+        let config = &with_patient_retries(config);
         let calls = CallCounter::default();
         macro_rules! client {
             ($sdk:ident) => {

@@ -5,11 +5,26 @@ AWS::Lambda::Version answers no Fn::GetAtt, so a template whose triggers invoke 
 cannot be created. Both are added here on top of moto's own Lambda backend, with the documented
 CloudFormation behaviour: Ref of an alias is its ARN, GetAtt Version.Version is the published
 version number, an alias update moves it to the new version.
+
+moto's DynamoDB TagResource appends: a retried call (its first answer lost) lists every tag
+twice. AWS's TagResource sets each key (a tag key is unique per resource), so it does here.
+
+moto's API Gateway v2 CreateRoute makes a second route with a key the API already has; AWS
+answers ConflictException (409), which a retried CreateRoute whose first answer was lost meets.
+
+moto's Lambda CreateEventSourceMapping means to refuse a second mapping of one SQS queue to one
+function but looks the pair up under a literal string, so it never does; AWS answers
+ResourceConflictException (409) "An event source mapping with SQS arn … and function … already
+exists", which a retried create meets. Refused here as AWS does.
 """
 
 from typing import Any
 
-from moto.awslambda.models import LambdaVersion
+from moto.awslambda.exceptions import LambdaClientError
+from moto.awslambda.models import LambdaBackend, LambdaVersion
+from moto.apigatewayv2.exceptions import APIGatewayV2Error
+from moto.apigatewayv2.models import Api
+from moto.dynamodb.models import DynamoDBBackend
 from moto.awslambda.utils import get_backend
 from moto.core.common_models import CloudFormationModel
 from moto.utilities.docker_utilities import DockerModel
@@ -19,6 +34,65 @@ from moto.utilities.docker_utilities import DockerModel
 # the unqualified function only logs that there is no Docker. The class default makes the copy
 # behave like its function.
 DockerModel._DockerModel__docker_client = None  # type: ignore[attr-defined]
+
+
+def _tag_table(self: DynamoDBBackend, arn: str, tags: dict[str, str]) -> None:
+    for table in self.tables.values():
+        if table.table_arn == arn:
+            kept = [t for t in table.tags if t["Key"] not in tags]
+            table.tags = kept + [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+DynamoDBBackend.tag_resource = _tag_table  # type: ignore[method-assign]
+
+
+class _RouteConflict(APIGatewayV2Error):
+    code = 409
+
+    def __init__(self) -> None:
+        super().__init__(
+            "ConflictException", "Unable to complete operation due to concurrent modification"
+        )
+
+
+_create_route = Api.create_route
+
+
+def _create_route_once(self: Api, *args: Any, **kwargs: Any) -> Any:
+    key = kwargs.get("route_key")
+    if any(route.route_key == key for route in self.routes.values()):
+        raise _RouteConflict()
+    return _create_route(self, *args, **kwargs)
+
+
+Api.create_route = _create_route_once  # type: ignore[method-assign]
+
+
+class _MappingConflict(LambdaClientError):
+    code = 409
+
+    def __init__(self, message: str) -> None:
+        super().__init__("ResourceConflictException", message)
+
+
+_create_mapping = LambdaBackend.create_event_source_mapping
+
+
+def _create_mapping_once(self: LambdaBackend, spec: dict[str, Any]) -> Any:
+    source = spec.get("EventSourceArn")
+    if source and ":sqs:" in source and spec.get("FunctionName"):
+        func = self._lambdas.get_function_by_name_or_arn_with_qualifier(spec["FunctionName"])
+        for esm in self._event_source_mappings.values():
+            if esm.event_source_arn == source and esm.function_arn == func.function_arn:
+                raise _MappingConflict(
+                    f"An event source mapping with SQS arn ({source}) and function "
+                    f"({spec['FunctionName']}) already exists. Please update or delete the "
+                    f"existing mapping with UUID {esm.uuid}"
+                )
+    return _create_mapping(self, spec)
+
+
+LambdaBackend.create_event_source_mapping = _create_mapping_once  # type: ignore[method-assign]
 
 
 def _version_attribute(self: LambdaVersion, name: str) -> Any:

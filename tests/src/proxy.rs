@@ -82,9 +82,15 @@ impl Call {
         !read
     }
 
-    /// Whether the call is `operation` and mentions `needle` in its body or path.
+    /// Whether the call is `operation` (or starts with it, for an `operation` ending in `*`, as
+    /// in `"PUT /2019-09-25/functions/*"` for a REST call the proxy has no name for) and
+    /// mentions `needle` in its body or path.
     fn matches(&self, operation: &str, needle: Option<&str>) -> bool {
-        self.operation == operation && needle.is_none_or(|n| mentions(&self.body, &self.path, n))
+        let named = match operation.strip_suffix('*') {
+            Some(prefix) => self.operation.starts_with(prefix),
+            None => self.operation == operation,
+        };
+        named && needle.is_none_or(|n| mentions(&self.body, &self.path, n))
     }
 }
 
@@ -112,6 +118,7 @@ enum Action {
     Fail,
     FailAfterForward,
     Hold(Gate),
+    HoldAfterForward(Gate),
 }
 
 impl Fault {
@@ -148,6 +155,21 @@ impl Fault {
         let gate = Gate::new();
         (
             Fault::new(operation, needle, None, Action::Hold(gate.clone())),
+            gate,
+        )
+    }
+
+    /// Forward matching calls (the change happens) and hold their answers until the gate is
+    /// released: a client killed meanwhile never learns that its call succeeded.
+    pub fn hold_after_forward(operation: &str, needle: Option<&str>) -> (Fault, Gate) {
+        let gate = Gate::new();
+        (
+            Fault::new(
+                operation,
+                needle,
+                None,
+                Action::HoldAfterForward(gate.clone()),
+            ),
             gate,
         )
     }
@@ -205,12 +227,79 @@ impl Gate {
     }
 }
 
+/// Seeded faults on a share of every call, for fault matrices: each call is drawn by a hash of
+/// the seed, the call (its operation, path and body with digits removed, so timestamps and pids
+/// do not count) and how many identical calls came before it. A run with the same seed meets the
+/// same faults, up to the order of concurrent identical calls; a retry of a call is a new draw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chaos {
+    pub seed: u64,
+    /// Share of calls that meet a fault, in percent.
+    pub percent: u8,
+}
+
+/// What a [`Chaos`] fault did to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChaosFault {
+    /// Refused with the protocol's throttling error (429 `TooManyRequestsException` on REST
+    /// APIs, 400 `ThrottlingException`/`Throttling` elsewhere), not forwarded.
+    Throttle,
+    /// Answered 500 `InternalFailure`, not forwarded.
+    ServerError,
+    /// Forwarded (the change happens), then answered 503 `ServiceUnavailable`: a lost answer.
+    LostAnswer,
+}
+
+#[derive(Debug, Default)]
+struct ChaosState {
+    chaos: Option<Chaos>,
+    seen: std::collections::HashMap<u64, u64>,
+    injected: std::collections::BTreeMap<ChaosFault, u64>,
+}
+
+impl ChaosState {
+    fn draw(&mut self, call: &Call) -> Option<ChaosFault> {
+        use std::hash::{Hash, Hasher};
+        let chaos = self.chaos?;
+        let mut identity = std::collections::hash_map::DefaultHasher::new();
+        call.operation.hash(&mut identity);
+        for text in [&call.path, &call.body] {
+            text.chars()
+                .filter(|c| !c.is_ascii_digit())
+                .for_each(|c| c.hash(&mut identity));
+        }
+        let identity = identity.finish();
+        let occurrence = self.seen.entry(identity).or_default();
+        *occurrence += 1;
+        // SplitMix64 of (seed, identity, occurrence): independent draws, no RNG state to share.
+        let mut x = chaos
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(identity)
+            .wrapping_add(occurrence.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        if x % 100 >= u64::from(chaos.percent) {
+            return None;
+        }
+        let fault = match (x / 100) % 3 {
+            0 => ChaosFault::Throttle,
+            1 => ChaosFault::ServerError,
+            _ => ChaosFault::LostAnswer,
+        };
+        *self.injected.entry(fault).or_default() += 1;
+        Some(fault)
+    }
+}
+
 /// The record and the rules, shared by the test's handle and the proxy's thread.
 #[derive(Debug, Default)]
 struct Control {
     record: Mutex<Record>,
     rules: Mutex<Vec<Fault>>,
     latency: Mutex<Option<Arc<Model>>>,
+    chaos: Mutex<ChaosState>,
 }
 
 #[derive(Debug, Default)]
@@ -256,7 +345,7 @@ impl Control {
 
     fn clear_faults(&self) {
         for rule in lock(&self.rules).drain(..) {
-            if let Action::Hold(gate) = rule.action {
+            if let Action::Hold(gate) | Action::HoldAfterForward(gate) = rule.action {
                 gate.release();
             }
         }
@@ -351,6 +440,17 @@ impl AwsProxy {
         self.control.clear_faults();
     }
 
+    /// Meet a seeded share of the calls from now on with faults (`None`: stop). Explicit
+    /// [`Fault`] rules still come first.
+    pub fn set_chaos(&self, chaos: Option<Chaos>) {
+        lock(&self.control.chaos).chaos = chaos;
+    }
+
+    /// How many faults of each kind [`AwsProxy::set_chaos`] injected so far.
+    pub fn chaos_injected(&self) -> std::collections::BTreeMap<ChaosFault, u64> {
+        lock(&self.control.chaos).injected.clone()
+    }
+
     /// Make the calls from now on take as long, and resources become ready as late, as on AWS
     /// (see [`crate::latency`]); faults still apply on top.
     pub fn set_latency(&self, latency: Latency) {
@@ -429,6 +529,10 @@ async fn handle(State(forward): State<Arc<Forward>>, request: Request) -> Respon
         None => forward.control.decide(&call),
         Some(_) => None,
     };
+    let chaos = match (&refusal, &action) {
+        (None, None) => lock(&forward.control.chaos).draw(&call),
+        _ => None,
+    };
     let modelled = model.map(|m| (m, call.clone()));
     if let Some((m, call)) = &modelled {
         tokio::time::sleep(m.delay(call)).await;
@@ -437,7 +541,15 @@ async fn handle(State(forward): State<Arc<Forward>>, request: Request) -> Respon
     let response = match (refusal, action) {
         // What AWS answers while something the call needs is not ready yet.
         (Some(r), _) => protocol.error(r.status, r.code, &r.message),
-        (None, None) => forward.send(&parts, &path, body).await,
+        (None, None) => match chaos {
+            None => forward.send(&parts, &path, body).await,
+            Some(ChaosFault::Throttle) => protocol.throttled(),
+            Some(ChaosFault::ServerError) => protocol.injected_error(),
+            Some(ChaosFault::LostAnswer) => {
+                let _lost = forward.send(&parts, &path, body).await;
+                protocol.error(503, "ServiceUnavailable", "injected after forwarding")
+            }
+        },
         (None, Some(Action::Fail)) => protocol.injected_error(),
         (None, Some(Action::FailAfterForward)) => {
             let _lost = forward.send(&parts, &path, body).await;
@@ -446,6 +558,11 @@ async fn handle(State(forward): State<Arc<Forward>>, request: Request) -> Respon
         (None, Some(Action::Hold(gate))) => {
             gate.pass().await;
             forward.send(&parts, &path, body).await
+        }
+        (None, Some(Action::HoldAfterForward(gate))) => {
+            let answer = forward.send(&parts, &path, body).await;
+            gate.pass().await;
+            answer
         }
     };
     let response = match &modelled {
@@ -585,6 +702,15 @@ impl Protocol {
             "InternalFailure",
             "injected by the chatctl_e2e test proxy",
         )
+    }
+
+    /// The service's throttling answer, which the SDK classifies as throttling and backs off on.
+    fn throttled(&self) -> Response {
+        match self {
+            Protocol::Rest => self.error(429, "TooManyRequestsException", "Rate exceeded"),
+            Protocol::Query { .. } => self.error(400, "Throttling", "Rate exceeded"),
+            Protocol::Json { .. } => self.error(400, "ThrottlingException", "Rate exceeded"),
+        }
     }
 
     /// An error answer in the call's protocol, which the SDK parses as the service error `code`.

@@ -10,7 +10,7 @@
 use super::*;
 
 /// The version `function`'s `live` alias serves, and that version's code hash.
-async fn alias_of(config: &SdkConfig, function: &str) -> (String, String) {
+pub(super) async fn alias_of(config: &SdkConfig, function: &str) -> (String, String) {
     let lambda = aws_sdk_lambda::Client::new(config);
     let version = lambda
         .get_alias()

@@ -59,30 +59,34 @@ pub(crate) async fn list_apis(
     r: &Reader<'_>,
     name: &str,
 ) -> Result<Vec<aws_sdk_apigatewayv2::types::Api>, ObserveError> {
+    websocket_apis_named(r.clients, name)
+        .await
+        .map_err(|e| read_error("WebSocket APIs", e))
+}
+
+/// Every WebSocket API named `name`, over all pages. Name and protocol: an HTTP API that happens
+/// to share the name is not ours to adopt or, worse, to destroy.
+async fn websocket_apis_named(
+    clients: &Clients,
+    name: &str,
+) -> Result<
+    Vec<aws_sdk_apigatewayv2::types::Api>,
+    aws_sdk_apigatewayv2::error::SdkError<aws_sdk_apigatewayv2::operation::get_apis::GetApisError>,
+> {
     let mut apis = Vec::new();
     let mut token = None;
     loop {
-        let page = r
-            .clients
+        let page = clients
             .apigw()
             .await
             .get_apis()
             .set_next_token(token)
             .send()
-            .await
-            .map_err(|e| read_error("WebSocket APIs", e))?;
-        apis.extend(
-            page.items
-                .unwrap_or_default()
-                .into_iter()
-                // Name and protocol: an HTTP API that happens to share the name is not ours
-                // to adopt or, worse, to destroy.
-                .filter(|a| {
-                    a.name() == Some(name)
-                        && a.protocol_type()
-                            == Some(&aws_sdk_apigatewayv2::types::ProtocolType::Websocket)
-                }),
-        );
+            .await?;
+        apis.extend(page.items.unwrap_or_default().into_iter().filter(|a| {
+            a.name() == Some(name)
+                && a.protocol_type() == Some(&aws_sdk_apigatewayv2::types::ProtocolType::Websocket)
+        }));
         token = page.next_token.filter(|t| !t.is_empty());
         if token.is_none() {
             return Ok(apis);
@@ -346,12 +350,60 @@ impl Applier<'_> {
             .await
             .map_err(describe)?;
         let id = out.api_id.ok_or("CreateApi returned no id")?;
+        self.remove_lost_apis(&r.name, &id).await?;
         let mut known = self.known();
         known.ids.insert((Kind::Api, r.name.clone()), id.clone());
         known.env.api_id = Some(id);
         // The host clients and the fan-out use, as AWS states it for this partition.
         known.env.api_endpoint = out.api_endpoint;
         Ok(())
+    }
+
+    /// CreateApi is not idempotent: when the SDK retried a create whose first answer was lost,
+    /// a second API of this name exists that nothing knows of. Such an API is empty (no route,
+    /// no integration, no stage); each empty namesake tagged for this stage goes now, so a
+    /// converged deploy leaves one API. One that has anything in it is left to the plan, which
+    /// shows it as `(duplicate …)`.
+    async fn remove_lost_apis(&self, name: &str, kept: &str) -> Result<(), String> {
+        let stage = self.name.stage.as_str();
+        let apis = websocket_apis_named(self.clients, name)
+            .await
+            .map_err(describe)?;
+        for api in apis {
+            let Some(id) = api.api_id().filter(|id| *id != kept) else {
+                continue;
+            };
+            let ours = api
+                .tags()
+                .is_some_and(|t| t.get("chatctl:stage").map(String::as_str) == Some(stage));
+            if !ours || !self.api_is_empty(id).await? {
+                continue;
+            }
+            match self
+                .clients
+                .apigw()
+                .await
+                .delete_api()
+                .api_id(id)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(describe(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn api_is_empty(&self, api_id: &str) -> Result<bool, String> {
+        let apigw = || self.clients.apigw();
+        let routes = apigw().await.get_routes().api_id(api_id).send().await;
+        let integrations = apigw().await.get_integrations().api_id(api_id).send().await;
+        let stages = apigw().await.get_stages().api_id(api_id).send().await;
+        Ok(routes.map_err(describe)?.items().is_empty()
+            && integrations.map_err(describe)?.items().is_empty()
+            && stages.map_err(describe)?.items().is_empty())
     }
 
     pub(crate) fn integration_name(&self) -> String {
@@ -381,9 +433,70 @@ impl Applier<'_> {
         let id = out
             .integration_id
             .ok_or("CreateIntegration returned no id")?;
+        self.remove_lost_integrations(&id, out.integration_uri.as_deref())
+            .await?;
         self.known()
             .ids
             .insert((Kind::Integration, r.name.clone()), id);
+        Ok(())
+    }
+
+    /// CreateIntegration is not idempotent and integrations have no unique key: when the SDK
+    /// retried a create whose first answer was lost, the API has a second integration to the
+    /// same function that nothing knows of. Each one that no route uses goes now, so a
+    /// converged deploy leaves exactly one (the next plan would otherwise delete it).
+    async fn remove_lost_integrations(&self, kept: &str, uri: Option<&str>) -> Result<(), String> {
+        let api_id = self.api_id()?;
+        let integrations = self
+            .clients
+            .apigw()
+            .await
+            .get_integrations()
+            .api_id(&api_id)
+            .send()
+            .await
+            .map_err(describe)?
+            .items
+            .unwrap_or_default();
+        let lost: Vec<String> = integrations
+            .iter()
+            .filter(|i| i.integration_id() != Some(kept) && i.integration_uri() == uri)
+            .filter_map(|i| i.integration_id().map(str::to_owned))
+            .collect();
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let routes = self
+            .clients
+            .apigw()
+            .await
+            .get_routes()
+            .api_id(&api_id)
+            .send()
+            .await
+            .map_err(describe)?
+            .items
+            .unwrap_or_default();
+        for id in lost {
+            let target = format!("integrations/{id}");
+            if routes.iter().any(|r| r.target() == Some(target.as_str())) {
+                continue;
+            }
+            match self
+                .clients
+                .apigw()
+                .await
+                .delete_integration()
+                .api_id(&api_id)
+                .integration_id(&id)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(describe(e)),
+            }
+        }
         Ok(())
     }
 
