@@ -42,4 +42,12 @@ if [ ! -x "$tools/bin/moto_server" ] || [ ! -x "$tools/bin/cargo-lambda" ] || [ 
   echo "$pins" > "$tools/.pins"
 fi
 say "tools: $(cat "$tools/.pins"); $("$tools/bin/cargo-lambda" lambda --version 2>&1 | head -1)"
+# cargo-fuzz, pinned, for scripts/fuzz.sh: built from crates.io into the same tools directory
+# (its bin/, beside the venv's), so CI keeps it between runs too.
+fuzz_pin=0.13.2
+if [ "$("$tools/bin/cargo-fuzz" --version 2>/dev/null)" != "cargo-fuzz $fuzz_pin" ]; then
+  say "installing cargo-fuzz $fuzz_pin into $tools"
+  cargo install cargo-fuzz --version "$fuzz_pin" --locked --quiet --root "$tools"
+fi
+say "cargo-fuzz: $("$tools/bin/cargo-fuzz" --version)"
 say "setup done"

@@ -20,6 +20,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 say "cargo test"
 cargo test --workspace --locked --no-fail-fast
 
+say "fuzz targets, 10 s each (scripts/fuzz.sh SECONDS for a longer run)"
+scripts/fuzz.sh 10
+
 say "browser test (headless Chromium)"
 CHATCTL_BIN="$target_dir/debug/chatctl" node --test tests/browser/
 
