@@ -670,7 +670,14 @@ async fn read_head(addr: std::net::SocketAddr, request: &[u8]) -> String {
 }
 
 /// (case, method, path, body, status, `x-amzn-errortype` or "" for none)
-type ManagementCase = (&'static str, &'static str, String, Vec<u8>, u16, &'static str);
+type ManagementCase = (
+    &'static str,
+    &'static str,
+    String,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
 
 #[tokio::test]
 async fn hostile_management_api_requests_are_refused_and_change_nothing() {
