@@ -109,14 +109,18 @@ impl Stage {
         self.run(&args)
     }
 
-    /// Start a deploy, and `kill -9` it once one of its calls reached `gate` (false if none did
-    /// within a minute).
-    async fn deploy_killed_at(&self, gate: &chatctl_e2e::proxy::Gate) -> bool {
+    /// Start a deploy (its output to `output`) and wait until one of its calls reached `gate`;
+    /// the running deploy, and whether a call got there within a minute.
+    async fn deploy_until(
+        &self,
+        gate: &chatctl_e2e::proxy::Gate,
+        output: fn() -> Stdio,
+    ) -> (std::process::Child, bool) {
         let dir = self.artifacts.path().to_str().unwrap().to_owned();
-        let mut child = self
+        let child = self
             .command(&["deploy", "--yes", "--output", "json", "--artifacts", &dir])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(output())
+            .stderr(output())
             .spawn()
             .unwrap();
         let reached = tokio::task::spawn_blocking({
@@ -125,9 +129,31 @@ impl Stage {
         })
         .await
         .unwrap();
+        (child, reached)
+    }
+
+    /// Start a deploy, and `kill -9` it once one of its calls reached `gate` (false if none did
+    /// within a minute).
+    async fn deploy_killed_at(&self, gate: &chatctl_e2e::proxy::Gate) -> bool {
+        let (mut child, reached) = self.deploy_until(gate, Stdio::null).await;
         child.kill().unwrap();
         child.wait().unwrap();
         reached
+    }
+
+    /// The APIs named after the stage, read straight from moto (a lost CreateApi answer that
+    /// was retried could make two).
+    async fn apis_named(&self) -> usize {
+        let name = format!("{}-api", self.prefix());
+        aws_sdk_apigatewayv2::Client::new(&self.moto)
+            .get_apis()
+            .send()
+            .await
+            .unwrap()
+            .items()
+            .iter()
+            .filter(|a| a.name() == Some(name.as_str()))
+            .count()
     }
 
     fn prefix(&self) -> String {
@@ -1125,20 +1151,8 @@ async fn an_interrupted_deploy_converges_without_duplicates_or_orphans() {
             && stderr.contains("run the command again"),
         "{stderr}"
     );
-    let apis = aws_sdk_apigatewayv2::Client::new(&s.moto)
-        .get_apis()
-        .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap();
-    let named = |apis: &[aws_sdk_apigatewayv2::types::Api]| {
-        apis.iter()
-            .filter(|a| a.name() == Some(format!("{}-api", s.prefix()).as_str()))
-            .count()
-    };
     assert_eq!(
-        named(&apis),
+        s.apis_named().await,
         1,
         "the retried create's empty API was removed"
     );
@@ -1182,14 +1196,7 @@ async fn an_interrupted_deploy_converges_without_duplicates_or_orphans() {
         .collect();
     assert_eq!(deleted.len(), 1, "{deleted:?}");
     assert!(deleted[0].contains("(duplicate "), "{deleted:?}");
-    let apis = aws_sdk_apigatewayv2::Client::new(&s.moto)
-        .get_apis()
-        .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap();
-    assert_eq!(named(&apis), 1);
+    assert_eq!(s.apis_named().await, 1);
     let api_id = api_id_of(last(&events));
     check_deployed(&s.moto, &s.name, &api_id).await;
     s.proxy.take_calls();
@@ -1314,19 +1321,7 @@ async fn a_second_deploy_is_refused_while_one_runs_and_a_stale_lock_needs_break_
     let s = Stage::new();
     let (fault, gate) = Fault::hold("CreateTopic", None);
     s.proxy.inject(fault);
-    let dir = s.artifacts.path().to_str().unwrap().to_owned();
-    let first = s
-        .command(&["deploy", "--yes", "--output", "json", "--artifacts", &dir])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let reached = tokio::task::spawn_blocking({
-        let gate = gate.clone();
-        move || gate.wait_reached(Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
+    let (first, reached) = s.deploy_until(&gate, Stdio::piped).await;
     assert!(reached);
     let second = s.deploy(&[]);
     let stderr = String::from_utf8_lossy(&second.stderr);

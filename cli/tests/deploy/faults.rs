@@ -60,31 +60,17 @@ fn converge(s: &Stage, args: &[&str], what: &str, seed: u64) -> bool {
     false
 }
 
-/// The APIs named after the stage (a lost CreateApi answer that was retried makes two).
-async fn apis_named(config: &SdkConfig, stage: &Stage) -> usize {
-    let name = format!("{}-api", stage.prefix());
-    aws_sdk_apigatewayv2::Client::new(config)
-        .get_apis()
-        .send()
-        .await
-        .unwrap()
-        .items()
-        .iter()
-        .filter(|a| a.name() == Some(name.as_str()))
-        .count()
-}
-
 /// After a converged deploy, with the chaos off: exactly one of everything, as deployed, and a
 /// deploy that changes nothing.
 async fn check_converged(s: &Stage, row: &mut Row) -> String {
-    let apis = apis_named(&s.moto, s).await;
+    let apis = s.apis_named().await;
     row.duplicates += apis.saturating_sub(1) as u64;
     let events = ok(&s.deploy(&[]));
     let report = last(&events);
     let api_id = api_id_of(report);
     check_deployed(&s.moto, &s.name, &api_id).await;
     assert_eq!(report["applied"], 0, "a deploy after convergence: {report}");
-    assert_eq!(apis_named(&s.moto, s).await, 1);
+    assert_eq!(s.apis_named().await, 1);
     api_id
 }
 
@@ -315,7 +301,7 @@ async fn a_kill_at_every_apply_step_converges_on_the_next_run() {
             let events = ok(&s.deploy(&[]));
             let report = last(&events);
             check_deployed(&s.moto, &s.name, &api_id_of(report)).await;
-            assert_eq!(apis_named(&s.moto, &s).await, 1, "{kind} {name}");
+            assert_eq!(s.apis_named().await, 1, "{kind} {name}");
             assert_eq!(last(&ok(&s.deploy(&[])))["applied"], 0, "{kind} {name}");
             ok(&s.run(&["destroy", "--yes", "--output", "json"]));
             assert_eq!(leftovers(&s.moto, &s.name).await, Vec::<String>::new());
